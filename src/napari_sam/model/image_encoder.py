@@ -1,0 +1,192 @@
+"""The ViT image encoder of SAM (Meta's ``ImageEncoderViT``), channels-last."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from .interpolate import bicubic_matrix, linear_matrix
+from .layers import DropPath, MLPBlock, act_layer_factory, conv, dense, norm_layer_factory
+
+
+def _rel_pos_index(size: int) -> np.ndarray:
+    """Indices into a (2 * size - 1)-row table giving ``R[q, k] = table[q - k + size - 1]``."""
+    coords = np.arange(size)
+    return (coords[:, None] - coords[None, :] + size - 1).astype(np.int32)
+
+
+class Attention(keras.layers.Layer):
+    """Multi-head attention with decomposed relative position embeddings."""
+
+    def __init__(self, dim, num_heads, qkv_bias, rel_pos_size, attn_drop=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = dense(3 * dim, dim, "qkv", use_bias=qkv_bias)
+        self.proj = dense(dim, dim, "proj")
+        self.attn_drop = layers.Dropout(attn_drop) if attn_drop > 0 else None
+        h, w = rel_pos_size
+        self.rel_pos_h = self.add_weight((2 * h - 1, self.head_dim), "zeros", name="rel_pos_h")
+        self.rel_pos_w = self.add_weight((2 * w - 1, self.head_dim), "zeros", name="rel_pos_w")
+        self.built = True
+
+    def _rel_table(self, table, size):
+        length = 2 * size - 1
+        if table.shape[0] != length:  # Meta's get_rel_pos: linear interpolation on the fly
+            table = tf.constant(linear_matrix(table.shape[0], length), table.dtype) @ table
+        return tf.gather(table, _rel_pos_index(size))  # (size, size, head_dim)
+
+    def call(self, x, training=False):
+        _, h, w, c = x.shape
+        b = tf.shape(x)[0]
+        nh, hd = self.num_heads, self.head_dim
+        qkv = tf.reshape(self.qkv(x), (b, h * w, 3, nh, hd))
+        qkv = tf.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, heads, HW, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = tf.matmul(q * self.scale, k, transpose_b=True)  # (B, heads, HW, HW)
+        r_q = tf.reshape(q, (b, nh, h, w, hd))
+        rel_h = tf.einsum("bnhwc,hkc->bnhwk", r_q, self._rel_table(self.rel_pos_h, h))
+        rel_w = tf.einsum("bnhwc,wkc->bnhwk", r_q, self._rel_table(self.rel_pos_w, w))
+        attn = tf.reshape(attn, (b, nh, h, w, h, w))
+        attn = attn + rel_h[:, :, :, :, :, None] + rel_w[:, :, :, :, None, :]
+        attn = tf.nn.softmax(tf.reshape(attn, (b, nh, h * w, h * w)), axis=-1)
+        if self.attn_drop is not None:
+            attn = self.attn_drop(attn, training=training)
+        out = tf.matmul(attn, v)  # (B, heads, HW, hd)
+        out = tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (b, h, w, c))
+        return self.proj(out)
+
+
+def window_partition(x, window_size: int):
+    """Split (B, H, W, C) into (B * nW, ws, ws, C) windows, zero-padding H, W (no masking)."""
+    _, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window_size, (-w) % window_size
+    if pad_h or pad_w:
+        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    hp, wp = h + pad_h, w + pad_w
+    x = tf.reshape(x, (-1, hp // window_size, window_size, wp // window_size, window_size, c))
+    x = tf.transpose(x, (0, 1, 3, 2, 4, 5))
+    return tf.reshape(x, (-1, window_size, window_size, c)), (hp, wp)
+
+
+def window_unpartition(windows, window_size: int, pad_hw, hw):
+    """Reverse :func:`window_partition` and remove the padding."""
+    (hp, wp), (h, w) = pad_hw, hw
+    c = windows.shape[-1]
+    x = tf.reshape(windows, (-1, hp // window_size, wp // window_size, window_size, window_size, c))
+    x = tf.reshape(tf.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, hp, wp, c))
+    return x[:, :h, :w, :] if (hp > h or wp > w) else x
+
+
+class Block(keras.layers.Layer):
+    """Transformer block with window or global attention."""
+
+    def __init__(self, cfg, index: int, grid: tuple[int, int], drop_path: float, **kwargs):
+        super().__init__(**kwargs)
+        dim = cfg.encoder_embed_dim
+        norm = norm_layer_factory(cfg.encoder_norm_layer)
+        is_global = index in cfg.encoder_global_attn_indices
+        self.window_size = 0 if is_global else cfg.encoder_window_size
+        rel_size = grid if is_global else (self.window_size, self.window_size)
+        self.norm1 = norm(dim, "norm1")
+        self.attn = Attention(
+            dim, cfg.encoder_nb_heads, cfg.encoder_qkv_bias, rel_size,
+            attn_drop=cfg.encoder_attn_drop_rate, name="attn",
+        )  # fmt: skip
+        self.norm2 = norm(dim, "norm2")
+        act = act_layer_factory(cfg.encoder_act_layer)
+        hidden = int(dim * cfg.encoder_mlp_ratio)
+        self.mlp = MLPBlock(dim, hidden, act, drop_rate=cfg.encoder_drop_rate, name="mlp")
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.proj_drop = layers.Dropout(cfg.encoder_drop_rate) if cfg.encoder_drop_rate else None
+        self.built = True
+
+    def _residual(self, x, training):
+        if self.proj_drop is not None:
+            x = self.proj_drop(x, training=training)
+        return self.drop_path(x, training=training) if self.drop_path is not None else x
+
+    def call(self, x, training=False):
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            h, w = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)
+            x = self.attn(x, training=training)
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        else:
+            x = self.attn(x, training=training)
+        x = shortcut + self._residual(x, training)
+        return x + self._residual(self.mlp(self.norm2(x), training=training), training)
+
+
+class PatchEmbed(keras.layers.Layer):
+    """Image to patch embedding: a convolution with kernel size and stride ``patch_size``."""
+
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.proj = conv(embed_dim, in_channels, patch_size, patch_size, name="proj")
+        self.built = True
+
+    def call(self, x):
+        return self.proj(x)
+
+
+class ImageEncoder(keras.layers.Layer):
+    """SAM's ViT image encoder: (N, H, W, C) preprocessed images -> (N, H'', W'', D)."""
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.grid = tuple(s // cfg.encoder_patch_size for s in cfg.input_size)
+        dim = cfg.encoder_embed_dim
+        self.patch_embed = PatchEmbed(
+            cfg.encoder_patch_size, cfg.in_channels, dim, name="patch_embed"
+        )
+        self.pos_embed = self.add_weight((1, *self.grid, dim), "zeros", name="pos_embed")
+        rates = np.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_nb_blocks)
+        self.blocks = [
+            Block(cfg, i, self.grid, float(rates[i]), name=f"blocks_{i}")
+            for i in range(cfg.encoder_nb_blocks)
+        ]
+        norm = norm_layer_factory("layer_norm_eps_1e-6")  # LayerNorm2d in the neck
+        self.neck_conv1 = conv(cfg.embed_dim, dim, 1, use_bias=False, name="neck_conv1")
+        self.neck_norm1 = norm(cfg.embed_dim, "neck_norm1")
+        self.neck_conv2 = conv(
+            cfg.embed_dim, cfg.embed_dim, 3, use_bias=False, padding="same", name="neck_conv2"
+        )
+        self.neck_norm2 = norm(cfg.embed_dim, "neck_norm2")
+        self.built = True
+
+    def check_input(self, shape) -> None:
+        """Raise a clear error if an input of ``shape`` (N, H, W, C) cannot be encoded."""
+        if len(shape) != 4 or shape[-1] != self.cfg.in_channels:
+            raise ValueError(
+                f"images must have shape (N, H, W, {self.cfg.in_channels}), got {tuple(shape)}"
+            )
+        h, w, p = shape[1], shape[2], self.cfg.encoder_patch_size
+        if self.cfg.fixed_input_size and (h, w) != tuple(self.cfg.input_size):
+            raise ValueError(
+                f"images must be {tuple(self.cfg.input_size)} (fixed_input_size=True), got {(h, w)}"
+            )
+        if h is None or w is None or h % p or w % p:
+            raise ValueError(f"image height and width must be multiples of {p}, got {(h, w)}")
+
+    def _pos_embed(self, grid):
+        if tuple(grid) == self.grid:
+            return self.pos_embed
+        ah = tf.constant(bicubic_matrix(self.grid[0], grid[0]), self.pos_embed.dtype)
+        aw = tf.constant(bicubic_matrix(self.grid[1], grid[1]), self.pos_embed.dtype)
+        return tf.einsum("ih,bhwc,jw->bijc", ah, self.pos_embed, aw)
+
+    def call(self, x, training=False):
+        self.check_input(x.shape)
+        x = self.patch_embed(x)
+        x = x + self._pos_embed(x.shape[1:3])
+        for block in self.blocks:
+            x = block(x, training=training)
+        x = self.neck_norm1(self.neck_conv1(x))
+        return self.neck_norm2(self.neck_conv2(x))

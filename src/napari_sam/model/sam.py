@@ -1,0 +1,156 @@
+"""The Segment Anything model: image encoder, prompt encoder and mask decoder together."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .config import SegmentAnythingModelConfig
+from .image_encoder import ImageEncoder
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+
+
+def upscale_logits(logits, size):
+    """Bilinearly resize (N, K, h, w) logits to ``size`` (torch ``align_corners=False``)."""
+    x = tf.transpose(logits, (0, 2, 3, 1))
+    x = tf.image.resize(x, size, method="bilinear", antialias=False)
+    return tf.transpose(x, (0, 3, 1, 2))
+
+
+class SegmentAnythingModel(keras.Model):
+    """Segment Anything: predicts masks from images and prompts.
+
+    Parameters
+    ----------
+    cfg : SegmentAnythingModelConfig
+        The model configuration.
+
+    Notes
+    -----
+    Images are channels-last and already preprocessed (normalised and padded, see
+    :class:`napari_sam.SAMPredictor`). All weights are created in the constructor, so a
+    model is ready for loading weights without a forward pass.
+    """
+
+    def __init__(self, cfg: SegmentAnythingModelConfig | None = None, **kwargs):
+        kwargs.setdefault("name", (cfg.name if cfg is not None and cfg.name else "sam"))
+        super().__init__(**kwargs)
+        self.cfg = cfg if cfg is not None else SegmentAnythingModelConfig()
+        self.image_encoder = ImageEncoder(self.cfg, name="image_encoder")
+        self.prompt_encoder = PromptEncoder(
+            self.cfg.embed_dim, self.cfg.prompt_mask_hidden_dim, name="prompt_encoder"
+        )
+        self.mask_decoder = MaskDecoder(self.cfg, name="mask_decoder")
+        self.built = True
+
+    # ----------------------------------------------------------------- sizes
+    def grid_size(self, input_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Spatial size (H'', W'') of image embeddings for an input of size (H, W)."""
+        h, w = input_size if input_size is not None else self.cfg.input_size
+        p = self.cfg.encoder_patch_size
+        return int(h) // p, int(w) // p
+
+    def mask_size(self, input_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Size (H', W') of low resolution masks for an input of size (H, W)."""
+        gh, gw = self.grid_size(input_size)
+        return 4 * gh, 4 * gw
+
+    @property
+    def mask_threshold(self) -> float:
+        """Threshold for turning logit masks into boolean masks."""
+        return self.cfg.mask_threshold
+
+    @property
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        """Inputs of the correct shape for inference: one image, one point, one box."""
+        h, w = self.cfg.input_size
+        return {
+            "images": tf.zeros((1, h, w, self.cfg.in_channels)),
+            "points": tf.constant([[[w / 2, h / 2]]], tf.float32),
+            "labels": tf.ones((1, 1), tf.float32),
+            "boxes": tf.constant([[[w / 4, h / 4, 3 * w / 4, 3 * h / 4]]], tf.float32),
+            "masks": tf.zeros((1, 0, *self.mask_size())),
+        }
+
+    # ------------------------------------------------------------ components
+    def embed_images(self, images, training: bool = False):
+        """Image embeddings (N, H'', W'', D) of preprocessed images (N, H, W, C)."""
+        return self.image_encoder(images, training=training)
+
+    def decode(self, embeddings, points, labels, boxes, masks, input_size, multimask_output):
+        """Mask logits (N, K, H', W') and scores (N, K) from embeddings and prompts.
+
+        ``embeddings`` is (1 or N, H'', W'', D); prompts are batched as in :meth:`call`
+        (use zero-size arrays for absent prompts).
+        """
+        grid = tuple(embeddings.shape[1:3])
+        sparse, dense = self.prompt_encoder(
+            points, labels, boxes, masks, image_size=input_size, grid=grid
+        )
+        image_pe = self.prompt_encoder.dense_pe(grid)
+        return self.mask_decoder(
+            embeddings, image_pe, sparse, dense, multimask_output=multimask_output
+        )
+
+    def call(self, inputs, training=False, multimask_output=False, return_logits=False):
+        """Predict masks end-to-end from images and prompts.
+
+        Parameters
+        ----------
+        inputs : dict
+            ``images`` (N, H, W, C) preprocessed images; ``points`` (N, M1, 2) and
+            ``labels`` (N, M1) point prompts in input pixel coordinates (x, y), label 1
+            foreground, 0 background; ``boxes`` (N, M2, 4) as (left, top, right, bottom);
+            ``masks`` (N, M3, H', W') mask logits with M3 in {0, 1}. Prompts may be absent.
+        training : bool
+            Training or inference phase.
+        multimask_output : bool
+            If True, return ``nb_multimask_outputs`` nested masks per prompt.
+        return_logits : bool
+            If True, the upscaled masks are not thresholded.
+
+        Returns
+        -------
+        masks : Tensor
+            (N, K, H, W) boolean masks (or logits with ``return_logits``).
+        scores : Tensor
+            (N, K) predicted mask quality.
+        logits : Tensor
+            (N, K, H', W') low resolution logits, usable as a mask prompt.
+        """
+        images = tf.convert_to_tensor(inputs["images"])
+        n = tf.shape(images)[0]
+        input_size = tuple(images.shape[1:3])
+        prompts = _batched_prompts(inputs, n, self.mask_size(input_size))
+        embeddings = self.embed_images(images, training=training)
+        logits, scores = self.decode(embeddings, *prompts, input_size, multimask_output)
+        masks = upscale_logits(logits, input_size)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, scores, logits
+
+    def get_config(self):
+        return {"cfg": self.cfg.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(SegmentAnythingModelConfig.from_dict(config["cfg"]), name=config.get("name"))
+
+
+def _batched_prompts(inputs, n, mask_size):
+    """Fill absent prompts with zero-size tensors so the graph has one signature."""
+
+    def get(key, tail):
+        value = inputs.get(key)
+        if value is None:
+            return tf.zeros(tf.concat([[n, 0], tail], axis=0), tf.float32)
+        return tf.cast(tf.convert_to_tensor(value), tf.float32)
+
+    points = get("points", [2])
+    labels = inputs.get("labels")
+    if labels is None:
+        labels = tf.ones(tf.shape(points)[:2], tf.float32)
+    labels = tf.cast(tf.convert_to_tensor(labels), tf.float32)
+    return points, labels, get("boxes", [4]), get("masks", np.array(mask_size, np.int32))

@@ -1,0 +1,196 @@
+"""``SAMPredictor``: set an image once, then predict masks for many prompts quickly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from .model.sam import upscale_logits
+from .prompts import batch_prompts
+from .resizer import ImageResizer
+
+
+def default_preprocessing(cfg) -> Callable[[np.ndarray], np.ndarray]:
+    """``(x - 255 * mean) / (255 * std)`` for images with values in [0, 255]."""
+    mean = (np.asarray(cfg.mean, np.float64) * 255).astype(np.float32)
+    std = (np.asarray(cfg.std, np.float64) * 255).astype(np.float32)
+    return lambda x: (np.asarray(x, np.float32) - mean) / std
+
+
+class SAMPredictor:
+    """User-friendly interface to the Segment Anything model.
+
+    Computes the image embedding once in :meth:`set_image`; :meth:`__call__` then predicts
+    masks for prompts in a fraction of the time. Inputs and outputs are numpy arrays.
+
+    Parameters
+    ----------
+    model : SegmentAnythingModel
+        The model used for mask prediction.
+    preprocessing : callable, optional
+        Maps an (H, W, C) float image with values in [0, 255] to model input values. By
+        default ``(x - 255 * mean) / (255 * std)`` with the model configuration's values.
+    """
+
+    def __init__(self, model, preprocessing: Callable | None = None):
+        self.model = model
+        cfg = model.cfg
+        self.preprocessing = preprocessing or default_preprocessing(cfg)
+        self.input_size = tuple(cfg.input_size)
+        gh, gw = model.grid_size(self.input_size)
+        mh, mw = model.mask_size(self.input_size)
+        f32 = tf.float32
+        self._embed = tf.function(
+            model.embed_images,
+            input_signature=[tf.TensorSpec((None, *self.input_size, cfg.in_channels), f32)],
+        )
+        signature = [
+            tf.TensorSpec((None, gh, gw, cfg.embed_dim), f32),  # embeddings
+            tf.TensorSpec((None, None, 2), f32),  # points
+            tf.TensorSpec((None, None), f32),  # labels
+            tf.TensorSpec((None, None, 4), f32),  # boxes
+            tf.TensorSpec((None, None, mh, mw), f32),  # masks
+            tf.TensorSpec((2,), tf.int32),  # rescaled size
+            tf.TensorSpec((2,), tf.int32),  # original size
+        ]
+        self._decode = {
+            multi: tf.function(self._decode_graph(multi), input_signature=signature)
+            for multi in (False, True)
+        }
+        self.clear_image()
+
+    def _decode_graph(self, multimask_output: bool):
+        def decode(embeddings, points, labels, boxes, masks, rescaled_size, original_size):
+            logits, scores = self.model.decode(
+                embeddings, points, labels, boxes, masks, self.input_size, multimask_output
+            )
+            upscaled = upscale_logits(logits, self.input_size)
+            upscaled = upscaled[:, :, : rescaled_size[0], : rescaled_size[1]]
+            return upscale_logits(upscaled, original_size), scores, logits
+
+        return decode
+
+    @property
+    def is_image_set(self) -> bool:
+        """Whether an image (or embedding) is set."""
+        return self.embedding is not None
+
+    def clear_image(self) -> None:
+        """Unset the image and forget the embedding."""
+        self.embedding = None
+        self.resizer = None
+        self.original_size = None
+
+    def preprocess_image(self, image: np.ndarray) -> np.ndarray:
+        """Resize, normalise and pad an (H0, W0, C) image to the model input (H, W, C)."""
+        image = np.asarray(image)
+        if image.ndim == 2 and self.model.cfg.in_channels == 1:
+            image = image[..., None]
+        c = self.model.cfg.in_channels
+        if image.ndim != 3 or image.shape[-1] != c or min(image.shape[:2]) == 0:
+            raise ValueError(f"image must be an (H, W, {c}) array, got shape {image.shape}")
+        if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+            raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        resizer = ImageResizer(image.shape[:2], self.input_size)
+        x = self.preprocessing(resizer.scale_image(image).astype(np.float32))
+        return resizer.pad_image(np.asarray(x, np.float32)), resizer
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Compute and store the embedding of an (H, W, C) image with values in [0, 255].
+
+        The image can be any size; it is resized and padded to the model input size.
+        """
+        x, resizer = self.preprocess_image(image)
+        self.set_embedding(self._embed(x[None]).numpy(), resizer.src_size)
+
+    def set_embedding(self, embedding: np.ndarray, original_size: tuple[int, int]) -> None:
+        """Use a precomputed embedding (H'', W'', D) or (1, H'', W'', D) of an image."""
+        embedding = np.asarray(embedding, np.float32)
+        if embedding.ndim == 3:
+            embedding = embedding[None]
+        expected = (*self.model.grid_size(self.input_size), self.model.cfg.embed_dim)
+        if embedding.shape[1:] != expected or embedding.shape[0] != 1:
+            raise ValueError(f"embedding must have shape {expected}, got {embedding.shape}")
+        self.resizer = ImageResizer(tuple(original_size), self.input_size)
+        self.original_size = self.resizer.src_size
+        self.embedding = tf.constant(embedding)
+
+    def preprocess_masks(self, mask: np.ndarray) -> np.ndarray:
+        """Map mask logits (M, H0, W0) or (N, M, H0, W0) to the model's (…, H', W')."""
+        if self.resizer is None:
+            raise RuntimeError("set an image with set_image() before preprocess_masks()")
+        mask = np.asarray(mask, np.float32)
+        if mask.ndim not in (3, 4) or mask.shape[-2:] != tuple(self.original_size):
+            raise ValueError(
+                f"mask must be (M, H0, W0) or (N, M, H0, W0) with (H0, W0) = "
+                f"{tuple(self.original_size)}, got {mask.shape}"
+            )
+        flat = mask.reshape(-1, *mask.shape[-2:])
+        x = self.resizer.pad_image(self.resizer.scale_image(flat, channels_last=False), False)
+        x = ImageResizer.scale_to_size(x, self.model.mask_size(self.input_size), False)
+        return x.reshape(*mask.shape[:-2], *x.shape[-2:])
+
+    def __call__(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ):
+        """Predict masks for the given prompts; an image must have been set.
+
+        Parameters
+        ----------
+        points : ndarray, optional
+            (M1, 2) point prompts (x, y) in original image pixels, or (N, M1, 2) batched.
+        labels : ndarray, optional
+            (M1,) or (N, M1) point labels: 1 foreground, 0 background.
+        boxes : ndarray, optional
+            (M2, 4) boxes (left, top, right, bottom) in original pixels, or (N, M2, 4).
+            Unbatched, several boxes are several objects: the result gets a leading
+            object axis of length M2 (points and masks are shared by all boxes).
+        masks : ndarray, optional
+            (M3, H', W') low resolution mask logits (e.g. a previous ``logits`` output),
+            or (N, M3, H', W'); M3 in {0, 1} per object.
+        multimask_output : bool
+            Return ``nb_multimask_outputs`` masks instead of one.
+        return_logits : bool
+            Do not threshold the masks.
+
+        Returns
+        -------
+        masks : ndarray
+            (K, H0, W0) boolean masks, or (N, K, H0, W0) for batched or multi-box prompts.
+        scores : ndarray
+            (K,) or (N, K) predicted IoU.
+        logits : ndarray
+            (K, H', W') or (N, K, H', W') low resolution logits.
+        """
+        if not self.is_image_set:
+            raise RuntimeError("set an image with set_image() before predicting masks")
+        mask_size = self.model.mask_size(self.input_size)
+        prompts, squeeze = batch_prompts(
+            points, labels, boxes, masks, self.original_size, mask_size
+        )
+        pts, lbl, bxs, msk = prompts
+        pts = self.resizer.scale_points(pts).astype(np.float32)
+        bxs = self.resizer.scale_boxes(bxs).astype(np.float32)
+        out, scores, logits = self._decode[bool(multimask_output)](
+            self.embedding, pts, lbl, bxs, msk,
+            np.asarray(self.resizer.rescaled_size, np.int32),
+            np.asarray(self.original_size, np.int32),
+        )  # fmt: skip
+        out, scores, logits = out.numpy(), scores.numpy(), logits.numpy()
+        if not return_logits:
+            out = out > self.model.mask_threshold
+        if squeeze:
+            return out[0], scores[0], logits[0]
+        return out, scores, logits
+
+    def trace_count(self) -> int:
+        """Number of graph traces of the prompt path so far (for checking no retracing)."""
+        return sum(f.experimental_get_tracing_count() for f in self._decode.values())

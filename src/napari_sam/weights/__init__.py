@@ -1,0 +1,21 @@
+"""Weights: registry, download and cache, safe checkpoint reading, key map, adaptation."""
+
+from .download import OFFICIAL_WEIGHTS, WeightFile, WeightsUnavailableError, cache_dir
+from .loading import load_state_dict, read_checkpoint
+from .pth_reader import CheckpointError, read_pth
+from .registry import create_model, list_models, model_config, register_model
+
+__all__ = [
+    "OFFICIAL_WEIGHTS",
+    "CheckpointError",
+    "WeightFile",
+    "WeightsUnavailableError",
+    "cache_dir",
+    "create_model",
+    "list_models",
+    "load_state_dict",
+    "model_config",
+    "read_checkpoint",
+    "read_pth",
+    "register_model",
+]

@@ -1,0 +1,153 @@
+"""Explicit map from Meta's checkpoint keys to the Keras model's variables.
+
+Every entry names one PyTorch key, the Keras variable it fills and how the array is
+rearranged. :func:`load_state_dict` checks that every key is used and every variable
+filled, and validates all shapes before assigning anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _linear(w):  # torch (out, in) -> keras (in, out)
+    return w.T
+
+
+def _conv(w):  # torch (out, in, kh, kw) -> keras (kh, kw, in, out)
+    return w.transpose(2, 3, 1, 0)
+
+
+def _conv_transpose(w):  # torch (in, out, kh, kw) -> keras (kh, kw, out, in)
+    return w.transpose(2, 3, 1, 0)
+
+
+def _same(w):
+    return w
+
+
+@dataclass(frozen=True)
+class KeyMapEntry:
+    """One checkpoint key, the variable it fills and the array transformation."""
+
+    key: str
+    variable: object
+    transform: Callable[[np.ndarray], np.ndarray]
+
+
+def _entries_for(prefix, layer, kind):
+    """Entries for a Keras layer corresponding to a torch module of the given kind."""
+    if kind == "linear" or kind == "conv" or kind == "conv_transpose":
+        fn = {"linear": _linear, "conv": _conv, "conv_transpose": _conv_transpose}[kind]
+        out = [KeyMapEntry(f"{prefix}.weight", layer.kernel, fn)]
+        if layer.use_bias:
+            out.append(KeyMapEntry(f"{prefix}.bias", layer.bias, _same))
+        return out
+    if kind == "norm":
+        return [
+            KeyMapEntry(f"{prefix}.weight", layer.gamma, _same),
+            KeyMapEntry(f"{prefix}.bias", layer.beta, _same),
+        ]
+    raise ValueError(kind)
+
+
+def _attention(prefix, attn):
+    return [
+        e
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj")
+        for e in _entries_for(f"{prefix}.{name}", getattr(attn, name), "linear")
+    ]
+
+
+def _mlp(prefix, mlp):
+    return [
+        e
+        for i, layer in enumerate(mlp.mlp_layers)
+        for e in _entries_for(f"{prefix}.layers.{i}", layer, "linear")
+    ]
+
+
+def image_encoder_entries(enc, prefix="image_encoder"):
+    """Key map of :class:`~napari_sam.model.image_encoder.ImageEncoder`."""
+    out = _entries_for(f"{prefix}.patch_embed.proj", enc.patch_embed.proj, "conv")
+    out.append(KeyMapEntry(f"{prefix}.pos_embed", enc.pos_embed, _same))
+    for i, blk in enumerate(enc.blocks):
+        p = f"{prefix}.blocks.{i}"
+        out += _entries_for(f"{p}.norm1", blk.norm1, "norm")
+        out += _entries_for(f"{p}.attn.qkv", blk.attn.qkv, "linear")
+        out += _entries_for(f"{p}.attn.proj", blk.attn.proj, "linear")
+        out.append(KeyMapEntry(f"{p}.attn.rel_pos_h", blk.attn.rel_pos_h, _same))
+        out.append(KeyMapEntry(f"{p}.attn.rel_pos_w", blk.attn.rel_pos_w, _same))
+        out += _entries_for(f"{p}.norm2", blk.norm2, "norm")
+        out += _entries_for(f"{p}.mlp.lin1", blk.mlp.lin1, "linear")
+        out += _entries_for(f"{p}.mlp.lin2", blk.mlp.lin2, "linear")
+    out += _entries_for(f"{prefix}.neck.0", enc.neck_conv1, "conv")
+    out += _entries_for(f"{prefix}.neck.1", enc.neck_norm1, "norm")
+    out += _entries_for(f"{prefix}.neck.2", enc.neck_conv2, "conv")
+    out += _entries_for(f"{prefix}.neck.3", enc.neck_norm2, "norm")
+    return out
+
+
+def prompt_encoder_entries(pe, prefix="prompt_encoder"):
+    """Key map of :class:`~napari_sam.model.prompt_encoder.PromptEncoder`."""
+    g = pe.pe_layer.positional_encoding_gaussian_matrix
+    out = [KeyMapEntry(f"{prefix}.pe_layer.positional_encoding_gaussian_matrix", g, _same)]
+    for i, w in enumerate(pe.point_embeddings):
+        out.append(KeyMapEntry(f"{prefix}.point_embeddings.{i}.weight", w, _same))
+    out.append(KeyMapEntry(f"{prefix}.not_a_point_embed.weight", pe.not_a_point_embed, _same))
+    out.append(KeyMapEntry(f"{prefix}.no_mask_embed.weight", pe.no_mask_embed, _same))
+    for idx, layer, kind in (
+        (0, pe.mask_conv1, "conv"),
+        (1, pe.mask_norm1, "norm"),
+        (3, pe.mask_conv2, "conv"),
+        (4, pe.mask_norm2, "norm"),
+        (6, pe.mask_conv3, "conv"),
+    ):
+        out += _entries_for(f"{prefix}.mask_downscaling.{idx}", layer, kind)
+    return out
+
+
+def mask_decoder_entries(md, prefix="mask_decoder"):
+    """Key map of :class:`~napari_sam.model.mask_decoder.MaskDecoder`."""
+    out = []
+    t = md.transformer
+    for i, blk in enumerate(t.blocks):
+        p = f"{prefix}.transformer.layers.{i}"
+        out += _attention(f"{p}.self_attn", blk.self_attn)
+        out += _entries_for(f"{p}.norm1", blk.norm1, "norm")
+        out += _attention(f"{p}.cross_attn_token_to_image", blk.cross_attn_token_to_image)
+        out += _entries_for(f"{p}.norm2", blk.norm2, "norm")
+        out += _entries_for(f"{p}.mlp.lin1", blk.mlp.lin1, "linear")
+        out += _entries_for(f"{p}.mlp.lin2", blk.mlp.lin2, "linear")
+        out += _entries_for(f"{p}.norm3", blk.norm3, "norm")
+        out += _entries_for(f"{p}.norm4", blk.norm4, "norm")
+        out += _attention(f"{p}.cross_attn_image_to_token", blk.cross_attn_image_to_token)
+    out += _attention(
+        f"{prefix}.transformer.final_attn_token_to_image", t.final_attn_token_to_image
+    )
+    out += _entries_for(f"{prefix}.transformer.norm_final_attn", t.norm_final_attn, "norm")
+    out.append(KeyMapEntry(f"{prefix}.iou_token.weight", md.iou_token, _same))
+    out.append(KeyMapEntry(f"{prefix}.mask_tokens.weight", md.mask_tokens, _same))
+    out += _entries_for(f"{prefix}.output_upscaling.0", md.upscale_conv1, "conv_transpose")
+    out += _entries_for(f"{prefix}.output_upscaling.1", md.upscale_norm, "norm")
+    out += _entries_for(f"{prefix}.output_upscaling.3", md.upscale_conv2, "conv_transpose")
+    for i, mlp in enumerate(md.output_hypernetworks_mlps):
+        out += _mlp(f"{prefix}.output_hypernetworks_mlps.{i}", mlp)
+    out += _mlp(f"{prefix}.iou_prediction_head", md.iou_prediction_head)
+    return out
+
+
+def sam_key_map(model) -> list[KeyMapEntry]:
+    """The complete key map of a :class:`~napari_sam.SegmentAnythingModel`."""
+    out = image_encoder_entries(model.image_encoder)
+    out += prompt_encoder_entries(model.prompt_encoder)
+    out += mask_decoder_entries(model.mask_decoder)
+    return out
+
+
+def first_conv_key(first_conv: str) -> str:
+    """Checkpoint key of the kernel of the layer at path ``first_conv`` (``a/b/c``)."""
+    return first_conv.replace("/", ".") + ".weight"

@@ -1,0 +1,123 @@
+"""Reading checkpoints (with a converted native copy) and filling a model from them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .download import cache_dir
+from .key_map import sam_key_map
+from .pth_reader import CheckpointError, read_pth
+
+
+def _native_copy_path(path: pathlib.Path) -> pathlib.Path:
+    st = path.stat()
+    tag = hashlib.blake2b(
+        f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode(), digest_size=8
+    ).hexdigest()
+    return cache_dir() / "converted" / f"{path.stem}-{tag}.npz"
+
+
+def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: cannot read the weights file: {exc}") from exc
+
+
+def _write_npz_atomic(path: pathlib.Path, state: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **state)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_checkpoint(path: str | os.PathLike, native_copy: bool = True) -> dict[str, np.ndarray]:
+    """Read a checkpoint (Meta's ``.pth`` or a converted ``.npz``) into numpy arrays.
+
+    A ``.pth`` file is parsed once, without torch and without running code from it; its
+    converted copy is kept in ``<cache>/converted/`` (keyed by path, size and mtime) and
+    read instead the next time.
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, truncated, hostile or not a checkpoint; the message names it.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".npz":
+        return _read_npz(path)
+    copy = _native_copy_path(path) if native_copy else None
+    if copy is not None and copy.is_file():
+        try:
+            return _read_npz(copy)
+        except CheckpointError:
+            copy.unlink(missing_ok=True)  # a damaged converted copy: parse the .pth again
+    state = read_pth(path)
+    if copy is not None:
+        try:
+            _write_npz_atomic(copy, state)
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return state
+
+
+def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoint") -> None:
+    """Fill every variable of ``model`` from ``state`` (Meta's key names).
+
+    All keys, variables and shapes are checked first; nothing is assigned unless the whole
+    checkpoint fits, so no half-loaded model is left behind.
+
+    Raises
+    ------
+    CheckpointError
+        Lists missing keys, unexpected keys, unfilled variables and shape mismatches.
+    """
+    entries = sam_key_map(model)
+    mapped = {id(e.variable) for e in entries}
+    unfilled = [v.path for v in model.weights if id(v) not in mapped]
+    keys = {e.key for e in entries}
+    missing = sorted(keys - set(state))
+    unexpected = sorted(set(state) - keys)
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+    if unfilled:
+        problems.append(f"model variables with no checkpoint key: {_short(unfilled)}")
+    values = []
+    for e in entries:
+        if e.key not in state:
+            continue
+        value = np.asarray(e.transform(np.asarray(state[e.key])))
+        if tuple(value.shape) != tuple(e.variable.shape):
+            problems.append(
+                f"{e.key}: shape {tuple(state[e.key].shape)} does not fit the model "
+                f"(expects {tuple(e.variable.shape)} after conversion)"
+            )
+        values.append((e.variable, value))
+    if problems:
+        raise CheckpointError(
+            f"{source}: checkpoint does not match the model: " + "; ".join(problems)
+        )
+    for variable, value in values:
+        variable.assign(value.astype(variable.dtype))
+
+
+def _short(items, n=5):
+    items = list(items)
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")

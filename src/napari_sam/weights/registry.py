@@ -1,0 +1,102 @@
+"""Model registry: named configurations, ``list_models`` and ``create_model``."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from ..model import SegmentAnythingModel, SegmentAnythingModelConfig
+from .adapt import adapt_mean_std, adapt_state
+from .download import OFFICIAL_WEIGHTS, fetch_weights
+from .loading import load_state_dict, read_checkpoint
+
+_MODELS: dict[str, SegmentAnythingModelConfig] = {}
+_WEIGHT_FILES: dict[str, object] = {}
+
+
+def register_model(cfg: SegmentAnythingModelConfig, weights=None) -> None:
+    """Register a configuration under ``cfg.name``.
+
+    ``weights`` is a :class:`~napari_sam.weights.download.WeightFile` to download, a
+    path to a local file (e.g. shipped with the package), or None.
+    """
+    _MODELS[cfg.name] = cfg
+    if weights is not None:
+        _WEIGHT_FILES[cfg.name] = weights
+
+
+def _vit(name, dim, depth, heads, global_idx) -> SegmentAnythingModelConfig:
+    return SegmentAnythingModelConfig(
+        name=name,
+        url=OFFICIAL_WEIGHTS[name].url,
+        encoder_embed_dim=dim,
+        encoder_nb_blocks=depth,
+        encoder_nb_heads=heads,
+        encoder_global_attn_indices=global_idx,
+    )
+
+
+register_model(_vit("sam_vit_b", 768, 12, 12, (2, 5, 8, 11)), OFFICIAL_WEIGHTS["sam_vit_b"])
+register_model(_vit("sam_vit_l", 1024, 24, 16, (5, 11, 17, 23)), OFFICIAL_WEIGHTS["sam_vit_l"])
+register_model(_vit("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)), OFFICIAL_WEIGHTS["sam_vit_h"])
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, e.g. ``["sam_vit_b", "sam_vit_h", "sam_vit_l"]``."""
+    return sorted(_MODELS)
+
+
+def model_config(name: str, in_channels: int = 3, **overrides) -> SegmentAnythingModelConfig:
+    """The configuration of model ``name`` with ``in_channels`` and other fields replaced.
+
+    ``mean`` and ``std`` follow the ``first_conv`` adaptation unless given explicitly.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    base = _MODELS[name]
+    if in_channels != base.in_channels:
+        overrides.setdefault("mean", adapt_mean_std(base.mean, in_channels))
+        overrides.setdefault("std", adapt_mean_std(base.std, in_channels))
+    return base.replace(in_channels=int(in_channels), **overrides)
+
+
+def weights_path(name: str, progress: bool = True) -> pathlib.Path:
+    """Local path of the pretrained weights of model ``name``, downloading them if needed."""
+    weights = _WEIGHT_FILES.get(name)
+    if weights is None:
+        raise ValueError(f"model {name!r} has no pretrained weights; pass a checkpoint path")
+    if isinstance(weights, (str, os.PathLike)):
+        return pathlib.Path(weights)
+    return fetch_weights(weights, progress=progress)
+
+
+def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides):
+    """Create a registered SAM model.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_models`.
+    pretrained : bool or path
+        False: random initialisation. True: the official weights (downloaded once and
+        cached). A path: a checkpoint file (Meta's ``.pth`` or a converted ``.npz``).
+    in_channels : int
+        Number of input channels; pretrained weights of the layer at ``cfg.first_conv``
+        are adapted (1 channel sums the RGB kernels, N channels tile them, scaled 3/N).
+    **overrides
+        Other :class:`SegmentAnythingModelConfig` fields, e.g. ``input_size`` (positional
+        embeddings are resized) or ``fixed_input_size``.
+
+    Returns
+    -------
+    SegmentAnythingModel
+    """
+    cfg = model_config(name, in_channels, **overrides)
+    if pretrained is False or pretrained is None:
+        return SegmentAnythingModel(cfg)
+    path = weights_path(name) if pretrained is True else pathlib.Path(pretrained)
+    state = adapt_state(read_checkpoint(path), cfg)
+    model = SegmentAnythingModel(cfg)
+    load_state_dict(model, state, source=str(path))
+    model.weights_source = str(path)
+    return model
