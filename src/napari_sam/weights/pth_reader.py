@@ -1,0 +1,280 @@
+"""Read PyTorch ``.pth`` checkpoints into numpy arrays, without torch and without running code.
+
+Checkpoints written by ``torch.save`` since torch 1.6 (such as Meta's ``sam_vit_b_01ec64.pth``)
+are zip archives holding ``<dir>/data.pkl`` (a pickle of the state dict), ``<dir>/byteorder``
+and one ``<dir>/data/<key>`` record of raw bytes per storage. The pickle is read with an
+unpickler that resolves only an explicit allow-list of globals, all mapped to small stand-ins
+defined here, so a hostile file cannot call anything: ``os.system``, ``builtins.eval`` and the
+like are rejected when the pickle names them, before anything is called.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import zipfile
+import zlib
+from collections import namedtuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+try:
+    from ml_dtypes import bfloat16 as _BFLOAT16
+except ImportError:  # pragma: no cover - ml_dtypes comes with tensorflow
+    _BFLOAT16 = None
+
+__all__ = ["CheckpointError", "read_pth"]
+
+# torch storage type name -> numpy type code of its elements ("bf16" and "b1" are special).
+_STORAGE_CODES = {
+    "FloatStorage": "f4",
+    "HalfStorage": "f2",
+    "BFloat16Storage": "bf16",
+    "DoubleStorage": "f8",
+    "LongStorage": "i8",
+    "IntStorage": "i4",
+    "ShortStorage": "i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "b1",
+}
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+_MAX_EXPANDED = 2**24  # elements a stride-0 (expanded) tensor may have beyond its storage size
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, is not a PyTorch zip checkpoint, is corrupt, or is unsafe."""
+
+
+class _Invalid(Exception):
+    """Internal: a problem with the file's content, re-raised as CheckpointError with the path."""
+
+
+# Stand-ins: ``torch.<X>Storage`` (not callable), a lazy ``data/<key>`` reference, a lazy tensor
+# (a strided view on a storage, in elements). Tuples, so a pickle's BUILD cannot alter them.
+_StorageType = namedtuple("_StorageType", "name")
+_Storage = namedtuple("_Storage", "key code numel")
+_Tensor = namedtuple("_Tensor", "storage offset size stride")
+
+
+class _StateDict(dict):
+    """Stand-in for ``collections.OrderedDict``; ignores pickled attributes (``_metadata``)."""
+
+    def __setstate__(self, state):
+        pass
+
+
+def _is_index(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, *_ignored):
+    if type(storage) is not _Storage:
+        raise _Invalid("a tensor is not backed by a storage record")
+    size = tuple(size) if isinstance(size, tuple | list) else None
+    stride = tuple(stride) if isinstance(stride, tuple | list) else None
+    ok = size is not None and stride is not None and len(size) == len(stride)
+    if not (ok and _is_index(storage_offset) and all(map(_is_index, size + stride))):
+        raise _Invalid(f"a tensor has an invalid layout (size={size}, stride={stride})")
+    return _Tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, *_ignored):
+    if type(data) is not _Tensor:
+        raise _Invalid("a parameter does not wrap a tensor")
+    return data
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): _StateDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals in ``_ALLOWED`` and torch's storage type names."""
+
+    def find_class(self, module, name):  # used by GLOBAL, STACK_GLOBAL, INST, EXT opcodes
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGE_CODES:
+            return _StorageType(name)
+        raise _Invalid(f"refuses to load '{module}.{name}' (not a tensor-rebuilding global)")
+
+    def persistent_load(self, pid):
+        ok = type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
+        ok = ok and type(pid[1]) is _StorageType and pid[1].name in _STORAGE_CODES
+        if not (ok and type(pid[2]) is str and type(pid[3]) is str and _is_index(pid[4])):
+            raise _Invalid(f"refuses the persistent id {repr(pid)[:80]}")
+        return _Storage(pid[2], _STORAGE_CODES[pid[1].name], pid[4])
+
+
+def _is_tensor_map(obj) -> bool:
+    items = dict.items(obj) if isinstance(obj, dict) else ()
+    return bool(items) and all(type(k) is str and type(v) is _Tensor for k, v in items)
+
+
+def _state_dict(obj) -> dict[str, _Tensor]:
+    """Return ``obj`` or the state dict nested in it (``{"model": sd}``, ``{"state_dict": sd}``)."""
+    if _is_tensor_map(obj):
+        return dict(dict.items(obj))
+    if isinstance(obj, dict):
+        values = dict(dict.items(obj))
+        nested = [values[k] for k in ("state_dict", "model") if _is_tensor_map(values.get(k))]
+        if not nested and len(values) == 1:
+            nested = [v for v in values.values() if _is_tensor_map(v)]
+        if nested:
+            return dict(dict.items(nested[0]))
+    kind = "dict" if isinstance(obj, dict) else type(obj).__name__
+    raise _Invalid(
+        f"data.pkl holds a {kind}, not a non-empty mapping of names to tensors "
+        "(nor one nested under 'state_dict' or 'model')"
+    )
+
+
+def _to_array(flat: np.ndarray, t: _Tensor, name: str, code: str) -> np.ndarray:
+    """Copy tensor ``t`` out of its storage ``flat`` into a new C-contiguous native array."""
+    native = flat.dtype.newbyteorder("=")
+    if 0 in t.size:
+        view = np.zeros(t.size, native)
+    else:
+        end = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True)) + 1
+        if end > flat.size:
+            raise _Invalid(f"tensor {name!r} needs {end} elements but its storage has {flat.size}")
+        if math.prod(t.size) > max(flat.size, _MAX_EXPANDED):
+            raise _Invalid(f"tensor {name!r} of size {t.size} expands its storage too far")
+        strides = tuple(s * flat.itemsize for s in t.stride)
+        view = as_strided(flat[t.offset :], shape=t.size, strides=strides, writeable=False)
+    if code == "b1":
+        return np.not_equal(view, 0)
+    array = np.array(view, dtype=native, order="C")
+    if code == "bf16":
+        if _BFLOAT16 is not None:
+            return array.view(_BFLOAT16)
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array
+
+
+def _materialize(zf: zipfile.ZipFile, prefix: str, tensors: dict, byteorder: str) -> dict:
+    """Read each storage record once and build every tensor viewing it."""
+    by_storage: dict[str, list[str]] = {}
+    for name, t in tensors.items():
+        by_storage.setdefault(t.storage.key, []).append(name)
+    arrays = {}
+    for key, names in by_storage.items():
+        refs = {tensors[name].storage for name in names}
+        if len(refs) != 1:
+            raise _Invalid(f"storage {key!r} is referenced with different types or sizes")
+        ref = refs.pop()
+        record = f"{prefix}data/{key}"
+        try:
+            raw = zf.read(record)
+        except KeyError:
+            raise _Invalid(f"the storage record {record!r} is missing") from None
+        except _ZIP_ERRORS as exc:
+            raise _Invalid(f"the storage record {record!r} is corrupt ({exc})") from None
+        raw_code = {"bf16": "u2", "b1": "u1"}.get(ref.code, ref.code)
+        dtype = np.dtype(raw_code).newbyteorder("<" if byteorder == "little" else ">")
+        need = ref.numel * dtype.itemsize
+        if len(raw) != need:
+            raise _Invalid(
+                f"the storage record {record!r} has {len(raw)} bytes, but {ref.numel} elements "
+                f"of {dtype.itemsize} bytes need {need} (truncated or corrupt file)"
+            )
+        flat = np.frombuffer(raw, dtype=dtype)
+        for name in names:
+            try:
+                arrays[name] = _to_array(flat, tensors[name], name, ref.code)
+            except (ValueError, OverflowError, MemoryError) as exc:
+                raise _Invalid(f"tensor {name!r} cannot be built ({exc})") from None
+        del raw, flat
+    return {name: arrays[name] for name in tensors}
+
+
+def _not_a_zip(path: str, exc: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        return f"truncated or corrupt zip archive ({exc})"
+    if head.startswith(b"\x80"):
+        return (
+            "not a PyTorch zip checkpoint: it looks like the legacy pre-1.6 torch.save format "
+            "(_use_new_zipfile_serialization=False); re-save it with a current torch"
+        )
+    return "not a PyTorch zip checkpoint (no zip archive signature)"
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    if not os.path.exists(path):
+        raise _Invalid("no such file")
+    if not os.path.isfile(path):
+        raise _Invalid("not a regular file")
+    if os.path.getsize(path) == 0:
+        raise _Invalid("the file is empty, not a PyTorch zip checkpoint")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise _Invalid(_not_a_zip(path, exc)) from None
+    with zf:
+        pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise _Invalid(
+                "a zip archive but not a PyTorch zip checkpoint "
+                f"({len(pickles)} '<dir>/data.pkl' records, expected 1)"
+            )
+        prefix = pickles[0][: -len("data.pkl")]
+        try:
+            data = zf.read(pickles[0])
+            names = set(zf.namelist())
+            order = zf.read(prefix + "byteorder") if prefix + "byteorder" in names else b"little"
+        except _ZIP_ERRORS as exc:
+            raise _Invalid(f"truncated or corrupt zip archive ({exc})") from None
+        byteorder = order.decode("ascii", "replace").strip()
+        if byteorder not in ("little", "big"):
+            raise _Invalid(f"unknown byte order {byteorder[:20]!r}")
+        try:
+            obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+        except _Invalid:
+            raise
+        except Exception as exc:
+            raise _Invalid(f"data.pkl cannot be unpickled ({type(exc).__name__}: {exc})") from None
+        return _materialize(zf, prefix, _state_dict(obj), byteorder)
+
+
+def read_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the state dict of a PyTorch zip checkpoint as numpy arrays.
+
+    Neither imports torch nor runs code from the file: the pickle may only name the globals
+    ``torch.save`` uses for plain tensors and parameters; anything else is refused.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``torch.save(state_dict, path)`` with torch >= 1.6. A state dict
+        nested one level as ``{"state_dict": sd}``, ``{"model": sd}`` or a single-entry dict
+        is unwrapped.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Parameter name -> new C-contiguous, native-byte-order array, in the file's order.
+        ``bfloat16`` tensors are ``ml_dtypes.bfloat16`` arrays (``float32`` if ml_dtypes is
+        missing); ``bool`` tensors are ``bool`` arrays.
+
+    Raises
+    ------
+    CheckpointError
+        ``"cannot read checkpoint '<path>': <problem>"`` if the file is missing, empty, not a
+        PyTorch zip checkpoint (e.g. the legacy format), truncated or corrupt, names a global
+        that is not allowed, or does not hold a non-empty mapping of names to tensors.
+    """
+    path = os.fspath(path)
+    try:
+        return _read(path)
+    except (_Invalid, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {exc}") from None
