@@ -1,0 +1,399 @@
+"""Cache of SAM image embeddings per slice: in memory (LRU, byte budget), optionally on disk.
+
+On-disk layout (``path``)::
+
+    zarr.json            zarr v3 array (n_slices, H'', W'', D) float32, one uncompressed chunk
+                         per slice; attributes["napari_sam"] = store metadata (encoder signature,
+                         channel and normalisation signatures, package version, shapes)
+    c/<i>/0/0/0          chunk of slice i
+    records/<i>.json     completion record of slice i: store key, content hash of the slice,
+                         CRC32 of the chunk's bytes
+
+A slice is valid only if its record exists, names this store's key and the slice's current
+content hash, and the chunk read back matches the CRC32. The record is written (temp file +
+``os.replace``) only after the chunk, and removed before a chunk is rewritten, so a process
+killed at any moment leaves either a valid slice or one that is recomputed. One writer at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .channels import ChannelSpec
+from .normalize import FittedNormalization, Normalization
+
+__all__ = [
+    "EmbeddingStore",
+    "PrecomputeResult",
+    "StoreMismatchError",
+    "TqdmProgress",
+    "package_version",
+    "slice_hash",
+]
+
+FORMAT = 1
+_PARTS = ("zarr.json", "c", "records")  # all a store directory holds
+_ARRAY = {"dtype": "float32", "fill_value": 0.0, "compressors": None, "zarr_format": 3}
+_LABELS = {
+    "format": "store format",
+    "package_version": "napari-sam version",
+    "encoder": "encoder signature",
+    "channels": "channel spec",
+    "normalization": "normalisation",
+    "embedding_shape": "embedding shape",
+    "n_slices": "number of slices",
+}
+
+
+class StoreMismatchError(ValueError):
+    """An on-disk store was made for another encoder, settings, version or stack."""
+
+
+def package_version() -> str:
+    """``napari_sam.__version__``, else the installed distribution's version, else unknown."""
+    try:
+        from napari_sam import __version__ as v
+    except ImportError:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("napari-sam")
+        except PackageNotFoundError:
+            v = "0+unknown"
+    return str(v)
+
+
+def slice_hash(image: np.ndarray) -> str:
+    """BLAKE2b hash of one slice's dtype, shape and raw bytes (C order)."""
+    image = np.ascontiguousarray(image)
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{image.dtype.str}{image.shape}".encode())
+    h.update(memoryview(image).cast("B"))
+    return h.hexdigest()
+
+
+def _write_record(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+@dataclass
+class PrecomputeResult:
+    """Counts returned by :meth:`EmbeddingStore.precompute`; unpacks as (computed, reused)."""
+
+    computed: int
+    reused: int
+    total: int
+    cancelled: bool = False
+
+    def __iter__(self):
+        return iter((self.computed, self.reused))
+
+
+class TqdmProgress:
+    """A ``progress(done, total)`` callback drawing a tqdm bar (for scripts); close it after."""
+
+    def __init__(self, desc: str = "embeddings", **kwargs):
+        self._kwargs, self._bar = dict(desc=desc, **kwargs), None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, **self._kwargs)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> TqdmProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EmbeddingStore:
+    """Per-slice image embeddings: memory (LRU within a byte budget) -> disk -> compute.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        Directory of the on-disk store (created if missing). ``None``: memory only.
+    memory_budget : int
+        Bytes of embeddings kept in memory; least recently used slices are evicted.
+    overwrite : bool
+        If the store at ``path`` was made with other settings, discard it and start fresh
+        instead of raising :class:`StoreMismatchError`. A matching store is always reused.
+    """
+
+    def __init__(self, path=None, memory_budget: int = 1 << 30, overwrite: bool = False):
+        self.path = None if path is None else Path(path)
+        self.memory_budget = int(memory_budget)
+        self.overwrite = overwrite
+        self._mem: OrderedDict[int, tuple[str, np.ndarray]] = OrderedDict()
+        self._records: dict[int, dict] = {}
+        self._lock = threading.RLock()
+        self._array = None
+        self.key = self.metadata = self.view = self.encoder = None
+
+    @classmethod
+    def open(cls, view, encoder, channels=None, normalization=None, path=None, **kwargs):
+        """Create a store and :meth:`bind` it; ``kwargs`` go to the constructor."""
+        return cls(path, **kwargs).bind(view, encoder, channels, normalization)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of embeddings held in memory."""
+        return sum(e.nbytes for _, e in self._mem.values())
+
+    def bind(self, view, encoder, channels=None, normalization=None) -> EmbeddingStore:
+        """Attach a stack, an encoder and settings; open or create the on-disk store.
+
+        Parameters
+        ----------
+        view : StackView
+            The stack whose slices are embedded.
+        encoder : SliceEncoder
+            Has ``signature``, ``embedding_shape`` and ``encode((B, H, W, C)) -> (B, ...)``.
+        channels : ChannelSpec, optional
+            Default :meth:`ChannelSpec.default_for` the number of channels.
+        normalization : Normalization or FittedNormalization, optional
+            Fitted on ``view`` if not fitted yet. Default ``Normalization()``.
+
+        Raises
+        ------
+        StoreMismatchError
+            If the store at ``path`` differs in any ingredient and ``overwrite`` is False.
+        """
+        channels = channels or ChannelSpec.default_for(view.n_channels)
+        channels = channels.resolve(view.n_channels)
+        normalization = normalization or Normalization()
+        if isinstance(normalization, Normalization):
+            normalization = normalization.fit(view)
+        if not isinstance(normalization, FittedNormalization) or len(normalization.lo) != (
+            view.n_channels
+        ):
+            raise ValueError(
+                f"normalization: expected a Normalization or one fitted on {view.n_channels} "
+                f"channel(s), got {normalization!r}"
+            )
+        meta = {
+            "format": FORMAT,
+            "package_version": package_version(),
+            "encoder": str(encoder.signature),
+            "channels": channels.signature(),
+            "normalization": normalization.signature(),
+            "embedding_shape": [int(s) for s in encoder.embedding_shape],
+            "n_slices": len(view),
+        }
+        key = hashlib.blake2b(json.dumps(meta, sort_keys=True).encode(), digest_size=16)
+        with self._lock:
+            if key.hexdigest() != self.key:
+                if self.path is not None:
+                    self._open_disk(meta, key.hexdigest())
+                self._mem.clear()
+                self.key, self.metadata = key.hexdigest(), meta
+            self.view, self.encoder = view, encoder
+            self.channels, self.normalization = channels, normalization
+        return self
+
+    def _open_disk(self, meta: dict, key: str) -> None:
+        import zarr
+
+        path, stored = self.path, None
+        if (path / "zarr.json").exists():
+            try:
+                self._array = zarr.open_array(str(path), mode="r+")
+                stored = dict(self._array.attrs).get("napari_sam")
+            except Exception as err:  # unreadable metadata
+                stored = {"format": f"unreadable ({err})"}
+            if stored is None:
+                raise StoreMismatchError(f"path: {path} holds a zarr array that is no store")
+        elif path.exists() and set(os.listdir(path)) - set(_PARTS):  # only our leftovers
+            raise StoreMismatchError(f"path: {path} is a non-empty directory, not a store")
+        diff = [k for k in _LABELS if stored is not None and stored.get(k) != meta[k]]
+        if diff and not self.overwrite:
+            lines = "; ".join(
+                f"{_LABELS[k]}: stored {stored.get(k)!r}, now {meta[k]!r}" for k in diff
+            )
+            raise StoreMismatchError(
+                f"embedding store {path} was made with other settings ({lines}); "
+                f"pass overwrite=True to discard it, or use another path"
+            )
+        if stored is None or diff:
+            # records first: whatever a kill here leaves, no record outlives its chunk
+            shutil.rmtree(path / "records", ignore_errors=True)
+            shutil.rmtree(path / "c", ignore_errors=True)
+            (path / "zarr.json").unlink(missing_ok=True)
+            shape = (meta["n_slices"], *meta["embedding_shape"])
+            attrs = {"napari_sam": meta}
+            self._array = zarr.create_array(
+                str(path), shape=shape, chunks=(1, *shape[1:]), attributes=attrs, **_ARRAY
+            )
+        (path / "records").mkdir(exist_ok=True)
+        self._records = {}
+        for f in (path / "records").iterdir():
+            if f.name.startswith("."):
+                f.unlink(missing_ok=True)  # temp file left by a killed writer
+                continue
+            try:
+                rec = json.loads(f.read_text())
+                if rec["key"] == key and f.name == f"{rec['index']}.json":
+                    self._records[int(rec["index"])] = rec
+            except (ValueError, KeyError, TypeError):
+                pass  # torn or foreign record: the slice is recomputed
+
+    def _mem_put(self, i: int, content: str, emb: np.ndarray) -> None:
+        self._mem.pop(i, None)
+        if emb.nbytes > self.memory_budget:
+            return
+        self._mem[i] = (content, emb)
+        while self.memory_bytes > self.memory_budget:
+            self._mem.popitem(last=False)
+
+    def _read_disk(self, i: int, content: str) -> np.ndarray | None:
+        """The slice's embedding from disk if its record and checksum are valid, else None."""
+        rec = self._records.get(i)
+        if self._array is None or rec is None or rec["content"] != content:
+            return None
+        try:
+            emb = np.ascontiguousarray(self._array[i], dtype="<f4")
+        except Exception:  # truncated / undecodable chunk
+            return None
+        if zlib.crc32(emb) != rec["crc32"]:
+            return None
+        emb.flags.writeable = False
+        self._mem_put(i, content, emb)
+        return emb
+
+    def _lookup(self, i: int, content: str) -> np.ndarray | None:
+        with self._lock:
+            hit = self._mem.get(i)
+            if hit is not None and hit[0] == content:
+                self._mem.move_to_end(i)
+                return hit[1]
+            return self._read_disk(i, content)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Normalise and map the channels of a raw ``(Y, X, C)`` slice for the encoder."""
+        return self.channels.apply(self.normalization.apply(image))
+
+    def _compute(self, items: list[tuple[int, np.ndarray, str]]) -> list[np.ndarray]:
+        batch = np.stack([self.prepare(img) for _, img, _ in items])
+        out = np.asarray(self.encoder.encode(batch))
+        want = (len(items), *self.metadata["embedding_shape"])
+        if out.shape != want:
+            raise ValueError(f"encoder: returned shape {out.shape}, expected {want}")
+        embs = []
+        for (i, _, content), emb in zip(items, out, strict=True):
+            emb = np.ascontiguousarray(emb, dtype="<f4")
+            emb.flags.writeable = False
+            with self._lock:
+                if self._array is not None:
+                    rec_path = self.path / "records" / f"{i}.json"
+                    self._records.pop(i, None)
+                    rec_path.unlink(missing_ok=True)  # invalid while the chunk is rewritten
+                    self._array[i] = emb
+                    rec = {"index": i, "key": self.key, "content": content}
+                    rec["crc32"] = zlib.crc32(emb)
+                    _write_record(rec_path, rec)
+                    self._records[i] = rec
+                self._mem_put(i, content, emb)
+            embs.append(emb)
+        return embs
+
+    def get(self, index) -> np.ndarray:
+        """Embedding of one slice (read-only float32): memory, else disk, else computed.
+
+        Memory hits are trusted for the session (call :meth:`invalidate` after editing the
+        data in place); disk hits are checked against the slice's content hash and checksum.
+        """
+        if self.view is None:
+            raise RuntimeError("EmbeddingStore: call bind(view, encoder, ...) first")
+        i = self.view.flat_index(index)
+        with self._lock:
+            hit = self._mem.get(i)
+            if hit is not None:
+                self._mem.move_to_end(i)
+                return hit[1]
+        image = self.view.get_slice(i)
+        content = slice_hash(image)
+        emb = self._lookup(i, content)
+        return emb if emb is not None else self._compute([(i, image, content)])[0]
+
+    def invalidate(self, index=None) -> None:
+        """Forget in-memory embeddings (all, or one slice) so they are checked again."""
+        with self._lock:
+            if index is None:
+                self._mem.clear()
+            else:
+                self._mem.pop(self.view.flat_index(index), None)
+
+    def precompute(
+        self,
+        view=None,
+        encoder=None,
+        channels=None,
+        normalization=None,
+        batch_size: int = 1,
+        progress=None,
+        cancel=None,
+    ) -> PrecomputeResult:
+        """Embed every slice not yet validly stored, writing each as soon as it is done.
+
+        Parameters
+        ----------
+        view, encoder, channels, normalization
+            As for :meth:`bind`; omitted: use the bound ones.
+        batch_size : int
+            Slices per ``encoder.encode`` call.
+        progress : callable, optional
+            Called as ``progress(done, total)``; see :class:`TqdmProgress`.
+        cancel : threading.Event or callable, optional
+            Checked between batches; when set / true, stop and return (``cancelled=True``).
+        """
+        if self.view is not None:  # keep what is bound unless told otherwise
+            same = view is None or view is self.view
+            view = self.view if view is None else view
+            encoder, channels = encoder or self.encoder, channels or self.channels
+            normalization = normalization or (
+                self.normalization if same else self.normalization.settings
+            )
+        if view is None or encoder is None:
+            raise ValueError("view, encoder: needed when the store is not bound yet")
+        self.bind(view, encoder, channels, normalization)
+        is_cancelled = getattr(cancel, "is_set", cancel) or (lambda: False)
+        total, pending = len(self.view), []
+        res = PrecomputeResult(0, 0, total)
+        for i in range(total):
+            if is_cancelled():
+                res.cancelled = True
+                break
+            image = self.view.get_slice(i)
+            content = slice_hash(image)
+            if self._lookup(i, content) is not None:
+                res.reused += 1
+            else:
+                pending.append((i, image, content))
+            if pending and (len(pending) >= batch_size or i == total - 1):
+                self._compute(pending)
+                res.computed += len(pending)
+                pending.clear()
+            elif pending:
+                continue  # nothing new is done yet
+            if progress:
+                progress(res.computed + res.reused, total)
+        return res

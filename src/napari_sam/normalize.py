@@ -1,0 +1,211 @@
+"""Intensity normalisation of microscopy stacks to the ``[0, 255]`` range SAM expects.
+
+The ranges are fitted once over the whole stack (a bounded, seeded sample of pixels from at
+most ``max_slices`` slices), per channel, so every slice of a stack is mapped the same way.
+
+The default mode, ``"auto"``, keeps 8-bit data as it is (parity with Meta's SAM on RGB uint8
+images), treats data that is exactly 8-bit data in another dtype the same way (uint16 values all
+multiples of 257, floats in ``[0, 1]`` all multiples of 1/255) and stretches everything else
+between the 0.1 and 99.9 percentiles. Percentiles scale with the data, so ``x``, ``x * 257``
+and ``x / 255`` give the same normalised values in every mode except ``"fixed"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["FittedNormalization", "Normalization", "sample_pixels"]
+
+_MODES = ("auto", "percentile", "minmax", "dtype", "fixed", "none")
+
+
+def sample_pixels(view, max_slices: int = 32, max_samples: int = 1_000_000, seed: int = 0):
+    """Return a seeded sample of pixel values of a stack as an ``(N, C)`` float64 array.
+
+    Parameters
+    ----------
+    view : StackView
+        The stack (anything with ``len``, ``get_slice`` and ``slice_shape``).
+    max_slices : int
+        At most this many slices are read, evenly spaced through the stack.
+    max_samples : int
+        At most this many pixels in total (all pixels of a slice when they fit).
+    seed : int
+        Seed of the pixel choice; the chosen positions depend only on shapes, never on values.
+    """
+    n = len(view)
+    slices = np.unique(np.linspace(0, n - 1, min(n, max_slices)).round().astype(int))
+    per_slice = max(1, max_samples // len(slices))
+    parts = []
+    for i in slices:
+        img = view.get_slice(int(i))
+        flat = img.reshape(-1, img.shape[-1])
+        if flat.shape[0] > per_slice:
+            rng = np.random.default_rng([seed, int(i)])
+            flat = flat[rng.integers(0, flat.shape[0], per_slice)]
+        parts.append(flat.astype(np.float64))
+    return np.concatenate(parts)
+
+
+def _dtype_range(dtype: np.dtype) -> tuple[float, float]:
+    if dtype.kind == "b":
+        return 0.0, 1.0
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0  # float data is taken to be in [0, 1]
+
+
+def _is_8bit_equivalent(dtype: np.dtype, sample: np.ndarray) -> bool:
+    """Whether the sampled values are exactly 8-bit values stored in ``dtype``."""
+    if dtype in (np.uint8, np.bool_):
+        return True
+    if dtype.kind == "u" and np.iinfo(dtype).max % 255 == 0:
+        return bool(np.all(sample % (np.iinfo(dtype).max // 255) == 0))
+    if dtype.kind == "f":
+        if sample.min() < 0 or sample.max() > 1:
+            return False
+        scaled = sample * 255
+        return bool(np.all(np.abs(scaled - np.round(scaled)) < 1e-3))
+    return False
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Settings of the normalisation; :meth:`fit` it on a stack before use.
+
+    Parameters
+    ----------
+    mode : {"auto", "percentile", "minmax", "dtype", "fixed", "none"}
+        ``"percentile"``: stretch the ``low`` .. ``high`` percentiles of each channel to
+        0 .. 255. ``"minmax"``: the sampled minimum .. maximum. ``"dtype"``: the dtype's range
+        (uint8 as is, uint16 0..65535, float 0..1). ``"fixed"``: ``vmin`` .. ``vmax``.
+        ``"none"``: values are used as they are (data already in 0..255). ``"auto"`` (default):
+        ``"dtype"`` for 8-bit(-equivalent) data, else ``"percentile"``.
+    low, high : float
+        Percentiles for ``"percentile"`` / ``"auto"``.
+    vmin, vmax : float or sequence of float, optional
+        Range for ``"fixed"`` (one value, or one per channel).
+    max_slices, max_samples, seed : int
+        Sampling bounds, see :func:`sample_pixels`.
+    """
+
+    mode: str = "auto"
+    low: float = 0.1
+    high: float = 99.9
+    vmin: float | tuple | None = None
+    vmax: float | tuple | None = None
+    max_slices: int = 32
+    max_samples: int = 1_000_000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in _MODES:
+            raise ValueError(f"mode: expected one of {_MODES}, got {self.mode!r}")
+        if not 0 <= self.low < self.high <= 100:
+            raise ValueError(
+                f"low, high: expected 0 <= low < high <= 100, got {self.low}, {self.high}"
+            )
+        if self.mode == "fixed" and (self.vmin is None or self.vmax is None):
+            raise ValueError("vmin, vmax: mode 'fixed' needs both vmin and vmax")
+
+    @classmethod
+    def fixed(cls, vmin, vmax) -> Normalization:
+        """Explicit range ``vmin`` .. ``vmax`` (scalars or one value per channel)."""
+        lo, hi = (tuple(np.atleast_1d(np.asarray(v, np.float64)).tolist()) for v in (vmin, vmax))
+        return cls(mode="fixed", vmin=lo, vmax=hi)
+
+    def fit(self, view) -> FittedNormalization:
+        """Fit per-channel ranges on a stack and return the fitted normalisation.
+
+        Parameters
+        ----------
+        view : StackView
+            The whole stack; only a bounded sample of it is read.
+        """
+        dtype, c = np.dtype(view.dtype), view.n_channels
+        mode, sample = self.mode, None
+        if mode in ("auto", "percentile", "minmax"):
+            sample = sample_pixels(view, self.max_slices, self.max_samples, self.seed)
+        if mode == "auto":
+            mode = "dtype" if _is_8bit_equivalent(dtype, sample) else "percentile"
+        if mode == "percentile":
+            lo, hi = np.percentile(sample, [self.low, self.high], axis=0)
+        elif mode == "minmax":
+            lo, hi = sample.min(axis=0), sample.max(axis=0)
+        elif mode == "dtype":
+            lo, hi = (np.full(c, v) for v in _dtype_range(dtype))
+        elif mode == "fixed":
+            lo, hi = (np.atleast_1d(np.asarray(v, np.float64)) for v in (self.vmin, self.vmax))
+            if {len(lo), len(hi)} - {1, c}:
+                raise ValueError(
+                    f"vmin, vmax: expected 1 or {c} values (one per channel), "
+                    f"got {self.vmin}, {self.vmax}"
+                )
+            lo, hi = np.broadcast_to(lo, c), np.broadcast_to(hi, c)
+        else:  # none
+            lo, hi = np.zeros(c), np.full(c, 255.0)
+        return FittedNormalization(self, mode, dtype, tuple(map(float, lo)), tuple(map(float, hi)))
+
+
+@dataclass(frozen=True)
+class FittedNormalization:
+    """A normalisation with its per-channel ranges fitted; maps slices to float32 [0, 255].
+
+    Attributes
+    ----------
+    settings : Normalization
+        The settings it was fitted with.
+    mode : str
+        The mode actually used (``"auto"`` resolved to ``"dtype"`` or ``"percentile"``).
+    dtype : numpy.dtype
+        Dtype of the data it was fitted on.
+    lo, hi : tuple of float
+        Per-channel input values mapped to 0 and 255.
+    """
+
+    settings: Normalization
+    mode: str
+    dtype: np.dtype
+    lo: tuple
+    hi: tuple
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Map a ``(Y, X, C)`` slice to float32 in ``[0, 255]`` (values outside are clipped).
+
+        Raises
+        ------
+        ValueError
+            If the number of channels differs from the fitted one.
+        """
+        if image.ndim != 3 or image.shape[-1] != len(self.lo):
+            raise ValueError(
+                f"image: expected a (Y, X, {len(self.lo)}) slice, got shape {image.shape}"
+            )
+        lo = np.asarray(self.lo, np.float32)
+        span = (np.asarray(self.hi, np.float64) - self.lo) / 255.0
+        span = np.where(span > 0, span, np.inf).astype(np.float32)  # constant channel -> 0
+        out = image.astype(np.float32) - lo
+        out /= span
+        return np.clip(out, 0.0, 255.0, out=out)
+
+    __call__ = apply
+
+    def signature(self) -> str:
+        """A stable string of the mode, its parameters and the fitted ranges."""
+        s = self.settings
+        params = {
+            "auto": f"low={s.low!r},high={s.high!r}",
+            "percentile": f"low={s.low!r},high={s.high!r}",
+            "minmax": "",
+            "fixed": "",
+            "dtype": "",
+            "none": "",
+        }[s.mode]
+        if s.mode in ("auto", "percentile", "minmax"):
+            params += f",slices={s.max_slices},samples={s.max_samples},seed={s.seed}"
+        lo = ",".join(repr(v) for v in self.lo)
+        hi = ",".join(repr(v) for v in self.hi)
+        return f"{s.mode}->{self.mode}({params.strip(',')}):dtype={self.dtype.str}:lo={lo}:hi={hi}"

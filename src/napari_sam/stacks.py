@@ -1,0 +1,217 @@
+"""Slice-by-slice views over image stacks (numpy, dask, zarr, TIFF files).
+
+A :class:`StackView` names every axis of an N-D array with a letter. ``Y`` and ``X`` are the
+spatial axes SAM sees, ``C`` or ``S`` (RGB samples) is the channel axis, and every other axis
+(``T``, ``Z``, ...) indexes 2-D slices. Slices are read lazily, one at a time, so stacks larger
+than memory work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SLICE_AXES", "SliceIndexError", "StackView"]
+
+#: Letters accepted for axes that index slices (tifffile / OME naming).
+SLICE_AXES = "TZPMREHLVAJKB"
+_SPATIAL = "YX"
+_CHANNEL = "CS"
+_UNKNOWN_TIFF_AXES = "QI"
+
+
+class SliceIndexError(IndexError, ValueError):
+    """A slice index is out of range (both an ``IndexError`` and a ``ValueError``)."""
+
+
+def _open_tiff(path: Path):
+    """Open the first series of a TIFF file as a lazy zarr array; return (array, axes, tif)."""
+    import tifffile
+    import zarr
+
+    tif = tifffile.TiffFile(path)
+    try:
+        series = tif.series[0]
+        store = series.aszarr(level=0)
+        array = zarr.open_array(store, mode="r")
+    except Exception:
+        tif.close()
+        raise
+    return array, series.axes, tif
+
+
+class StackView:
+    """A lazy, slice-by-slice view of an N-D image stack.
+
+    Parameters
+    ----------
+    data : array-like, str or os.PathLike
+        A numpy array, dask array, zarr array (anything with ``shape``, ``dtype`` and numpy
+        indexing), a path to a TIFF file (read lazily through ``tifffile``), or a path to a zarr
+        array directory.
+    axes : str, optional
+        One letter per dimension, e.g. ``"YX"``, ``"YXS"``, ``"ZYX"``, ``"CZYX"``, ``"TZCYX"``.
+        ``Y`` and ``X`` are required; at most one of ``C`` / ``S`` is the channel axis; every
+        other letter (one of :data:`SLICE_AXES`) indexes slices. Required for arrays; for TIFF
+        files it defaults to the series axes reported by ``tifffile``.
+
+    Raises
+    ------
+    ValueError
+        If ``axes`` does not match ``data`` (wrong length, repeated or unknown letters, no
+        ``Y``/``X``, two channel axes, undetermined TIFF axes) or an axis has size zero.
+    """
+
+    def __init__(self, data, axes: str | None = None):
+        self._closer = None
+        if isinstance(data, (str, os.PathLike)):
+            data, axes = self._open_path(Path(data), axes)
+        try:
+            if not all(hasattr(data, a) for a in ("shape", "dtype", "__getitem__")):
+                raise ValueError(
+                    f"data: expected an array (numpy, dask, zarr) or a TIFF path, got {type(data)}"
+                )
+            if axes is None:
+                raise ValueError(f"axes: required for array data of shape {tuple(data.shape)}")
+            self.axes = self._check_axes(str(axes).upper(), tuple(data.shape))
+        except ValueError:
+            self.close()
+            raise
+        self._data = data
+        self.shape = tuple(int(s) for s in data.shape)
+        self.dtype = np.dtype(data.dtype)
+        self.slice_axes = "".join(a for a in self.axes if a not in _SPATIAL + _CHANNEL)
+        chan = [a for a in self.axes if a in _CHANNEL]
+        self.channel_axis = chan[0] if chan else None
+        size = dict(zip(self.axes, self.shape, strict=True))
+        self.stack_shape = tuple(size[a] for a in self.slice_axes)
+        self.slice_shape = (size["Y"], size["X"])
+        self.n_channels = size[self.channel_axis] if self.channel_axis else 1
+        # order of the axes left after integer-indexing the slice axes
+        kept = [a for a in self.axes if a not in self.slice_axes]
+        self._perm = [kept.index(a) for a in "YX" + (self.channel_axis or "")]
+
+    def _open_path(self, path: Path, axes: str | None):
+        if path.is_dir():
+            import zarr
+
+            return zarr.open_array(str(path), mode="r"), axes
+        data, file_axes, self._closer = _open_tiff(path)
+        bad = sorted(set(file_axes) & set(_UNKNOWN_TIFF_AXES))
+        if axes is None and bad:
+            self.close()
+            raise ValueError(
+                f"axes: cannot tell what the axes {bad} of {path.name!r} (tifffile axes "
+                f"{file_axes!r}, shape {tuple(data.shape)}) mean; pass them explicitly with "
+                f"--axes / axes=, e.g. {file_axes.replace('Q', 'Z').replace('I', 'T')!r}"
+            )
+        return data, axes or file_axes
+
+    @staticmethod
+    def _check_axes(axes: str, shape: tuple) -> str:
+        if len(axes) != len(shape):
+            raise ValueError(
+                f"axes: {axes!r} has {len(axes)} letters but the data has {len(shape)} "
+                f"dimensions (shape {shape}); give one letter per dimension"
+            )
+        known = _SPATIAL + _CHANNEL + SLICE_AXES
+        unknown = [a for a in axes if a not in known]
+        if unknown:
+            raise ValueError(
+                f"axes: unknown letter(s) {unknown} in {axes!r}; expected Y, X, at most one "
+                f"channel axis C or S, and slice axes from {SLICE_AXES!r} (T=time, Z=depth, ...)"
+            )
+        repeated = sorted({a for a in axes if axes.count(a) > 1})
+        if repeated:
+            raise ValueError(f"axes: letter(s) {repeated} repeated in {axes!r}")
+        missing = [a for a in _SPATIAL if a not in axes]
+        if missing:
+            raise ValueError(f"axes: {axes!r} has no {' or '.join(missing)} axis; Y and X needed")
+        if "C" in axes and "S" in axes:
+            raise ValueError(
+                f"axes: {axes!r} has two channel axes (C and S); rename one to a slice axis"
+            )
+        zero = [a for a, s in zip(axes, shape, strict=True) if s == 0]
+        if zero:
+            raise ValueError(f"data: axis {zero[0]} has size zero (shape {shape}, axes {axes!r})")
+        return axes
+
+    def __len__(self) -> int:
+        return int(np.prod(self.stack_shape, dtype=np.int64))
+
+    @property
+    def slice_indices(self) -> list[tuple[int, ...]]:
+        """Index tuples over the slice axes, in C order (``[()]`` for a single 2-D image)."""
+        return list(np.ndindex(*self.stack_shape))
+
+    def index_tuple(self, index) -> tuple[int, ...]:
+        """Normalise a flat slice number or an index tuple into an index tuple.
+
+        Raises
+        ------
+        SliceIndexError
+            If ``index`` is out of range for this stack.
+        """
+        n = len(self)
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if not -n <= i < n:
+                raise SliceIndexError(f"index: slice {i} out of range for {n} slice(s)")
+            return tuple(int(j) for j in np.unravel_index(i % n, self.stack_shape))
+        index = tuple(int(j) for j in index)
+        if len(index) != len(self.stack_shape) or not all(
+            0 <= j < s for j, s in zip(index, self.stack_shape, strict=False)
+        ):
+            raise SliceIndexError(
+                f"index: {index} out of range; expected {len(self.stack_shape)} integer(s) "
+                f"below {self.stack_shape} for axes {self.slice_axes!r}"
+            )
+        return index
+
+    def flat_index(self, index) -> int:
+        """Return the flat slice number (0 .. len-1) of ``index``."""
+        t = self.index_tuple(index)
+        return int(np.ravel_multi_index(t, self.stack_shape)) if t else 0
+
+    def get_slice(self, index) -> np.ndarray:
+        """Read one slice as a contiguous ``(Y, X, C)`` array in the stored dtype.
+
+        Parameters
+        ----------
+        index : int or tuple of int
+            Flat slice number or one index per slice axis (see :attr:`slice_indices`).
+        """
+        it = iter(self.index_tuple(index))
+        key = tuple(next(it) if a in self.slice_axes else slice(None) for a in self.axes)
+        out = self._data[key]
+        if hasattr(out, "compute"):  # dask
+            out = out.compute()
+        out = np.transpose(np.asarray(out), self._perm)
+        if self.channel_axis is None:
+            out = out[..., np.newaxis]
+        return np.ascontiguousarray(out)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self.get_slice(i)
+
+    def close(self) -> None:
+        """Close the underlying file, if any."""
+        if self._closer is not None:
+            self._closer.close()
+            self._closer = None
+
+    def __enter__(self) -> StackView:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"StackView(axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, "
+            f"slices={len(self)}, channels={self.n_channels})"
+        )
