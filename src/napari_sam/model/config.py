@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -89,7 +89,6 @@ class SegmentAnythingModelConfig:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     first_conv: str = "image_encoder/patch_embed/proj"
-    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         self.input_size = _pair("input_size", self.input_size)
@@ -114,7 +113,6 @@ class SegmentAnythingModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-serialisable dictionary."""
         d = dataclasses.asdict(self)
-        d.pop("extra")
         for key, value in d.items():
             if isinstance(value, tuple):
                 d[key] = list(value)
@@ -123,7 +121,7 @@ class SegmentAnythingModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmentAnythingModelConfig:
         """Create a configuration from :meth:`to_dict`'s output; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown SegmentAnythingModelConfig fields: {sorted(unknown)}")

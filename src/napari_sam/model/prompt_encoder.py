@@ -126,20 +126,28 @@ class PromptEncoder(keras.layers.Layer):
         n = tf.shape(points)[0]
         m1, m2 = tf.shape(points)[1], tf.shape(boxes)[1]
         pad = tf.logical_and(m1 > 0, tf.equal(m2, 0))
-        sparse = tf.concat(
-            [
-                self.embed_points(points, labels, pad, image_size),
-                self.embed_boxes(boxes, image_size),
-            ],
-            axis=1,
-        )
+        parts = []
+        # Prompts known statically to be absent are left out of the graph (no empty tensors).
+        if points.shape[1] != 0:
+            parts.append(self.embed_points(points, labels, pad, image_size))
+        if boxes.shape[1] != 0:
+            parts.append(self.embed_boxes(boxes, image_size))
+        if not parts:
+            parts.append(tf.zeros((n, 0, self.embed_dim), self.no_mask_embed.dtype))
+        sparse = tf.concat(parts, axis=1) if len(parts) > 1 else parts[0]
         no_mask = tf.broadcast_to(
             tf.reshape(self.no_mask_embed, (1, 1, 1, self.embed_dim)),
             (n, grid[0], grid[1], self.embed_dim),
         )
-        dense = tf.cond(
-            tf.shape(masks)[1] > 0,
-            lambda: self.embed_masks(masks[:, 0, :, :, None]),
-            lambda: no_mask,
-        )
+        m3 = masks.shape[1]
+        if m3 == 0:  # known statically: no mask branch in the graph at all
+            dense = no_mask
+        elif m3 is not None:
+            dense = self.embed_masks(masks[:, 0, :, :, None])
+        else:
+            dense = tf.cond(
+                tf.shape(masks)[1] > 0,
+                lambda: self.embed_masks(masks[:, 0, :, :, None]),
+                lambda: no_mask,
+            )
         return sparse, dense

@@ -16,8 +16,9 @@ def adapt_input_conv(weight: np.ndarray, in_channels: int) -> np.ndarray:
     """Adapt a first-convolution kernel (out, 3, kh, kw) to ``in_channels`` inputs.
 
     One channel sums the RGB kernels; N channels tile the RGB kernels and scale them by
-    ``3 / N``, so an image with the same value in every channel gives the same response
-    (timm's ``adapt_input_conv``).
+    ``3 / N`` (timm's ``adapt_input_conv``). For 1 channel and for multiples of 3, an image
+    with the same value in every channel gives exactly the response of the RGB kernel; for
+    other N it differs.
     """
     src = weight.shape[1]
     if in_channels == src:
@@ -57,7 +58,8 @@ def adapt_state(state: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
 
     state = dict(state)
     key = first_conv_key(cfg.first_conv)
-    if key in state and state[key].ndim == 4:
+    # Only an RGB kernel is adapted; any other mismatch is reported when loading.
+    if key in state and state[key].ndim == 4 and state[key].shape[1] == 3:
         state[key] = adapt_input_conv(state[key], cfg.in_channels)
     grid = tuple(s // cfg.encoder_patch_size for s in cfg.input_size)
     pos_key = "image_encoder.pos_embed"

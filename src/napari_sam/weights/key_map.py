@@ -29,6 +29,13 @@ def _same(w):
     return w
 
 
+def _conv_inverse(w):  # keras (kh, kw, in, out) -> torch (out, in, kh, kw); also transposed
+    return w.transpose(3, 2, 0, 1)
+
+
+_INVERSE = {_linear: _linear, _conv: _conv_inverse, _conv_transpose: _conv_inverse, _same: _same}
+
+
 @dataclass(frozen=True)
 class KeyMapEntry:
     """One checkpoint key, the variable it fills and the array transformation."""
@@ -36,6 +43,11 @@ class KeyMapEntry:
     key: str
     variable: object
     transform: Callable[[np.ndarray], np.ndarray]
+
+    def export(self) -> np.ndarray:
+        """The variable's value in the checkpoint's (PyTorch) layout."""
+        value = np.asarray(self.variable.numpy())
+        return _INVERSE[self.transform](value)
 
 
 def _entries_for(prefix, layer, kind):
@@ -151,3 +163,8 @@ def sam_key_map(model) -> list[KeyMapEntry]:
 def first_conv_key(first_conv: str) -> str:
     """Checkpoint key of the kernel of the layer at path ``first_conv`` (``a/b/c``)."""
     return first_conv.replace("/", ".") + ".weight"
+
+
+def export_state_dict(model) -> dict[str, np.ndarray]:
+    """All weights of ``model`` under Meta's key names and layouts (the inverse of loading)."""
+    return {e.key: e.export() for e in sam_key_map(model)}

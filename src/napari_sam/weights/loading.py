@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -23,12 +23,26 @@ def _native_copy_path(path: pathlib.Path) -> pathlib.Path:
     return cache_dir() / "converted" / f"{path.stem}-{tag}.npz"
 
 
-def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+_MANIFEST = "__napari_sam_manifest__"
+
+
+def _manifest(state: dict[str, np.ndarray]) -> str:
+    return json.dumps({k: [list(v.shape), str(v.dtype)] for k, v in sorted(state.items())})
+
+
+def _read_npz(path: pathlib.Path, require_manifest: bool = False) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` of arrays; any damage becomes a :class:`CheckpointError`."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: cannot read the weights file: {exc}") from exc
+            state = {k: data[k] for k in data.files}
+    except Exception as exc:  # numpy and zipfile raise many kinds for damaged files
+        raise CheckpointError(f"{path}: cannot read the weights file: {exc!r}") from exc
+    manifest = state.pop(_MANIFEST, None)
+    if manifest is not None and bytes(manifest).decode(errors="replace") != _manifest(state):
+        raise CheckpointError(f"{path}: the weights file is incomplete or damaged")
+    if require_manifest and manifest is None:
+        raise CheckpointError(f"{path}: converted copy without a manifest")
+    return state
 
 
 def _write_npz_atomic(path: pathlib.Path, state: dict[str, np.ndarray]) -> None:
@@ -36,7 +50,8 @@ def _write_npz_atomic(path: pathlib.Path, state: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.part")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **state)
+            manifest = np.frombuffer(_manifest(state).encode(), np.uint8)
+            np.savez(f, **state, **{_MANIFEST: manifest})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -63,7 +78,7 @@ def read_checkpoint(path: str | os.PathLike, native_copy: bool = True) -> dict[s
     copy = _native_copy_path(path) if native_copy else None
     if copy is not None and copy.is_file():
         try:
-            return _read_npz(copy)
+            return _read_npz(copy, require_manifest=True)
         except CheckpointError:
             copy.unlink(missing_ok=True)  # a damaged converted copy: parse the .pth again
     state = read_pth(path)

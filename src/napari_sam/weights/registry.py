@@ -41,6 +41,29 @@ register_model(_vit("sam_vit_l", 1024, 24, 16, (5, 11, 17, 23)), OFFICIAL_WEIGHT
 register_model(_vit("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)), OFFICIAL_WEIGHTS["sam_vit_h"])
 
 
+TINY_NUCLEI_WEIGHTS = pathlib.Path(__file__).parent / "data" / "sam_tiny_nuclei.npz"
+
+# A small SAM trained by the project on synthetic fluorescence nuclei (scripts/train_tiny.py);
+# its weights ship with the package, so it works offline.
+register_model(
+    SegmentAnythingModelConfig(
+        name="sam_tiny_nuclei",
+        input_size=(256, 256),
+        encoder_patch_size=8,
+        encoder_embed_dim=128,
+        encoder_nb_blocks=4,
+        encoder_nb_heads=4,
+        encoder_global_attn_indices=(1, 3),
+        encoder_window_size=8,
+        embed_dim=128,
+        decoder_nb_heads=4,
+        decoder_mlp_channels=512,
+        decoder_iou_hidden_dim=128,
+    ),
+    TINY_NUCLEI_WEIGHTS,
+)
+
+
 def list_models() -> list[str]:
     """Names of the registered models, e.g. ``["sam_vit_b", "sam_vit_h", "sam_vit_l"]``."""
     return sorted(_MODELS)
@@ -66,6 +89,11 @@ def weights_path(name: str, progress: bool = True) -> pathlib.Path:
     if weights is None:
         raise ValueError(f"model {name!r} has no pretrained weights; pass a checkpoint path")
     if isinstance(weights, (str, os.PathLike)):
+        if not pathlib.Path(weights).is_file():
+            raise FileNotFoundError(
+                f"the weights of {name!r} should ship with the package at {weights}, but the "
+                "file is missing: reinstall napari-sam or run scripts/train_tiny.py"
+            )
         return pathlib.Path(weights)
     return fetch_weights(weights, progress=progress)
 

@@ -1,0 +1,90 @@
+"""Train ``sam_tiny_nuclei`` from scratch on synthetic nuclei and export its weights.
+
+Re-run it with ``python scripts/train_tiny.py`` (resumes from ``--workdir`` if interrupted).
+The shipped weights came from the defaults below; see docs/tiny-model.md for the run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN's CPU kernels crashed (heap corruption) in this training graph on TF 2.21.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from napari_sam.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
+from napari_sam.training import Trainer, TrainConfig  # noqa: E402
+from napari_sam.weights import model_config  # noqa: E402
+from napari_sam.weights.key_map import export_state_dict  # noqa: E402
+from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS  # noqa: E402
+
+TRAIN_SEED_OFFSET = 1_000_000  # evaluation uses seeds below this; training never does
+
+
+def _normalise(image, ref=None):
+    lo, hi = np.percentile(image if ref is None else ref, [0.1, 99.9])
+    return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+
+
+def make_sampler(size: int = 256):
+    """``sample(rng)`` giving a normalised (size, size, 3) image and its instance labels."""
+
+    def sample(rng):
+        seed = TRAIN_SEED_OFFSET + int(rng.integers(1 << 30))
+        side = int(rng.integers(192, 321))
+        density = float(rng.uniform(3e-4, 1.1e-3))
+        if rng.random() < 0.3:  # a slice of a 3-D stack: out-of-focus nuclei, stack-wide range
+            stack, labels3 = make_nuclei_3d((8, side, side), seed=seed, density=density)
+            z = int(rng.integers(1, 7))
+            image, labels = _normalise(stack[z], ref=stack), labels3[z]
+        else:
+            image, labels = make_nuclei_2d((side, side), seed=seed, density=density)
+            image = _normalise(image)
+        if rng.random() < 0.5:
+            image = 255 * (image / 255) ** rng.uniform(0.6, 1.5)  # contrast variation
+        if side != size:
+            image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+            labels = np.asarray(
+                Image.fromarray(labels.astype(np.int32)).resize((size, size), Image.NEAREST)
+            )
+        return np.repeat(image[..., None], 3, axis=-1).astype(np.float32), labels
+
+    return sample
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--workdir", default="runs/sam_tiny_nuclei")
+    parser.add_argument("--out", default=str(TINY_NUCLEI_WEIGHTS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    cfg = model_config("sam_tiny_nuclei")
+    from napari_sam.model import SegmentAnythingModel
+
+    model = SegmentAnythingModel(cfg)
+    config = TrainConfig(
+        steps=args.steps, batch_size=4, objects_per_image=4, correction_rounds=1, seed=args.seed
+    )
+    trainer = Trainer(model, make_sampler(cfg.input_size[0]), config, workdir=args.workdir)
+    t0 = time.time()
+    trainer.fit()
+    print(f"trained to step {int(trainer.step.numpy())} in {time.time() - t0:.0f} s this run")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part.npz")
+    np.savez(tmp, **export_state_dict(model))
+    os.replace(tmp, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
