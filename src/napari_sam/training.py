@@ -41,6 +41,8 @@ class TrainConfig:
         Steps of linear warm-up.
     freeze_image_encoder : bool
         Train only the prompt encoder and mask decoder on top of a frozen image encoder.
+    box_probability : float
+        Probability that a step starts from a box rather than a point.
     box_jitter : float
         Standard deviation of box corner noise as a fraction of the box side (max 20 px).
     focal_weight, dice_weight, iou_weight : float
@@ -59,6 +61,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     freeze_image_encoder: bool = False
+    box_probability: float = 0.5
     box_jitter: float = 0.1
     focal_weight: float = 20.0
     dice_weight: float = 1.0
@@ -200,7 +203,7 @@ class Trainer:
         cfg = self.cfg
         images, targets, rng = self._batch(int(self.step.numpy()))
         n = len(targets)
-        use_box = bool(rng.random() < 0.5)
+        use_box = bool(rng.random() < cfg.box_probability)
         if use_box:
             boxes = np.stack([jittered_box(t, cfg.box_jitter, rng) for t in targets])[:, None]
             points, labels = np.zeros((n, 0, 2)), np.zeros((n, 0))
@@ -249,12 +252,17 @@ class Trainer:
 
         return tf.function(step)
 
-    def fit(self, progress: bool = True) -> list[float]:
-        """Train until ``config.steps``, checkpointing; returns the losses of this run."""
+    def fit(self, progress: bool = True, max_steps: int | None = None) -> list[float]:
+        """Train until ``config.steps`` (or ``max_steps`` more), checkpointing.
+
+        Returns the losses of this run. Stopping early and calling ``fit`` again (or making
+        a new trainer on the same ``workdir``) continues the same schedule.
+        """
         from tqdm.auto import tqdm
 
         losses = []
         start = int(self.step.numpy())
+        end = self.cfg.steps if max_steps is None else min(self.cfg.steps, start + max_steps)
         bar = tqdm(total=self.cfg.steps, initial=start, disable=not progress, desc="training")
         log = None
         if self.workdir is not None:
@@ -262,7 +270,7 @@ class Trainer:
             (self.workdir / "train_config.json").write_text(json.dumps(asdict(self.cfg)))
             log = open(self.workdir / "loss.log", "a")  # noqa: SIM115
         try:
-            while int(self.step.numpy()) < self.cfg.steps:
+            while int(self.step.numpy()) < end:
                 loss = self.train_step()
                 losses.append(loss)
                 step = int(self.step.numpy())
@@ -272,7 +280,7 @@ class Trainer:
                     log.write(f"{step} {loss:.6f}\n")
                     log.flush()
                 if self._manager is not None and (
-                    step % self.cfg.checkpoint_every == 0 or step == self.cfg.steps
+                    step % self.cfg.checkpoint_every == 0 or step == end
                 ):
                     self._manager.save(checkpoint_number=step)
         finally:
