@@ -1,6 +1,6 @@
 """Measure sam_tiny_nuclei on held-out synthetic images (seeds never used in training).
 
-    python scripts/eval_tiny.py [--weights FILE] [--seeds 0:20]
+python scripts/eval_tiny.py [--weights FILE] [--seeds 0:20]
 """
 
 from __future__ import annotations

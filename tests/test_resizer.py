@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_sam.resizer import ImageResizer, resize_bilinear
+
 from reference import import_segment_anything
 
 import_segment_anything()  # installs the torchvision shim if needed

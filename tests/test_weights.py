@@ -31,6 +31,7 @@ from napari_sam.weights import (
     registry,
 )
 from napari_sam.weights.adapt import adapt_input_conv, adapt_mean_std
+
 from ref_models import build_reference, save_like_official
 
 SMALL = dict(

@@ -222,6 +222,8 @@ class EmbeddingStore:
                 stored = {"format": f"unreadable ({err})"}
             if stored is None:
                 raise StoreMismatchError(f"path: {path} holds a zarr array that is no store")
+        elif path.exists() and not path.is_dir():
+            raise StoreMismatchError(f"path: {path} is a file, not an embedding store directory")
         elif path.exists() and set(os.listdir(path)) - set(_PARTS):  # only our leftovers
             raise StoreMismatchError(f"path: {path} is a non-empty directory, not a store")
         diff = [k for k in _LABELS if stored is not None and stored.get(k) != meta[k]]

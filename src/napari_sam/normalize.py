@@ -184,11 +184,11 @@ class FittedNormalization:
             raise ValueError(
                 f"image: expected a (Y, X, {len(self.lo)}) slice, got shape {image.shape}"
             )
-        lo = np.asarray(self.lo, np.float32)
-        span = (np.asarray(self.hi, np.float64) - self.lo) / 255.0
-        span = np.where(span > 0, span, np.inf).astype(np.float32)  # constant channel -> 0
-        out = image.astype(np.float32) - lo
-        out /= span
+        # float64 arithmetic, so that x, x * 257 and x / 255 map to the same float32 values
+        lo = np.asarray(self.lo, np.float64)
+        span = np.asarray(self.hi, np.float64) - lo
+        scale = np.where(span > 0, 255.0 / np.where(span > 0, span, 1.0), 0.0)  # constant -> 0
+        out = ((image.astype(np.float64) - lo) * scale).astype(np.float32)
         return np.clip(out, 0.0, 255.0, out=out)
 
     __call__ = apply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +18,51 @@ def default_preprocessing(cfg) -> Callable[[np.ndarray], np.ndarray]:
     mean = (np.asarray(cfg.mean, np.float64) * 255).astype(np.float32)
     std = (np.asarray(cfg.std, np.float64) * 255).astype(np.float32)
     return lambda x: (np.asarray(x, np.float32) - mean) / std
+
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graphs(model):
+    """The embedding and decoding graphs of ``model``, traced once and shared by predictors.
+
+    The signatures have dynamic batch and prompt sizes, so a different number of points,
+    boxes or objects, or another image size, never retraces.
+    """
+    if model in _GRAPHS:
+        return _GRAPHS[model]
+    cfg = model.cfg
+    input_size = tuple(cfg.input_size)
+    gh, gw = model.grid_size(input_size)
+    mh, mw = model.mask_size(input_size)
+    f32 = tf.float32
+    embed = tf.function(
+        model.embed_images,
+        input_signature=[tf.TensorSpec((None, *input_size, cfg.in_channels), f32)],
+    )
+    signature = [
+        tf.TensorSpec((None, gh, gw, cfg.embed_dim), f32),  # embeddings
+        tf.TensorSpec((None, None, 2), f32),  # points
+        tf.TensorSpec((None, None), f32),  # labels
+        tf.TensorSpec((None, None, 4), f32),  # boxes
+        tf.TensorSpec((None, None, mh, mw), f32),  # masks
+        tf.TensorSpec((2,), tf.int32),  # rescaled size
+        tf.TensorSpec((2,), tf.int32),  # original size
+    ]
+
+    def graph(multimask_output):
+        def decode(embeddings, points, labels, boxes, masks, rescaled_size, original_size):
+            logits, scores = model.decode(
+                embeddings, points, labels, boxes, masks, input_size, multimask_output
+            )
+            upscaled = upscale_logits(logits, input_size)
+            upscaled = upscaled[:, :, : rescaled_size[0], : rescaled_size[1]]
+            return upscale_logits(upscaled, original_size), scores, logits
+
+        return tf.function(decode, input_signature=signature)
+
+    _GRAPHS[model] = embed, {m: graph(m) for m in (False, True)}
+    return _GRAPHS[model]
 
 
 class SAMPredictor:
@@ -39,38 +85,8 @@ class SAMPredictor:
         cfg = model.cfg
         self.preprocessing = preprocessing or default_preprocessing(cfg)
         self.input_size = tuple(cfg.input_size)
-        gh, gw = model.grid_size(self.input_size)
-        mh, mw = model.mask_size(self.input_size)
-        f32 = tf.float32
-        self._embed = tf.function(
-            model.embed_images,
-            input_signature=[tf.TensorSpec((None, *self.input_size, cfg.in_channels), f32)],
-        )
-        signature = [
-            tf.TensorSpec((None, gh, gw, cfg.embed_dim), f32),  # embeddings
-            tf.TensorSpec((None, None, 2), f32),  # points
-            tf.TensorSpec((None, None), f32),  # labels
-            tf.TensorSpec((None, None, 4), f32),  # boxes
-            tf.TensorSpec((None, None, mh, mw), f32),  # masks
-            tf.TensorSpec((2,), tf.int32),  # rescaled size
-            tf.TensorSpec((2,), tf.int32),  # original size
-        ]
-        self._decode = {
-            multi: tf.function(self._decode_graph(multi), input_signature=signature)
-            for multi in (False, True)
-        }
+        self._embed, self._decode = _graphs(model)
         self.clear_image()
-
-    def _decode_graph(self, multimask_output: bool):
-        def decode(embeddings, points, labels, boxes, masks, rescaled_size, original_size):
-            logits, scores = self.model.decode(
-                embeddings, points, labels, boxes, masks, self.input_size, multimask_output
-            )
-            upscaled = upscale_logits(logits, self.input_size)
-            upscaled = upscaled[:, :, : rescaled_size[0], : rescaled_size[1]]
-            return upscale_logits(upscaled, original_size), scores, logits
-
-        return decode
 
     @property
     def is_image_set(self) -> bool:
@@ -83,8 +99,11 @@ class SAMPredictor:
         self.resizer = None
         self.original_size = None
 
-    def preprocess_image(self, image: np.ndarray) -> np.ndarray:
-        """Resize, normalise and pad an (H0, W0, C) image to the model input (H, W, C)."""
+    def preprocess_image(self, image: np.ndarray) -> tuple[np.ndarray, ImageResizer]:
+        """Resize, normalise and pad an (H0, W0, C) image to the model input (H, W, C).
+
+        Returns the model input and the :class:`ImageResizer` that maps back.
+        """
         image = np.asarray(image)
         if image.ndim == 2 and self.model.cfg.in_channels == 1:
             image = image[..., None]
@@ -192,5 +211,5 @@ class SAMPredictor:
         return out, scores, logits
 
     def trace_count(self) -> int:
-        """Number of graph traces of the prompt path so far (for checking no retracing)."""
+        """Number of graph traces of the model's prompt path so far (shared by predictors)."""
         return sum(f.experimental_get_tracing_count() for f in self._decode.values())

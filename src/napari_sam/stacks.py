@@ -99,6 +99,11 @@ class StackView:
             import zarr
 
             return zarr.open_array(str(path), mode="r"), axes
+        if path.suffix == ".npy":  # memory-mapped: slices are read on demand
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+            if axes is None and data.ndim != 2:
+                raise ValueError(f"axes: pass the axes of {path.name!r} (shape {data.shape})")
+            return data, axes or "YX"
         data, file_axes, self._closer = _open_tiff(path)
         bad = sorted(set(file_axes) & set(_UNKNOWN_TIFF_AXES))
         if axes is None and bad:

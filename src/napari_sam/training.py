@@ -47,6 +47,8 @@ class TrainConfig:
         Standard deviation of box corner noise as a fraction of the box side (max 20 px).
     focal_weight, dice_weight, iou_weight : float
         Loss weights (the paper uses 20 : 1 : 1).
+    focal_alpha : float
+        Weight of the object pixels in the focal loss (background gets ``1 - alpha``).
     seed : int
         Seeds data sampling and initialisation; runs with the same seed are reproducible.
     checkpoint_every : int
@@ -64,6 +66,7 @@ class TrainConfig:
     box_probability: float = 0.5
     box_jitter: float = 0.1
     focal_weight: float = 20.0
+    focal_alpha: float = 0.25
     dice_weight: float = 1.0
     iou_weight: float = 1.0
     seed: int = 0
@@ -190,9 +193,9 @@ class Trainer:
 
     def _losses(self, up, iou_pred, targets, multimask):
         t = tf.broadcast_to(tf.cast(targets[:, None], tf.float32), tf.shape(up))
-        per_mask = self.cfg.focal_weight * focal_loss(up, t) + self.cfg.dice_weight * dice_loss(
-            up, t
-        )
+        per_mask = self.cfg.focal_weight * focal_loss(
+            up, t, alpha=self.cfg.focal_alpha
+        ) + self.cfg.dice_weight * dice_loss(up, t)
         actual = tf.stop_gradient(mask_iou(up > 0, t))
         iou_loss = tf.reduce_mean(tf.square(iou_pred - actual), axis=-1)
         mask_loss = tf.reduce_min(per_mask, axis=-1) if multimask else per_mask[:, 0]
@@ -213,10 +216,11 @@ class Trainer:
             labels = np.ones((n, 1))
         seed = rng.integers(0, 2**31 - 1, size=2)
         f32 = np.float32
-        loss = self._step[use_box](
+        loss, iou = self._step[use_box](
             images, targets, points.astype(f32), labels.astype(f32), boxes.astype(f32), seed
         )
         self.step.assign_add(1)
+        self.last_iou = float(iou.numpy())  # IoU of the best mask after the last round
         return float(loss.numpy())
 
     def _graph_step(self, use_box: bool):
@@ -236,6 +240,7 @@ class Trainer:
                     up = upscale_logits(logits, size)
                     loss, actual = self._losses(up, iou_pred, targets, multimask)
                     total += loss
+                    mean_iou = tf.reduce_mean(tf.reduce_max(actual, axis=-1))
                     if r == cfg.correction_rounds:
                         break
                     best = tf.argmax(actual, axis=-1) if multimask else tf.zeros(n, tf.int64)
@@ -248,7 +253,7 @@ class Trainer:
                 total = total / (cfg.correction_rounds + 1)
             grads = tape.gradient(total, self.variables)
             self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
-            return total
+            return total, mean_iou
 
         return tf.function(step)
 
@@ -275,9 +280,9 @@ class Trainer:
                 losses.append(loss)
                 step = int(self.step.numpy())
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.set_postfix(loss=f"{loss:.4f}", iou=f"{self.last_iou:.3f}")
                 if log is not None:
-                    log.write(f"{step} {loss:.6f}\n")
+                    log.write(f"{step} {loss:.6f} {self.last_iou:.4f}\n")
                     log.flush()
                 if self._manager is not None and (
                     step % self.cfg.checkpoint_every == 0 or step == end

@@ -6,6 +6,15 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+
+# torch.nn.Embedding and SAM's random Fourier features start from N(0, 1); Keras'
+# "random_normal" has a standard deviation of 0.05, which leaves the positional encoding
+# almost constant and makes training from scratch fail to localise prompts.
+def embedding_init():
+    """A fresh N(0, 1) initializer (a shared instance would give every weight the same values)."""
+    return keras.initializers.RandomNormal(stddev=1.0)
+
+
 _NORM_LAYERS = {"layer_norm": 1e-5, "layer_norm_eps_1e-5": 1e-5, "layer_norm_eps_1e-6": 1e-6}
 
 

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from .layers import MLP, built, gelu, norm_layer_factory
+from .layers import MLP, built, embedding_init, gelu, norm_layer_factory
 from .transformer import TwoWayTransformer
 
 
@@ -32,9 +32,9 @@ class MaskDecoder(keras.layers.Layer):
             cfg.decoder_nb_blocks, dim, cfg.decoder_nb_heads, cfg.decoder_mlp_channels,
             name="transformer",
         )  # fmt: skip
-        self.iou_token = self.add_weight((1, dim), "random_normal", name="iou_token")
+        self.iou_token = self.add_weight((1, dim), embedding_init(), name="iou_token")
         self.mask_tokens = self.add_weight(
-            (self.num_mask_tokens, dim), "random_normal", name="mask_tokens"
+            (self.num_mask_tokens, dim), embedding_init(), name="mask_tokens"
         )
         self.upscale_conv1 = _conv_transpose_2x2(dim // 4, dim, "upscale_conv1")
         self.upscale_norm = norm_layer_factory("layer_norm_eps_1e-6")(dim // 4, "upscale_norm")

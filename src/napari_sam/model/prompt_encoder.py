@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-from .layers import conv, gelu, norm_layer_factory
+from .layers import conv, embedding_init, gelu, norm_layer_factory
 
 
 class PositionEmbeddingRandom(keras.layers.Layer):
@@ -16,7 +16,7 @@ class PositionEmbeddingRandom(keras.layers.Layer):
     def __init__(self, num_pos_feats: int, **kwargs):
         super().__init__(**kwargs)
         self.positional_encoding_gaussian_matrix = self.add_weight(
-            (2, num_pos_feats), "random_normal", trainable=False,
+            (2, num_pos_feats), embedding_init(), trainable=False,
             name="positional_encoding_gaussian_matrix",
         )  # fmt: skip
         self.built = True
@@ -53,13 +53,13 @@ class PromptEncoder(keras.layers.Layer):
         self.embed_dim = embed_dim
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, name="pe_layer")
         self.point_embeddings = [
-            self.add_weight((1, embed_dim), "random_normal", name=f"point_embeddings_{i}")
+            self.add_weight((1, embed_dim), embedding_init(), name=f"point_embeddings_{i}")
             for i in range(4)  # positive point, negative point, box corner 1, box corner 2
         ]
         self.not_a_point_embed = self.add_weight(
-            (1, embed_dim), "random_normal", name="not_a_point_embed"
+            (1, embed_dim), embedding_init(), name="not_a_point_embed"
         )
-        self.no_mask_embed = self.add_weight((1, embed_dim), "random_normal", name="no_mask_embed")
+        self.no_mask_embed = self.add_weight((1, embed_dim), embedding_init(), name="no_mask_embed")
         norm = norm_layer_factory("layer_norm_eps_1e-6")
         h4 = mask_hidden_dim // 4
         self.mask_conv1 = conv(h4, 1, 2, 2, name="mask_conv1")

@@ -114,17 +114,19 @@ def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoi
         problems.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
     if unfilled:
         problems.append(f"model variables with no checkpoint key: {_short(unfilled)}")
-    values = []
+    values, bad_shapes = [], []
     for e in entries:
         if e.key not in state:
             continue
         value = np.asarray(e.transform(np.asarray(state[e.key])))
         if tuple(value.shape) != tuple(e.variable.shape):
-            problems.append(
-                f"{e.key}: shape {tuple(state[e.key].shape)} does not fit the model "
-                f"(expects {tuple(e.variable.shape)} after conversion)"
+            bad_shapes.append(
+                f"{e.key} {tuple(state[e.key].shape)}, model expects {tuple(e.variable.shape)} "
+                "after conversion"
             )
         values.append((e.variable, value))
+    if bad_shapes:
+        problems.append(f"wrong shapes ({len(bad_shapes)}): {_short(bad_shapes, 3)}")
     if problems:
         raise CheckpointError(
             f"{source}: checkpoint does not match the model: " + "; ".join(problems)

@@ -1,0 +1,58 @@
+"""A short offline demo of the Python API: ``python -m napari_sam.demo [--out FILE]``.
+
+Generates a synthetic fluorescence image (a seed never used in training), segments a few
+nuclei with the shipped ``sam_tiny_nuclei`` model from one click each, prints the IoU with
+the true objects and writes an overlay PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m napari_sam.demo", description=__doc__)
+    parser.add_argument("--out", default="napari-sam-demo.png", help="overlay image to write")
+    parser.add_argument("--seed", type=int, default=7, help="synthetic image seed")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from PIL import Image
+
+    from . import SAMPredictor, create_model, list_models
+    from .evaluation import iou, normalised_rgb, object_centre
+    from .synthetic import make_nuclei_2d
+
+    print("models:", ", ".join(list_models()))
+    image, labels = make_nuclei_2d((256, 256), seed=args.seed)
+    print(f"synthetic image {image.shape} {image.dtype}, {labels.max()} nuclei")
+    t0 = time.perf_counter()
+    predictor = SAMPredictor(create_model("sam_tiny_nuclei", pretrained=True))
+    rgb = normalised_rgb(image)
+    predictor.set_image(rgb)
+    print(f"model loaded and image embedded in {time.perf_counter() - t0:.1f} s")
+    overlay = rgb.astype(np.float32)
+    colours = np.random.default_rng(0).uniform(60, 255, (labels.max() + 1, 3))
+    for i in range(1, min(int(labels.max()), 8) + 1):
+        truth = labels == i
+        x, y = object_centre(truth)
+        t0 = time.perf_counter()
+        masks, scores, _ = predictor(points=np.array([[x, y]]), labels=np.array([1]))
+        ms = 1000 * (time.perf_counter() - t0)
+        best = masks[np.argmax(scores)]
+        print(
+            f"nucleus {i}: click ({x:.0f}, {y:.0f}) -> mask of {best.sum()} px, "
+            f"IoU with the truth {iou(best, truth):.3f}, predicted IoU {scores.max():.3f} "
+            f"({ms:.0f} ms)"
+        )
+        overlay[best] = 0.5 * overlay[best] + 0.5 * colours[i]
+    Image.fromarray(overlay.clip(0, 255).astype(np.uint8)).save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

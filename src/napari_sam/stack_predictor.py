@@ -1,0 +1,227 @@
+"""``StackPredictor``: SAM prompts on any slice of an N-D stack, with cached embeddings.
+
+Each slice's embedding comes from an :class:`~napari_sam.embedding_store.EmbeddingStore`
+(memory, then disk, else computed on demand by a :class:`~napari_sam.encoder.ModelEncoder`);
+prompts are decoded by a :class:`~napari_sam.SAMPredictor` given that embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .channels import ChannelSpec
+from .embedding_store import EmbeddingStore, PrecomputeResult
+from .encoder import ModelEncoder
+from .stacks import StackView
+
+__all__ = ["StackPredictor", "check_channels"]
+
+
+def check_channels(channels: ChannelSpec, n_channels: int, in_channels: int) -> ChannelSpec:
+    """Resolve ``channels`` for a stack with ``n_channels`` and check it fits the model.
+
+    Raises
+    ------
+    ValueError
+        If a channel index is out of range, or the mapping gives another number of channels
+        than the model's ``in_channels`` (``adapt`` needs ``in_channels == C``; ``rgb`` and
+        ``single`` need a 3-channel model).
+    """
+    channels = channels.resolve(n_channels)
+    out = channels.out_channels(n_channels)
+    if out != in_channels:
+        if channels.mode == "adapt":
+            hint = f"create the model with in_channels={n_channels}"
+        else:
+            hint = "use a 3-channel model, or ChannelSpec('adapt') with a matching model"
+        raise ValueError(
+            f"channels: mode {channels.mode!r} gives {out} channel(s) for this "
+            f"{n_channels}-channel stack but the model takes in_channels={in_channels}; {hint}"
+        )
+    return channels
+
+
+class StackPredictor:
+    """Predict masks from prompts on any slice of a stack, reusing stored embeddings.
+
+    Parameters
+    ----------
+    model : SegmentAnythingModel
+        The model (its image encoder makes the embeddings, its decoder the masks).
+    view : StackView or array-like or path
+        The stack; anything else is wrapped as ``StackView(view, axes)``.
+    channels : ChannelSpec, optional
+        How slice channels become model channels; default
+        :meth:`ChannelSpec.default_for <napari_sam.channels.ChannelSpec.default_for>`.
+    normalization : Normalization or FittedNormalization, optional
+        Intensity mapping to ``[0, 255]``, fitted on the whole stack; default ``"auto"``.
+    store : None, str, os.PathLike or EmbeddingStore
+        ``None``: embeddings in memory only. A path: an on-disk store there (reused when it
+        was made with the same model, weights and settings). A store: used as it is.
+    memory_budget : int
+        Bytes of embeddings kept in memory (for a store created here).
+    overwrite : bool
+        Discard an on-disk store made with other settings instead of raising
+        :class:`~napari_sam.embedding_store.StoreMismatchError`.
+    axes : str, optional
+        Axes of ``view`` when it is not a :class:`StackView` yet.
+    preprocessing, preprocessing_id
+        A custom model preprocessing and its name, see :class:`~napari_sam.encoder.ModelEncoder`.
+    encoder : ModelEncoder, optional
+        An encoder of ``model`` to reuse, e.g. ``other.encoder`` of a predictor on another
+        stack: its traced functions (encoder and prompt decoder) are shared instead of traced
+        again. Predictors sharing one encoder must not be used from several threads at once.
+
+    Raises
+    ------
+    ValueError
+        If the channel mapping does not fit the model (see :func:`check_channels`).
+    StoreMismatchError
+        If the on-disk store differs in any ingredient and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> sp = StackPredictor(model, StackView(data, "ZYX"), store="emb.zarr")  # doctest: +SKIP
+    >>> masks, scores, logits = sp.predict(3, points=[[40, 30]], labels=[1])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model,
+        view,
+        channels: ChannelSpec | None = None,
+        normalization=None,
+        store=None,
+        memory_budget: int = 1 << 30,
+        overwrite: bool = False,
+        axes: str | None = None,
+        preprocessing: Callable | None = None,
+        preprocessing_id: str | None = None,
+        encoder: ModelEncoder | None = None,
+    ):
+        self.view = view if isinstance(view, StackView) else StackView(view, axes)
+        channels = channels or ChannelSpec.default_for(self.view.n_channels)
+        channels = check_channels(channels, self.view.n_channels, model.cfg.in_channels)
+        if encoder is None:
+            encoder = ModelEncoder(
+                model, preprocessing=preprocessing, preprocessing_id=preprocessing_id
+            )
+        elif encoder.model is not model or preprocessing is not None:
+            raise ValueError(
+                "encoder: must be a ModelEncoder of this model (its preprocessing is used)"
+            )
+        self.encoder = encoder
+        self.predictor = encoder.predictor
+        if not isinstance(store, EmbeddingStore):
+            store = EmbeddingStore(store, memory_budget=memory_budget, overwrite=overwrite)
+        self.store = store.bind(self.view, self.encoder, channels, normalization)
+        self.model = model
+        self.index: tuple[int, ...] | None = None
+        self._embedding = self._tensor = None
+
+    @property
+    def channels(self) -> ChannelSpec:
+        """The resolved channel mapping."""
+        return self.store.channels
+
+    @property
+    def normalization(self):
+        """The fitted normalisation (:class:`~napari_sam.normalize.FittedNormalization`)."""
+        return self.store.normalization
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def get_embedding(self, index) -> np.ndarray:
+        """The ``(H'', W'', D)`` embedding of slice ``index`` (stored, or computed now)."""
+        return self.store.get(index)
+
+    def set_slice(self, index) -> None:
+        """Make slice ``index`` (flat number or index tuple) the one prompts refer to.
+
+        Its embedding is taken from the store, computed first if needed.
+
+        Raises
+        ------
+        SliceIndexError
+            If ``index`` is out of range.
+        """
+        index = self.view.index_tuple(index)
+        emb = self.store.get(index)
+        if emb is not self._embedding or index != self.index:
+            self._embedding, self.index = emb, index
+            self._activate(force=True)
+
+    def _activate(self, force: bool = False) -> None:
+        """Give the (possibly shared) SAMPredictor this predictor's current embedding."""
+        if force or self.predictor.embedding is not self._tensor:
+            self.predictor.set_embedding(self._embedding, self.view.slice_shape)
+            self._tensor = self.predictor.embedding
+
+    def __call__(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ):
+        """Masks for prompts on the current slice (see :meth:`set_slice`).
+
+        Parameters and results are exactly those of :meth:`SAMPredictor.__call__
+        <napari_sam.SAMPredictor.__call__>`, in the slice's pixel coordinates
+        (``Y``, ``X`` of the stack).
+
+        Raises
+        ------
+        RuntimeError
+            If no slice was set.
+        """
+        if self.index is None:
+            raise RuntimeError("StackPredictor: call set_slice(index) or predict(index, ...) first")
+        self._activate()
+        return self.predictor(points, labels, boxes, masks, multimask_output, return_logits)
+
+    def predict(self, index, **prompts):
+        """``set_slice(index)`` then ``self(**prompts)``: masks, scores, logits of that slice."""
+        self.set_slice(index)
+        return self(**prompts)
+
+    def precompute(self, progress=None, cancel=None, batch_size: int = 1) -> PrecomputeResult:
+        """Embed every slice not yet stored (see :meth:`EmbeddingStore.precompute
+        <napari_sam.embedding_store.EmbeddingStore.precompute>`).
+
+        Parameters
+        ----------
+        progress : callable, optional
+            ``progress(done, total)``, e.g. a :class:`~napari_sam.embedding_store.TqdmProgress`.
+        cancel : threading.Event or callable, optional
+            Checked between batches; stops early when set.
+        batch_size : int
+            Slices per encoder call.
+
+        Returns
+        -------
+        PrecomputeResult
+            Numbers of slices computed and reused.
+        """
+        self.encoder.batch_size = max(1, int(batch_size))
+        return self.store.precompute(batch_size=batch_size, progress=progress, cancel=cancel)
+
+    def invalidate(self, index=None) -> None:
+        """Forget in-memory embeddings (all, or one slice), e.g. after editing data in place.
+
+        The next use re-reads the slice and checks its content against the stored record.
+        """
+        self.store.invalidate(index)
+        if index is None or (self.index is not None and self.view.index_tuple(index) == self.index):
+            self.index = self._embedding = self._tensor = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StackPredictor({self.view!r}, model={self.model.cfg.name!r}, "
+            f"channels={self.channels.signature()!r}, store={self.store.path})"
+        )
