@@ -7,6 +7,7 @@ The shipped weights came from the defaults below; see docs/tiny-model.md for the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import time
@@ -33,19 +34,48 @@ def _normalise(image, ref=None):
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
 
 
-def make_sampler(size: int = 256):
-    """``sample(rng)`` giving a normalised (size, size, 3) image and its instance labels."""
+class Curriculum:
+    """Magnification curriculum, advanced by the training IoU and saved for resuming.
 
-    def sample(rng):
+    Training starts on zoomed-in crops (nuclei 2.5 to 4 times their usual size), which a
+    model from scratch learns within tens of steps; small, crowded nuclei barely learn
+    otherwise. The zoom range widens to the final 0.8x to 2x while the running IoU of the
+    training masks stays above ``threshold``.
+    """
+
+    def __init__(self, path: pathlib.Path | None, threshold: float = 0.5, rate: float = 0.004):
+        self.path, self.threshold, self.rate = path, threshold, rate
+        self.level, self.ema = 0.0, 0.0
+        if path is not None and path.is_file():
+            self.__dict__.update(json.loads(path.read_text()))
+
+    def update(self, step, loss, iou):
+        self.ema = 0.95 * self.ema + 0.05 * iou
+        if self.ema > self.threshold:
+            self.level = min(1.0, self.level + self.rate)
+        if self.path is not None and step % 10 == 0:
+            self.path.write_text(json.dumps({"level": self.level, "ema": self.ema}))
+
+    def side_range(self) -> tuple[int, int]:
+        p = self.level
+        return round(64 + 64 * p), round(102 + 218 * p)
+
+
+def make_sampler(size: int = 256, curriculum: Curriculum | None = None):
+    """``sample(rng, step)`` giving a normalised (size, size, 3) image and its labels."""
+    curriculum = curriculum or Curriculum(None)
+
+    def sample(rng, step=0):
         seed = TRAIN_SEED_OFFSET + int(rng.integers(1 << 30))
-        side = int(rng.integers(128, 321))  # zoom 0.8x to 2x: several magnifications
-        density = float(rng.uniform(3e-4, 1.1e-3))
+        lo, hi = curriculum.side_range()
+        side = int(rng.integers(lo, hi + 1))
+        n_nuclei = max(2, round(float(rng.uniform(3e-4, 1.1e-3)) * side * side))
         if rng.random() < 0.3:  # a slice of a 3-D stack: out-of-focus nuclei, stack-wide range
-            stack, labels3 = make_nuclei_3d((8, side, side), seed=seed, density=density)
+            stack, labels3 = make_nuclei_3d((8, side, side), seed=seed, n_nuclei=n_nuclei)
             z = int(rng.integers(1, 7))
             image, labels = _normalise(stack[z], ref=stack), labels3[z]
         else:
-            image, labels = make_nuclei_2d((side, side), seed=seed, density=density)
+            image, labels = make_nuclei_2d((side, side), seed=seed, n_nuclei=n_nuclei)
             image = _normalise(image)
         if rng.random() < 0.5:
             image = 255 * (image / 255) ** rng.uniform(0.6, 1.5)  # contrast variation
@@ -71,15 +101,23 @@ def main(argv=None):
     from napari_sam.model import SegmentAnythingModel
 
     model = SegmentAnythingModel(cfg)
+    # Finer random Fourier features than SAM's N(0, 1): nuclei are ~20 px in a 256 px input,
+    # and prompts must tell neighbours apart (std 4 learned clearly faster in our trials).
+    g = model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    g.assign(np.random.default_rng(args.seed).normal(0, 4.0, g.shape).astype(np.float32))
     # From scratch, a dice-dominated loss learns; the paper's 20:1 focal:dice (meant for
     # fine-tuning a pretrained model) collapsed to empty masks in our trials.
     config = TrainConfig(
         steps=args.steps, batch_size=2, objects_per_image=8, correction_rounds=1,
         focal_weight=1.0, learning_rate=1e-3, seed=args.seed,
     )  # fmt: skip
-    trainer = Trainer(model, make_sampler(cfg.input_size[0]), config, workdir=args.workdir)
+    workdir = pathlib.Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    curriculum = Curriculum(workdir / "curriculum.json")
+    trainer = Trainer(model, make_sampler(cfg.input_size[0], curriculum), config, workdir=workdir)
     t0 = time.time()
-    trainer.fit()
+    trainer.fit(callback=curriculum.update)
+    print(f"curriculum level reached: {curriculum.level:.2f} (1.0 = final magnifications)")
     print(f"trained to step {int(trainer.step.numpy())} in {time.time() - t0:.0f} s this run")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def fixed_sampler():
     image, labels = make_nuclei_2d((64, 64), seed=123, density=2e-3)
     x = np.clip((image - np.percentile(image, 0.1)) / np.ptp(image), 0, 1) * 255
     rgb = np.repeat(x[..., None], 3, -1).astype(np.float32)
-    return lambda rng: (rgb, labels)
+    return lambda rng, step: (rgb, labels)
 
 
 def new_trainer(workdir=None, steps=12, seed=0, **kwargs):

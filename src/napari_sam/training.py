@@ -151,8 +151,8 @@ class Trainer:
     model : SegmentAnythingModel
         The model to train (its input size is the training image size).
     sample : callable
-        ``sample(rng) -> (image (H, W, C) float in [0, 255], labels (H, W) int)`` with
-        (H, W) equal to the model's input size.
+        ``sample(rng, step) -> (image (H, W, C) float in [0, 255], labels (H, W) int)`` with
+        (H, W) equal to the model's input size; ``step`` allows a curriculum.
     config : TrainConfig
         Training settings.
     workdir : path, optional
@@ -185,7 +185,7 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.seed, step])
         images, targets = [], []
         for _ in range(self.cfg.batch_size):
-            image, labels = self.sample(rng)
+            image, labels = self.sample(rng, step)
             images.append(self.preprocess(image))
             ids = sample_objects(labels, self.cfg.objects_per_image, rng)
             targets += [labels == i for i in ids]
@@ -257,11 +257,12 @@ class Trainer:
 
         return tf.function(step)
 
-    def fit(self, progress: bool = True, max_steps: int | None = None) -> list[float]:
+    def fit(self, progress: bool = True, max_steps: int | None = None, callback=None):
         """Train until ``config.steps`` (or ``max_steps`` more), checkpointing.
 
         Returns the losses of this run. Stopping early and calling ``fit`` again (or making
-        a new trainer on the same ``workdir``) continues the same schedule.
+        a new trainer on the same ``workdir``) continues the same schedule. ``callback(step,
+        loss, iou)`` is called after every step (e.g. to drive a curriculum).
         """
         from tqdm.auto import tqdm
 
@@ -284,6 +285,8 @@ class Trainer:
                 if log is not None:
                     log.write(f"{step} {loss:.6f} {self.last_iou:.4f}\n")
                     log.flush()
+                if callback is not None:
+                    callback(step, loss, self.last_iou)
                 if self._manager is not None and (
                     step % self.cfg.checkpoint_every == 0 or step == end
                 ):

@@ -1,0 +1,146 @@
+"""napari layer helpers: prompt layers, reading prompts of a slice, writing labels with undo."""
+
+from __future__ import annotations
+
+import numpy as np
+
+POSITIVE, NEGATIVE = "lime", "magenta"
+PREFIX = "SAM "
+
+
+def spatial_transform(image, geometry):
+    """``scale`` and ``translate`` of the image layer over the label axes."""
+    n = len(geometry.label_shape)
+    return tuple(image.scale[-n:]), tuple(image.translate[-n:])
+
+
+def check_aligned(layer, image, geometry, what: str) -> None:
+    """Raise a ValueError naming ``what`` if ``layer`` is not on the image's label grid."""
+    n = len(geometry.label_shape)
+    scale, translate = spatial_transform(image, geometry)
+    if layer.ndim != n:
+        raise ValueError(
+            f"{what} layer {layer.name!r} has {layer.ndim} dimensions; the image "
+            f"{image.name!r} has {n} (without channels)"
+        )
+    if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+        raise ValueError(
+            f"{what} layer {layer.name!r} has scale {tuple(layer.scale)} / translate "
+            f"{tuple(layer.translate)} but image {image.name!r} has {scale} / {translate}; "
+            f"prompts must be drawn on the image's pixel grid"
+        )
+
+
+def check_labels(layer, image, geometry) -> None:
+    """Raise a ValueError if a Labels layer does not match the image (shape and grid)."""
+    if tuple(layer.data.shape) != geometry.label_shape:
+        raise ValueError(
+            f"labels layer {layer.name!r} has shape {tuple(layer.data.shape)} but the image "
+            f"{image.name!r} needs {geometry.label_shape}; choose or create a matching one"
+        )
+    check_aligned(layer, image, geometry, "labels")
+
+
+def make_prompt_layers(viewer, image, geometry):
+    """Add the points, boxes, preview and output layers for ``image``; return them."""
+    scale, translate = spatial_transform(image, geometry)
+    n = len(geometry.label_shape)
+    kw = {"scale": scale, "translate": translate}
+    labels = viewer.add_labels(
+        np.zeros(geometry.label_shape, np.int32), name=PREFIX + "labels", **kw
+    )
+    preview = viewer.add_labels(
+        np.zeros(geometry.label_shape, np.int32), name=PREFIX + "preview", opacity=0.5, **kw
+    )
+    boxes = viewer.add_shapes(
+        ndim=n, name=PREFIX + "boxes", edge_color="yellow", face_color="transparent",
+        edge_width=1.5, **kw,
+    )  # fmt: skip
+    points = viewer.add_points(
+        np.zeros((0, n)), ndim=n, name=PREFIX + "points", features={"positive": np.zeros(0, bool)},
+        face_color=POSITIVE, size=max(3.0, min(geometry.label_shape[-2:]) / 40), **kw,
+    )  # fmt: skip
+    points.feature_defaults = {"positive": True}
+    points.mode = "add"
+    viewer.layers.selection.active = points
+    return points, boxes, preview, labels
+
+
+def positive_flags(points) -> np.ndarray:
+    """The positive / negative flag of every point (positive where no feature is set)."""
+    feats = getattr(points, "features", None)
+    if feats is None or "positive" not in feats:
+        return np.ones(len(points.data), bool)
+    return np.asarray(feats["positive"].fillna(True), bool)
+
+
+def colour_points(points, positive_mode: bool) -> None:
+    """Colour points by their flag and set the colour of the next one."""
+    flags = positive_flags(points)
+    if len(flags):
+        points.face_color = [POSITIVE if f else NEGATIVE for f in flags]
+    points.current_face_color = POSITIVE if positive_mode else NEGATIVE
+
+
+def _on_slice(coords: np.ndarray, index) -> np.ndarray:
+    k = len(index)
+    if k == 0:
+        return np.ones(len(coords), bool)
+    return np.all(np.round(coords[:, :k]) == np.asarray(index), axis=1)
+
+
+def slice_prompts(points, boxes, index):
+    """Prompts placed on slice ``index``: points (row, col), flags, rectangles (4, 2)."""
+    pts = np.zeros((0, 2)), np.zeros(0, bool)
+    if points is not None and len(points.data):
+        data = np.asarray(points.data)
+        keep = _on_slice(data, index)
+        pts = data[keep][:, -2:], positive_flags(points)[keep]
+    rects = []
+    if boxes is not None:
+        for verts, kind in zip(boxes.data, boxes.shape_type, strict=False):
+            verts = np.asarray(verts)
+            if kind == "rectangle" and _on_slice(verts, index).all():
+                rects.append(verts[:, -2:])
+    return pts[0], pts[1], rects
+
+
+def remove_slice_prompts(points, boxes, index) -> None:
+    """Delete the prompts placed on slice ``index``."""
+    if points is not None and len(points.data):
+        on = np.flatnonzero(_on_slice(np.asarray(points.data), index))
+        if len(on):
+            points.selected_data = set(int(i) for i in on)
+            points.remove_selected()
+    if boxes is not None and len(boxes.data):
+        on = [i for i, v in enumerate(boxes.data) if _on_slice(np.asarray(v), index).all()]
+        if on:
+            boxes.selected_data = set(on)
+            boxes.remove_selected()
+
+
+def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | None = None):
+    """Write 2-D ``masks`` of slice ``index`` with ``ids`` in one undoable step.
+
+    Pixels that already hold another label are kept unless ``overwrite``; ``clear_id``
+    (a refined object) is removed from the slice where its new mask does not reach.
+    Returns the number of pixels written.
+    """
+    plane = np.asarray(labels.data[tuple(index)])
+    value = np.zeros(plane.shape, labels.data.dtype)
+    claimed = np.zeros(plane.shape, bool)
+    if clear_id is not None:
+        value[plane == clear_id] = 0
+    for mask, i in zip(masks, ids, strict=True):
+        free = mask & ~claimed & ((plane == 0) | (plane == i) | overwrite)
+        if clear_id is not None:
+            free |= mask & ~claimed & (plane == clear_id)
+        value[free] = i
+        claimed |= free
+    change = claimed | ((plane == clear_id) if clear_id is not None else False)
+    rows, cols = np.nonzero(change)
+    if not len(rows):
+        return 0
+    full = tuple(np.full(len(rows), i) for i in index) + (rows, cols)
+    labels.data_setitem(full, value[rows, cols])
+    return len(rows)

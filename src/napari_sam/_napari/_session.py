@@ -1,0 +1,290 @@
+"""GUI-free logic of the napari plugin: layer geometry, prompts, preview and propagation.
+
+Nothing here imports napari or Qt, so it can be tested and reused without a display. All
+coordinates are *label space* coordinates: the image layer's data coordinates without its
+channel axis (and without the RGB axis of an RGB layer), so ``label_shape`` is the shape of
+the preview and output Labels layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..channels import ChannelSpec
+from ..evaluation import bounding_box, iou, object_centre
+from ..stacks import SLICE_AXES
+
+__all__ = ["Geometry", "ObjectPrompt", "Prediction", "Session", "propagation_prompts"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Axes of an image layer's data.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the image layer's data.
+    channel_axis : int, optional
+        Axis holding channels; must be the first axis (napari aligns layers on their trailing
+        axes, so the Labels layers line up with the image only then). ``None``: no channels.
+    rgb : bool
+        An RGB(A) layer: the last axis holds the colour samples.
+
+    Raises
+    ------
+    ValueError
+        If the data has fewer than two spatial axes or the channel axis is not the first one.
+    """
+
+    shape: tuple[int, ...]
+    channel_axis: int | None = None
+    rgb: bool = False
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in self.shape)
+        object.__setattr__(self, "shape", shape)
+        n_spatial = len(shape) - (self.channel_axis is not None) - bool(self.rgb)
+        if n_spatial < 2:
+            raise ValueError(
+                f"image layer: data of shape {shape} has no two spatial (Y, X) axes left "
+                f"after the channel axis; SAM needs 2-D slices"
+            )
+        if self.channel_axis is not None:
+            ax = self.channel_axis % len(shape)
+            if self.rgb or ax != 0 or len(shape) < 3:
+                raise ValueError(
+                    f"channel axis: {self.channel_axis} of shape {shape} must be the first axis "
+                    f"of a stack (e.g. C, Z, Y, X) for the labels to align with the image; "
+                    f"transpose the data or choose 'none'"
+                )
+            object.__setattr__(self, "channel_axis", 0)
+        if len(shape) - (self.channel_axis is not None) - bool(self.rgb) > 2 + len(SLICE_AXES):
+            raise ValueError(f"image layer: too many axes in shape {shape}")
+
+    @property
+    def n_slice_dims(self) -> int:
+        """Number of axes that index 2-D slices (T, Z, ...)."""
+        return len(self.label_shape) - 2
+
+    @property
+    def axes(self) -> str:
+        """The :class:`~napari_sam.stacks.StackView` axes string of the image data."""
+        n = self.n_slice_dims
+        letters = "Z" if n == 1 else ("TZ" if n == 2 else SLICE_AXES[:n])
+        return ("C" if self.channel_axis is not None else "") + letters + "YX" + "S" * self.rgb
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """Shape of Labels layers that match the image."""
+        shape = self.shape[1:] if self.channel_axis is not None else self.shape
+        return shape[:-1] if self.rgb else shape
+
+    @property
+    def n_channels(self) -> int:
+        """Channels of one slice."""
+        if self.rgb:
+            return self.shape[-1]
+        return self.shape[0] if self.channel_axis is not None else 1
+
+
+@dataclass
+class ObjectPrompt:
+    """Prompts of one object on one slice, in SAM's pixel coordinates (x = column, y = row)."""
+
+    points: np.ndarray | None = None  # (M, 2) x, y
+    labels: np.ndarray | None = None  # (M,) 1 positive, 0 negative
+    box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
+    mask_logits: np.ndarray | None = None  # (1, H', W') low-resolution logits
+
+
+@dataclass
+class Prediction:
+    """Candidate masks of one object: ``masks`` (K, H, W), ``scores`` (K,), ``logits``."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    choice: int = 0
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The chosen mask (H, W)."""
+        return self.masks[self.choice]
+
+    @property
+    def score(self) -> float:
+        """Predicted IoU of the chosen mask."""
+        return float(self.scores[self.choice])
+
+    def cycle(self) -> None:
+        """Choose the next candidate mask."""
+        self.choice = (self.choice + 1) % len(self.masks)
+
+
+def split_prompts(
+    points_rc: np.ndarray, positive: np.ndarray, boxes_rc: list[np.ndarray], slice_shape
+) -> tuple[list[ObjectPrompt], int]:
+    """Group one slice's prompts into objects.
+
+    Parameters
+    ----------
+    points_rc : ndarray
+        (M, 2) points as (row, col), as napari gives them.
+    positive : ndarray
+        (M,) booleans: positive (foreground) or negative points.
+    boxes_rc : list of ndarray
+        Rectangles, each (4, 2) corner vertices as (row, col).
+    slice_shape : tuple of int
+        (H, W) of the slice; points outside it are dropped.
+
+    Returns
+    -------
+    objects : list of ObjectPrompt
+        One object per box (with the points inside it), plus one for the points outside every
+        box if any of them is positive.
+    dropped : int
+        Number of points outside the image.
+    """
+    h, w = slice_shape
+    pts = np.asarray(points_rc, np.float64).reshape(-1, 2)
+    pos = np.asarray(positive, bool).reshape(-1)
+    inside = (pts[:, 0] >= -0.5) & (pts[:, 0] < h - 0.5) & (pts[:, 1] >= -0.5)
+    inside &= pts[:, 1] < w - 0.5
+    dropped = int((~inside).sum())
+    xy = np.clip(pts[inside][:, ::-1], 0, (w - 1, h - 1))  # napari (row, col) -> SAM (x, y)
+    pos = pos[inside]
+    used = np.zeros(len(xy), bool)
+    objects = []
+    for verts in boxes_rc:
+        v = np.asarray(verts, np.float64).reshape(-1, 2)
+        y0, x0 = np.clip(v.min(0), 0, None)
+        y1, x1 = np.minimum(v.max(0), (h - 1, w - 1))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        within = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+        used |= within
+        obj = ObjectPrompt(box=np.array([x0, y0, x1, y1], np.float32))
+        if within.any():
+            obj.points, obj.labels = xy[within], pos[within].astype(np.float32)
+        objects.append(obj)
+    rest = ~used
+    if pos[rest].any():
+        objects.append(ObjectPrompt(xy[rest], pos[rest].astype(np.float32)))
+    return objects, dropped
+
+
+def propagation_prompts(mask: np.ndarray) -> ObjectPrompt:
+    """Prompts for the next slice from an object's mask on this one.
+
+    The box of the mask plus a positive point deepest inside it. SAM decodes a mask prompt
+    alone poorly (it is trained as a refinement input), while a box and a centre point track
+    a slowly changing object well and let it shrink or grow.
+    """
+    x, y = object_centre(mask)
+    return ObjectPrompt(np.array([[x, y]], np.float32), np.ones(1, np.float32), bounding_box(mask))
+
+
+class Session:
+    """A :class:`~napari_sam.stack_predictor.StackPredictor` on an image layer's data.
+
+    Parameters
+    ----------
+    model : SegmentAnythingModel
+        The model.
+    data : array-like
+        The image layer's data.
+    geometry : Geometry
+        Its axes.
+    channels : ChannelSpec, optional
+        Channel mapping; default :meth:`ChannelSpec.default_for`.
+    store : str or os.PathLike, optional
+        Embedding cache directory; ``None`` keeps embeddings in memory.
+    """
+
+    def __init__(self, model, data, geometry: Geometry, channels=None, store=None):
+        from ..stack_predictor import StackPredictor  # TensorFlow: imported on first use
+
+        self.geometry = geometry
+        channels = channels or ChannelSpec.default_for(geometry.n_channels)
+        self.sp = StackPredictor(model, data, channels, store=store, axes=geometry.axes)
+        self.slice_shape = self.sp.view.slice_shape
+
+    def embed(self, index) -> None:
+        """Make sure slice ``index`` (tuple over the slice axes) has an embedding."""
+        self.sp.get_embedding(tuple(index))
+
+    def has_embedding(self, index) -> bool:
+        """Whether slice ``index`` has an embedding in memory (so predicting is quick)."""
+        store = self.sp.store
+        with store._lock:
+            return self.sp.view.flat_index(tuple(index)) in store._mem
+
+    def precompute(self, progress=None, cancel=None):
+        """Embed every slice (see :meth:`StackPredictor.precompute`)."""
+        return self.sp.precompute(progress=progress, cancel=cancel)
+
+    def predict(self, index, obj: ObjectPrompt, multimask: bool = True) -> Prediction:
+        """Candidate masks of one object on slice ``index``, best predicted IoU first chosen."""
+        kwargs = {"multimask_output": multimask}
+        if obj.points is not None and len(obj.points):
+            kwargs.update(points=obj.points, labels=obj.labels)
+        if obj.box is not None:
+            kwargs["boxes"] = obj.box[None]
+        if obj.mask_logits is not None:
+            kwargs["masks"] = obj.mask_logits
+        if len(kwargs) == 1:
+            raise ValueError("prompt: an object needs points, a box or a mask")
+        masks, scores, logits = self.sp.predict(tuple(index), **kwargs)  # one object: (K, ...)
+        return Prediction(masks, scores, logits, int(np.argmax(scores)))
+
+    def mask_prompt(self, index, mask: np.ndarray) -> ObjectPrompt:
+        """A prompt refining an existing object: its box and its mask as low-res logits."""
+        self.sp.set_slice(tuple(index))
+        logits = self.sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
+        prompt = propagation_prompts(mask)
+        prompt.mask_logits = logits
+        return prompt
+
+    def propagate(
+        self,
+        index,
+        mask: np.ndarray,
+        axis: int = -1,
+        stop_iou: float = 0.5,
+        limits: tuple[int, int] | None = None,
+        min_area: int = 4,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+        """Follow an object from slice ``index`` through its neighbours along one slice axis.
+
+        Each slice is prompted with :func:`propagation_prompts` of the previous slice's mask;
+        a direction stops when the new mask is smaller than ``min_area`` pixels, its IoU with
+        the previous mask is below ``stop_iou``, the end of ``limits`` (inclusive) or of the
+        stack is reached, or ``cancel()`` is true.
+
+        Yields
+        ------
+        index, mask
+            Slice index (tuple over the slice axes) and the object's mask there.
+        """
+        index = tuple(int(i) for i in index)
+        axis = axis % len(index)
+        size = self.sp.view.stack_shape[axis]
+        lo, hi = limits if limits is not None else (0, size - 1)
+        lo, hi = max(0, lo), min(size - 1, hi)
+        for step in (1, -1):
+            prev, pos = np.asarray(mask, bool), index[axis] + step
+            while lo <= pos <= hi and prev.sum() >= min_area:
+                if cancel is not None and cancel():
+                    return
+                here = index[:axis] + (pos,) + index[axis + 1 :]
+                pred = self.predict(here, propagation_prompts(prev), multimask=False)
+                new = pred.mask
+                if new.sum() < min_area or iou(new, prev) < stop_iou:
+                    break
+                yield here, new
+                prev, pos = new, pos + step

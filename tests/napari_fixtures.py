@@ -1,0 +1,107 @@
+"""Fixtures of the napari plugin tests: a real X server (Xvfb) and a shown napari viewer.
+
+Import the fixtures into a test module with ``from napari_fixtures import *``. When
+``DISPLAY`` is unset (e.g. CI running plain ``pytest``), a private Xvfb is started for the
+session; the tests skip, with the reason, only if no Xvfb can be started. Qt's offscreen
+platform is never used: the acceptance criteria need a real event loop and GL canvas.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+__all__ = ["xvfb_display", "viewer", "sam_widget", "tiny_random_model", "wait_until"]
+
+
+def _start_xvfb():
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        return None, "Xvfb is not installed (apt-get install xvfb)"
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [exe, "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(write)
+    number = b""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        chunk = os.read(read, 16)
+        if not chunk:
+            break
+        number += chunk
+        if number.endswith(b"\n"):
+            break
+    os.close(read)
+    if not number.strip():
+        proc.kill()
+        return None, "Xvfb did not start"
+    return proc, f":{number.decode().strip()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def xvfb_display():
+    """The X display the tests use: ``$DISPLAY``, else a private Xvfb for the session."""
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        del os.environ["QT_QPA_PLATFORM"]
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    proc, display = _start_xvfb()
+    if proc is None:
+        pytest.skip(f"no X display for the napari tests: {display}")
+    os.environ["DISPLAY"] = display
+    os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+    try:
+        yield display
+    finally:
+        os.environ.pop("DISPLAY", None)
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_until(qtbot, condition, timeout=60_000):
+    """Process Qt events until ``condition()`` is true (fails after ``timeout`` ms)."""
+    qtbot.waitUntil(lambda: bool(condition()), timeout=timeout)
+
+
+@pytest.fixture
+def viewer(xvfb_display, qtbot):
+    """A shown napari viewer, closed after the test."""
+    import napari
+
+    v = napari.Viewer(show=True)
+    yield v
+    v.close()
+
+
+_MODELS = {}
+
+
+@pytest.fixture
+def tiny_random_model(viewer):
+    """``sam_tiny_nuclei``'s architecture with random weights (fast, for the wiring tests).
+
+    Made after the viewer: TensorFlow must load after the OpenGL driver (see ``_tf``).
+    """
+    if "model" not in _MODELS:
+        from napari_sam._napari._tf import ensure_tensorflow
+
+        ensure_tensorflow()
+        from napari_sam.model import SegmentAnythingModel
+        from napari_sam.weights import model_config
+
+        _MODELS["model"] = SegmentAnythingModel(model_config("sam_tiny_nuclei"))
+    return _MODELS["model"]
+
+
+@pytest.fixture
+def sam_widget(viewer):
+    """The Segment Anything widget, opened through the installed npe2 manifest."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
+    return widget

@@ -1,0 +1,46 @@
+"""The shipped sam_tiny_nuclei model really segments nuclei (held-out synthetic images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam import SAMPredictor, create_model, list_models
+from napari_sam.evaluation import evaluate_on_synthetic, iou, normalised_rgb, object_centre
+from napari_sam.synthetic import make_nuclei_2d
+
+HELD_OUT_SEEDS = range(100, 106)  # training draws seeds >= 1_000_000
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    assert "sam_tiny_nuclei" in list_models()
+    return SAMPredictor(create_model("sam_tiny_nuclei", pretrained=True))
+
+
+def test_shipped_weights_are_small():
+    from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
+
+    assert TINY_NUCLEI_WEIGHTS.stat().st_size <= 10_000_000
+
+
+def test_prompted_iou_on_held_out_images(predictor):
+    scores = evaluate_on_synthetic(predictor, HELD_OUT_SEEDS)
+    assert scores.n_objects > 100 and scores.n_touching > 10
+    assert scores.point >= 0.85, scores
+    assert scores.box >= 0.90, scores
+    assert scores.point_and_negative >= scores.point_pair, scores
+
+
+def test_click_selects_the_clicked_nucleus(predictor):
+    image, labels = make_nuclei_2d((256, 256), seed=7)
+    predictor.set_image(normalised_rgb(image))
+    hits = 0
+    for i in range(1, 11):
+        truth = labels == i
+        masks, scores, _ = predictor(points=np.array([object_centre(truth)]), labels=np.array([1]))
+        best = masks[np.argmax(scores)]
+        # the mask overlaps the clicked nucleus far more than any other nucleus
+        overlaps = np.bincount(labels[best], minlength=labels.max() + 1)[1:]
+        hits += int(np.argmax(overlaps) == i - 1 and iou(best, truth) > 0.7)
+    assert hits >= 9
