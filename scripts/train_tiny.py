@@ -66,6 +66,12 @@ def make_sampler(size: int = 256, curriculum: Curriculum | None = None):
     curriculum = curriculum or Curriculum(None)
 
     def sample(rng, step=0):
+        while True:  # a slice of a 3-D stack can miss every nucleus: draw again
+            image, labels = _draw(rng)
+            if labels.max() > 0:
+                return image, labels
+
+    def _draw(rng):
         seed = TRAIN_SEED_OFFSET + int(rng.integers(1 << 30))
         lo, hi = curriculum.side_range()
         side = int(rng.integers(lo, hi + 1))

@@ -15,6 +15,8 @@ _LAZY = {
     "SegmentAnythingModelConfig": "napari_sam.model",
     "SAMPredictor": "napari_sam.predictor",
     "ImageResizer": "napari_sam.resizer",
+    "StackPredictor": "napari_sam.stack_predictor",
+    "AutomaticMaskGenerator": "napari_sam.automatic",
     "create_model": "napari_sam.weights",
     "list_models": "napari_sam.weights",
 }

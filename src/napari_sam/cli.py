@@ -2,6 +2,8 @@
 
 ``napari-sam embed``: precompute the SAM embeddings of every slice of a stack into an on-disk
 store that the napari plugin and :class:`~napari_sam.stack_predictor.StackPredictor` reuse.
+``napari-sam auto`` / ``napari-sam segment``: label images, automatically or from prompt files
+(see :mod:`napari_sam.cli_batch`).
 
 TensorFlow is imported only inside the commands, so ``napari-sam --help`` stays fast.
 """
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     for names, kwargs in _EMBED_OPTIONS:
         embed.add_argument(*names, **kwargs)
     embed.set_defaults(run=_run_embed)
+    from .cli_batch import add_batch_commands
+
+    add_batch_commands(sub)
     return parser
 
 

@@ -1,0 +1,262 @@
+"""Automatic mask generation ("segment everything"), a port of Meta's ``SamAutomaticMaskGenerator``.
+
+A grid of single-point prompts is decoded by a :class:`~napari_sam.SAMPredictor` (three masks
+per point); masks with a low predicted IoU or stability score are dropped, duplicates removed
+by box non-maximum suppression, optionally on overlapping crops too. :func:`to_label_image`
+turns the masks into a label image; :func:`segment_stack` does it for every slice of a stack
+and links objects across neighbouring slices into 3-D labels (see :mod:`napari_sam.linking`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import amg_utils as amg
+from .linking import link_slices, segment_stack
+from .predictor import SAMPredictor
+
+__all__ = ["AutomaticMaskGenerator", "link_slices", "segment_stack", "to_label_image"]
+
+_KEYS = ("logits", "iou_preds", "points", "stability_score", "masks", "boxes")
+
+
+def _select(data: dict, keep) -> dict:
+    return {k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for k, v in
+            data.items()}  # fmt: skip
+
+
+def _cat(parts: list[dict]) -> dict:
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class AutomaticMaskGenerator:
+    """Masks of every object in an image from a grid of point prompts.
+
+    Parameters are those of Meta's ``SamAutomaticMaskGenerator`` (binary masks only).
+
+    Parameters
+    ----------
+    model_or_predictor : SegmentAnythingModel or SAMPredictor
+        The model, or a predictor of it (e.g. ``StackPredictor.predictor``) to share.
+    points_per_side : int
+        Grid points along each side of the image (``points_per_side**2`` prompts).
+    points_per_batch : int
+        Prompts decoded together.
+    pred_iou_thresh : float
+        Keep masks whose predicted IoU is above this (0 keeps all).
+    stability_score_thresh : float
+        Keep masks whose stability score is at least this (0 keeps all).
+    stability_score_offset : float
+        Logit offset of the stability score.
+    box_nms_thresh : float
+        Box IoU above which the lower-scored of two masks of one crop is dropped.
+    crop_n_layers : int
+        Run again on ``(2**i)**2`` overlapping crops for layers ``i = 1 .. crop_n_layers``.
+    crop_nms_thresh : float
+        Box IoU for removing duplicates between crops (smaller crops lose).
+    crop_overlap_ratio : float
+        Overlap of neighbouring first-layer crops, as a fraction of the short image side.
+    crop_n_points_downscale_factor : int
+        Layer ``i`` uses ``points_per_side / factor**i`` points a side.
+    min_mask_region_area : int
+        If > 0, fill holes and remove islands smaller than this, then run NMS again.
+    """
+
+    def __init__(
+        self,
+        model_or_predictor,
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        min_mask_region_area: int = 0,
+    ):
+        if isinstance(model_or_predictor, SAMPredictor):
+            self.predictor = model_or_predictor
+        else:
+            self.predictor = SAMPredictor(model_or_predictor)
+        if points_per_side < 1 or points_per_batch < 1 or crop_n_layers < 0:
+            raise ValueError(
+                "points_per_side and points_per_batch must be positive, crop_n_layers >= 0"
+            )
+        self.point_grids = amg.build_all_layer_point_grids(
+            points_per_side, crop_n_layers, crop_n_points_downscale_factor
+        )
+        self.points_per_batch = int(points_per_batch)
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+
+    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None) -> list[dict]:
+        """Masks of everything in an ``(H, W, C)`` image with values in ``[0, 255]``.
+
+        Parameters
+        ----------
+        image : ndarray
+            The image (as given to :meth:`SAMPredictor.set_image`).
+        embedding : ndarray, optional
+            A precomputed embedding of the whole image, used instead of encoding it again
+            (crops, if any, are always encoded).
+
+        Returns
+        -------
+        list of dict
+            One record per mask, as Meta's: ``segmentation`` (bool ``(H, W)``), ``area``
+            (int), ``bbox`` (XYWH), ``predicted_iou``, ``point_coords`` (``[[x, y]]``),
+            ``stability_score``, ``crop_box`` (XYWH).
+        """
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        orig_size = image.shape[:2]
+        crop_boxes, layers = amg.generate_crop_boxes(
+            orig_size, self.crop_n_layers, self.crop_overlap_ratio
+        )
+        parts = []
+        for crop_box, layer in zip(crop_boxes, layers, strict=True):
+            emb = embedding if layer == 0 else None
+            parts.append(self._process_crop(image, crop_box, layer, orig_size, emb))
+        data = _cat(parts)
+        if len(crop_boxes) > 1 and len(data["boxes"]):
+            cb = data["crop_boxes"]
+            scores = (1 / ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1]))).astype(np.float32)
+            data = _select(data, amg.box_nms(data["boxes"], scores, self.crop_nms_thresh))
+        if self.min_mask_region_area > 0 and len(data["boxes"]):
+            nms = max(self.box_nms_thresh, self.crop_nms_thresh)
+            data = self.postprocess_small_regions(data, self.min_mask_region_area, nms)
+        xywh = data["boxes"].copy()
+        xywh[:, 2:] -= xywh[:, :2]
+        cxywh = data["crop_boxes"].copy()
+        cxywh[:, 2:] -= cxywh[:, :2]
+        return [
+            {
+                "segmentation": data["masks"][i],
+                "area": int(data["masks"][i].sum()),
+                "bbox": xywh[i].tolist(),
+                "predicted_iou": float(data["iou_preds"][i]),
+                "point_coords": [data["points"][i].tolist()],
+                "stability_score": float(data["stability_score"][i]),
+                "crop_box": cxywh[i].tolist(),
+            }
+            for i in range(len(data["boxes"]))
+        ]
+
+    def _process_crop(self, image, crop_box, layer, orig_size, embedding=None) -> dict:
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        if embedding is not None:
+            self.predictor.set_embedding(embedding, crop.shape[:2])
+        else:
+            self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1]
+        step = self.points_per_batch
+        batches = [
+            self._process_batch(points[i : i + step], crop_box, orig_size)
+            for i in range(0, len(points), step)
+        ]
+        data = _cat(batches)
+        data = _select(data, amg.box_nms(data["boxes"], data["iou_preds"], self.box_nms_thresh))
+        offset = np.array([x0, y0, x0, y0])
+        data["boxes"] = data["boxes"] + offset
+        data["points"] = data["points"] + offset[:2]
+        data["crop_boxes"] = np.tile(np.asarray(crop_box, np.int64), (len(data["boxes"]), 1))
+        return data
+
+    def _process_batch(self, points, crop_box, orig_size) -> dict:
+        orig_h, orig_w = orig_size
+        logits, iou, _ = self.predictor(
+            points=points[:, None, :], labels=np.ones((len(points), 1)),
+            multimask_output=True, return_logits=True,
+        )  # fmt: skip
+        k = logits.shape[1]
+        logits, iou = logits.reshape(-1, *logits.shape[2:]), iou.reshape(-1)
+        keep = np.ones(len(iou), bool)
+        if self.pred_iou_thresh > 0:
+            keep &= iou > self.pred_iou_thresh
+        logits, iou, pts = logits[keep], iou[keep], np.repeat(points, k, axis=0)[keep]
+        threshold = self.predictor.model.mask_threshold
+        stability = amg.stability_score(logits, threshold, self.stability_score_offset)
+        keep = np.ones(len(iou), bool)
+        if self.stability_score_thresh > 0:
+            keep = stability >= self.stability_score_thresh
+        masks = logits[keep] > threshold
+        boxes = amg.mask_to_box(masks)
+        near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+        x0, y0, x1, y1 = crop_box
+        full = np.zeros((int((~near).sum()), orig_h, orig_w), bool)
+        full[:, y0:y1, x0:x1] = masks[~near]
+        return {
+            "masks": full,
+            "iou_preds": iou[keep][~near],
+            "points": pts[keep][~near],
+            "stability_score": stability[keep][~near],
+            "boxes": boxes[~near],
+        }
+
+    @staticmethod
+    def postprocess_small_regions(data: dict, min_area: int, nms_thresh: float) -> dict:
+        """Fill small holes and remove small islands of every mask, then NMS again.
+
+        Masks left unchanged are preferred by the NMS (score 1, changed masks 0), as in Meta's.
+        """
+        masks, scores = [], []
+        for mask in data["masks"]:
+            mask, holes = amg.remove_small_regions(mask, min_area, "holes")
+            mask, islands = amg.remove_small_regions(mask, min_area, "islands")
+            masks.append(mask)
+            scores.append(float(not (holes or islands)))
+        masks = np.stack(masks)
+        boxes = amg.mask_to_box(masks)
+        keep = amg.box_nms(boxes, np.asarray(scores, np.float32), nms_thresh)
+        data = dict(data, masks=masks, boxes=boxes)
+        return _select(data, keep)
+
+
+def to_label_image(records: list[dict], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A ``uint32`` label image (0 background, ids ``1..K`` consecutive) without overlaps.
+
+    Masks are drawn from the largest to the smallest area (equal areas: the higher
+    ``predicted_iou`` is drawn last), each over the ones before, so small objects lying on
+    larger ones stay visible. Objects entirely covered by later ones disappear; ids are then
+    renumbered ``1..K`` in drawing order.
+
+    Parameters
+    ----------
+    records : list of dict
+        Records of :meth:`AutomaticMaskGenerator.generate` (``segmentation`` is needed;
+        ``area`` and ``predicted_iou`` are used if present).
+    shape : tuple of int, optional
+        ``(H, W)``; required when ``records`` is empty.
+    """
+    if shape is None:
+        if not records:
+            raise ValueError("shape: required when there are no records")
+        shape = records[0]["segmentation"].shape
+    labels = np.zeros(tuple(shape), np.uint32)
+    order = sorted(
+        range(len(records)),
+        key=lambda i: (
+            -records[i].get("area", int(np.sum(records[i]["segmentation"]))),
+            records[i].get("predicted_iou", 0.0),
+        ),
+    )
+    for n, i in enumerate(order, start=1):
+        labels[np.asarray(records[i]["segmentation"], bool)] = n
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    lut = np.zeros(len(order) + 1, np.uint32)
+    lut[ids] = np.arange(1, len(ids) + 1, dtype=np.uint32)
+    return lut[labels]

@@ -1,0 +1,307 @@
+"""``napari-sam auto`` and ``napari-sam segment``: label images of one stack or many.
+
+TensorFlow is imported only after the quick checks of the arguments (see :mod:`napari_sam.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from pathlib import Path
+
+from .cli import (
+    PROG,
+    CLIError,
+    _create_model,
+    _import_tensorflow,
+    _open_input,
+    parse_channels,
+    parse_normalization,
+    parse_overrides,
+)
+
+__all__ = ["add_batch_commands"]
+
+_SUFFIXES = (".tif", ".tiff", ".npy")
+
+_COMMON = [
+    (("input",), dict(metavar="INPUT", help="a TIFF or .npy file, a zarr array directory, a "
+                      "folder of TIFF/.npy files, or a quoted glob such as 'data/*.tif'")),
+    (("--out",), dict(required=True, metavar="LABELS", help="label TIFF to write; a folder "
+                      "when INPUT is a folder or a glob (one <name>_labels.tif per input)")),
+    (("--model",), dict(default="sam_vit_b", help="registered model (default sam_vit_b)")),
+    (("--weights",), dict(metavar="FILE", help="checkpoint (Meta's .pth or a converted .npz); "
+                          "default: the model's official weights, downloaded once")),
+    (("--override",), dict(action="append", metavar="KEY=JSON", help="advanced: replace a model "
+                           "configuration field (repeatable), e.g. input_size=[512,512]")),
+    (("--axes",), dict(help="one letter per dimension (Y, X, C/S channels, slice axes T, Z, ...); "
+                       "default: from the TIFF file; needed for .npy arrays that are not 2-D")),
+    (("--channels",), dict(metavar="MODE[:i,j,k]", help="rgb[:i,j,k], single:i or adapt, as for "
+                           "'embed'; default grey or RGB for 1-3 channels")),
+    (("--normalization",), dict(default="auto", metavar="MODE", help="auto, percentile:LOW,HIGH, "
+                                "minmax, dtype, fixed:VMIN,VMAX or none, as for 'embed'")),
+    (("--store",), dict(metavar="STORE", help="embedding store written by 'napari-sam embed' "
+                        "(reused; missing slices are added). With several inputs: a folder "
+                        "holding <name>.emb.zarr per input")),
+    (("--overwrite",), dict(action="store_true", help="recompute outputs that already exist "
+                            "(default: skip them, so an interrupted batch resumes)")),
+]  # fmt: skip
+
+_AUTO_EPILOG = """\
+example:
+  napari-sam auto cells.tif --out cells_labels.tif --points-per-side 16
+  napari-sam auto 'plates/*.tif' --out labels/ --weights sam_vit_b_01ec64.pth --no-link-3d
+
+Every slice is segmented automatically (a grid of point prompts, filtered by predicted IoU
+and stability, duplicates removed); for stacks with a Z (else the last slice) axis, objects
+of neighbouring slices are linked by mask IoU into 3-D labels. Outputs that already exist
+are skipped; each is written to a temporary file first, so an existing one is complete.
+"""
+
+_SEGMENT_EPILOG = """\
+example:
+  napari-sam segment stack.tif --prompts points.csv --out stack_labels.tif
+  napari-sam segment 'movies/*.tif' --prompts prompts/ --out labels/
+
+Prompt files (coordinates in pixels, x = column, y = row):
+  CSV:  x,y[,label][,object][,slice or z,t,...] rows for points; x0,y0,x1,y1 columns for boxes
+  CSV as napari saves a Points layer: index,axis-0,axis-1,... (the last two are y, x); all
+        points of a slice are one object unless an 'object' or 'id' column says otherwise
+  JSON: [{"slice": 3, "points": [[x, y], ...], "labels": [1, 0], "box": [x0, y0, x1, y1],
+         "object": "cell1"}]  ("object" optional: the same name on several slices, one id)
+Each object gets one label id (the same id on every slice where it has prompts); later objects
+are drawn over earlier ones. An object prompted by one point alone gets the best of SAM's
+three masks, otherwise a single mask is predicted.
+"""
+
+
+def _inputs(text: str) -> tuple[list[Path], bool]:
+    """Input files and whether there are several (folder or glob)."""
+    path = Path(text)
+    if any(c in text for c in "*?[") and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(text))
+        if not found:
+            raise CLIError("INPUT", f"no file matches {text!r}")
+        return found, True
+    if not path.exists():
+        raise CLIError("INPUT", f"{text!r} does not exist")
+    if path.is_dir() and not ((path / ".zarray").exists() or (path / "zarr.json").exists()):
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
+        if not found:
+            raise CLIError("INPUT", f"folder {text!r} has no .tif, .tiff or .npy file")
+        return found, True
+    return [path], False
+
+
+def _outputs(inputs: list[Path], many: bool, out: Path) -> list[Path]:
+    if many or out.is_dir():
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CLIError("--out", f"cannot create folder {str(out)!r} ({err.strerror})") from None
+        targets = [out / f"{p.name.split('.')[0]}_labels.tif" for p in inputs]
+    else:
+        targets = [out]
+    folder = targets[0].parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CLIError(
+            "--out", f"cannot write to {str(folder)!r} (no such folder or no permission)"
+        )
+    return targets
+
+
+def _store_for(args, inp: Path, many: bool):
+    if args.store is None:
+        return None
+    store = Path(args.store)
+    return store / f"{inp.name.split('.')[0]}.emb.zarr" if many else store
+
+
+def _prompt_file(args, inp: Path, many: bool) -> Path:
+    prompts = Path(args.prompts)
+    if not many:
+        return prompts
+    stem = inp.name.split(".")[0]
+    for suffix in (".csv", ".json"):
+        if (prompts / f"{stem}{suffix}").is_file():
+            return prompts / f"{stem}{suffix}"
+    raise CLIError("--prompts", f"no {stem}.csv or {stem}.json in folder {str(prompts)!r}")
+
+
+def _run_batch(args, auto: bool) -> int:
+    from tqdm import tqdm
+
+    from .label_io import write_label_tiff
+    from .prompt_files import PromptFileError, read_prompts
+
+    channels = parse_channels(args.channels)
+    normalization = parse_normalization(args.normalization)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CLIError("--weights", f"{args.weights!r}: no such file")
+    if auto and args.points_per_side < 1:
+        raise CLIError(
+            "--points-per-side", f"expected a positive integer, got {args.points_per_side}"
+        )
+    inputs, many = _inputs(args.input)
+    if not auto and many and not Path(args.prompts).is_dir():
+        raise CLIError("--prompts", "with several inputs, give a folder of <name>.csv/.json files")
+    outputs = _outputs(inputs, many, Path(args.out))
+    todo = [
+        (i, o) for i, o in zip(inputs, outputs, strict=True) if args.overwrite or not o.exists()
+    ]
+    skipped = len(inputs) - len(todo)
+    model = encoder = None
+    for inp, out in tqdm(todo, desc="files", unit="file", file=sys.stderr, disable=len(todo) < 2):
+        view = _open_input(inp, args.axes)
+        with view:
+            from .channels import ChannelSpec
+
+            try:
+                chans = (channels or ChannelSpec.default_for(view.n_channels)).resolve(
+                    view.n_channels
+                )
+            except ValueError as err:
+                raise CLIError("--channels", err) from None
+            prompts = None
+            if not auto:
+                try:
+                    prompts = read_prompts(_prompt_file(args, inp, many), view)
+                except PromptFileError as err:
+                    raise CLIError("--prompts", err) from None
+            if model is None:
+                _import_tensorflow()
+                in_channels = view.n_channels if chans.mode == "adapt" else 3
+                model = _create_model(args.model, args.weights, in_channels, parse_overrides(
+                    args.override))  # fmt: skip
+            sp = _stack_predictor(model, view, chans, normalization, args, inp, many, encoder)
+            encoder = sp.encoder
+            labels = _auto(sp, args) if auto else _segment(sp, prompts)
+            axes = view.slice_axes + "YX"
+            try:
+                write_label_tiff(out, labels, axes, like=inp)
+            except OSError as err:
+                raise CLIError(
+                    "--out", f"cannot write {str(out)!r} ({err.strerror or err})"
+                ) from None
+        print(f"{PROG}: {inp} -> {out} ({int(labels.max())} object(s))", file=sys.stderr)
+    print(f"wrote {len(todo)} label image(s), skipped {skipped} already done")
+    return 0
+
+
+def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder):
+    from .embedding_store import StoreMismatchError
+    from .stack_predictor import StackPredictor
+
+    try:
+        return StackPredictor(
+            model, view, chans, normalization, store=_store_for(args, inp, many), encoder=encoder
+        )
+    except StoreMismatchError as err:
+        raise CLIError(
+            "--store", str(err).replace("pass overwrite=True", "run 'napari-sam embed --overwrite'")
+        ) from None
+    except ValueError as err:
+        raise CLIError("--channels", err) from None
+
+
+def _auto(sp, args):
+    from tqdm import tqdm
+
+    from .automatic import AutomaticMaskGenerator
+    from .linking import segment_stack
+
+    gen = AutomaticMaskGenerator(
+        sp.predictor, points_per_side=args.points_per_side,
+        pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+    )  # fmt: skip
+    with tqdm(total=len(sp.view), desc="slices", unit="slice", file=sys.stderr) as bar:
+        return segment_stack(
+            sp, gen, link_3d=not args.no_link_3d, min_overlap=args.min_overlap,
+            progress=lambda done, total: bar.update(done - bar.n),
+        )  # fmt: skip
+
+
+def _segment(sp, prompts):
+    import numpy as np
+    from tqdm import tqdm
+
+    labels = np.zeros((*sp.view.stack_shape, *sp.view.slice_shape), np.uint32)
+    ids: dict[str, int] = {}
+    for obj in tqdm(prompts, desc="objects", unit="object", file=sys.stderr):
+        pts, lbl, box = obj.arrays()
+        single_point = box is None and len(pts) == 1
+        masks, scores, _ = sp.predict(
+            obj.slice,
+            points=None if pts is None else pts[None],  # batched: one object
+            labels=None if lbl is None else lbl[None],
+            boxes=None if box is None else box[None],
+            multimask_output=single_point,
+        )
+        masks, scores = masks[0], scores[0]
+        mask = masks[int(np.argmax(scores))] if single_point else masks[0]
+        key = obj.key or f"\0{obj.slice}"  # no object column: one object per slice
+        labels[obj.slice][mask] = ids.setdefault(key, len(ids) + 1)
+    return labels
+
+
+def add_batch_commands(sub) -> None:
+    """Add the ``auto`` and ``segment`` subcommands to the ``napari-sam`` parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    auto = sub.add_parser(
+        "auto", help="segment everything automatically into a label image",
+        description="Automatic segmentation ('segment everything') of every slice of one stack\n"
+        "or many, into label TIFFs (uint16, or uint32 above 65535 objects) for Fiji and napari.",
+        epilog=_AUTO_EPILOG, formatter_class=fmt,
+    )  # fmt: skip
+    segment = sub.add_parser(
+        "segment", help="segment objects from prompt files (points, boxes) into a label image",
+        description="Segment the objects given by point and box prompts in a CSV or JSON file\n"
+        "into a label TIFF (one id per object), for Fiji and napari.",
+        epilog=_SEGMENT_EPILOG, formatter_class=fmt,
+    )  # fmt: skip
+    for parser in (auto, segment):
+        for names, kwargs in _COMMON:
+            parser.add_argument(*names, **kwargs)
+    segment.add_argument(
+        "--prompts",
+        required=True,
+        metavar="FILE",
+        help="prompts (.csv or .json, see below); a folder of <name>.csv/.json with several inputs",
+    )
+    auto.add_argument(
+        "--points-per-side",
+        type=int,
+        default=32,
+        metavar="N",
+        help="grid of N x N point prompts per slice (default 32; fewer is faster)",
+    )
+    auto.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=0.88,
+        metavar="X",
+        help="keep masks whose predicted IoU is above X (default 0.88)",
+    )
+    auto.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=0.95,
+        metavar="X",
+        help="keep masks whose stability score is at least X (default 0.95)",
+    )
+    auto.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.3,
+        metavar="X",
+        help="IoU needed to link objects of neighbouring slices (default 0.3)",
+    )
+    auto.add_argument(
+        "--no-link-3d",
+        action="store_true",
+        help="do not link objects across slices: every object of every slice gets its own id",
+    )
+    auto.set_defaults(run=lambda args: _run_batch(args, auto=True))
+    segment.set_defaults(run=lambda args: _run_batch(args, auto=False))

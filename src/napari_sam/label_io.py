@@ -1,0 +1,78 @@
+"""Label images as TIFF files that Fiji/ImageJ and napari read, written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["tiff_metadata", "write_label_tiff"]
+
+_IMAGEJ_ORDER = "TZCYXS"
+
+
+def tiff_metadata(path) -> dict:
+    """Pixel size (``resolution``) and ImageJ ``unit``, ``spacing``, ``finterval`` of a TIFF.
+
+    Returns ``{}`` for other files or when tifffile finds none.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return {}
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page, ij = tif.pages[0], tif.imagej_metadata or {}
+            out = {"metadata": {k: ij[k] for k in ("unit", "spacing", "finterval") if k in ij}}
+            xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
+            if xr is not None and yr is not None:
+                out["resolution"] = (xr.value[0] / xr.value[1], yr.value[0] / yr.value[1])
+            return out
+    except Exception:  # metadata is a nicety: never fail on it
+        return {}
+
+
+def write_label_tiff(path, labels: np.ndarray, axes: str, like=None) -> Path:
+    """Write a label image to ``path`` atomically (a temporary file, then ``os.replace``).
+
+    The file is ``uint16`` if the largest id is below 65536, else ``uint32``. ``uint16``
+    labels with axes in ImageJ order (a subsequence of ``TZCYXS``) are an ImageJ hyperstack;
+    other files carry tifffile's shaped metadata (the axes). An existing ``path`` is therefore
+    always complete; on failure no temporary file is left.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TIFF file.
+    labels : ndarray
+        Non-negative integer labels.
+    axes : str
+        One letter per dimension of ``labels``, e.g. ``"ZYX"``.
+    like : str or os.PathLike, optional
+        A TIFF file whose pixel size, unit and z spacing are copied (see :func:`tiff_metadata`).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written.
+    """
+    import tifffile
+
+    path = Path(path)
+    labels = np.asarray(labels)
+    dtype = np.uint16 if int(labels.max(initial=0)) < 65536 else np.uint32
+    extra = tiff_metadata(like) if like is not None else {}
+    order = [_IMAGEJ_ORDER.find(a) for a in axes]
+    imagej = dtype == np.uint16 and -1 not in order and order == sorted(order)
+    meta = dict(extra.get("metadata", {})) if imagej else {}
+    meta["axes"] = axes
+    kwargs = {"resolution": extra["resolution"]} if "resolution" in extra else {}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tifffile.imwrite(tmp, labels.astype(dtype), imagej=imagej, metadata=meta, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

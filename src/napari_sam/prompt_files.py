@@ -1,0 +1,219 @@
+"""Prompt files for ``napari-sam segment``: CSV (ours, or napari's Points layer) and JSON.
+
+Every format gives a list of :class:`ObjectPrompt`: the prompts of one object on one slice.
+
+* CSV with columns ``x, y`` (points) and/or ``x0, y0, x1, y1`` (a box), optional ``label``
+  (1 foreground, 0 background; default 1), ``object`` or ``id`` (which object a row belongs
+  to; default: all rows of a slice are one object), and the slice as ``slice`` (flat slice
+  number) or one column per slice axis, named by its letter (``z``, ``t``).
+* The CSV napari writes for a Points layer: ``index, axis-0, axis-1, ...`` (the last two
+  axes are Y and X, the ones before are the slice axes in the stack's order), optional
+  ``label`` and ``object`` / ``id`` columns.
+* JSON: a list of objects (or ``{"objects": [...]}``), each ``{"slice": 3 or [t, z],
+  "points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1], "object": "a"}``
+  (``slice`` optional for a single image; ``labels`` default to 1; entries with the same
+  ``object`` on several slices are one object).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ObjectPrompt", "PromptFileError", "read_prompts"]
+
+
+class PromptFileError(ValueError):
+    """A prompts file cannot be used; the message names the file and the line."""
+
+
+@dataclass
+class ObjectPrompt:
+    """The prompts of one object on one slice (coordinates in slice pixels, x then y)."""
+
+    key: str
+    slice: tuple
+    points: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    box: list | None = None
+    where: str = ""
+
+    def arrays(self):
+        """``points (M, 2)``, ``labels (M,)`` or ``None, None``, and ``box (1, 4)`` or ``None``."""
+        pts = np.asarray(self.points, np.float64).reshape(-1, 2) if self.points else None
+        lbl = np.asarray(self.labels, np.float64) if self.points else None
+        box = None if self.box is None else np.asarray(self.box, np.float64)[None]
+        return pts, lbl, box
+
+
+def _num(value, name, where) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise PromptFileError(f"{where}: {name} {value!r} is not a number") from None
+    if not math.isfinite(out):
+        raise PromptFileError(f"{where}: {name} {value!r} is not a finite number")
+    return out
+
+
+def _slice_index(values, view, where) -> tuple:
+    if len(values) != len(view.stack_shape):
+        raise PromptFileError(
+            f"{where}: expected {len(view.stack_shape)} slice coordinate(s) for slice axes "
+            f"{view.slice_axes!r}, got {len(values)}"
+        )
+    idx = tuple(int(round(_num(v, "slice coordinate", where))) for v in values)
+    for i, s, a in zip(idx, view.stack_shape, view.slice_axes, strict=True):
+        if not 0 <= i < s:
+            raise PromptFileError(f"{where}: slice {a}={i} is outside the stack ({a} < {s})")
+    return idx
+
+
+def _check_inside(obj: ObjectPrompt, view) -> None:
+    h, w = view.slice_shape
+    coords = [tuple(p) for p in obj.points]
+    if obj.box is not None:
+        x0, y0, x1, y1 = obj.box
+        if not (x0 <= x1 and y0 <= y1):
+            raise PromptFileError(f"{obj.where}: box {obj.box} must have x0 <= x1 and y0 <= y1")
+        coords += [(x0, y0), (x1, y1)]
+    for x, y in coords:
+        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+            raise PromptFileError(
+                f"{obj.where}: point (x={x:g}, y={y:g}) is outside the {w}x{h} (width x "
+                "height) image"
+            )
+
+
+def _add(objects: dict, key, sl, where, point=None, label=1.0, box=None) -> None:
+    obj = objects.setdefault((key, sl), ObjectPrompt(str(key), sl, where=where))
+    if point is not None:
+        if label not in (0.0, 1.0):
+            raise PromptFileError(f"{where}: label {label:g} must be 1 (foreground) or 0")
+        obj.points.append(point)
+        obj.labels.append(label)
+    if box is not None:
+        if obj.box is not None:
+            raise PromptFileError(f"{where}: a second box for object {key!r} on one slice")
+        obj.box = box
+
+
+def _read_csv(path: Path, view) -> list[ObjectPrompt]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise PromptFileError(f"{path.name}: the file is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    col = {h: i for i, h in enumerate(header)}
+    napari = [h for h in header if h.startswith("axis-")]
+    letters = [a.lower() for a in view.slice_axes]
+    objects: dict = {}
+    for n, row in enumerate(rows[1:], start=2):
+        where = f"{path.name} line {n}"
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise PromptFileError(f"{where}: {len(row)} values but {len(header)} columns")
+
+        def get(name, row=row):
+            i = col.get(name)
+            return None if i is None or row[i].strip() == "" else row[i].strip()
+
+        key = get("object") or get("id") or ""
+        label = _num(get("label"), "label", where) if get("label") is not None else 1.0
+        if napari:
+            coords = [get(f"axis-{i}") for i in range(len(napari))]
+            if len(coords) != len(view.stack_shape) + 2:
+                raise PromptFileError(
+                    f"{where}: {len(coords)} axis columns but the stack has "
+                    f"{len(view.stack_shape) + 2} dimensions without channels ({view.axes!r})"
+                )
+            sl = _slice_index(coords[:-2], view, where)
+            y, x = (_num(v, f"axis-{len(coords) - 2 + i}", where) for i, v in
+                    enumerate(coords[-2:]))  # fmt: skip
+            _add(objects, key, sl, where, (x, y), label)
+            continue
+        if get("slice") is not None:
+            flat = int(_num(get("slice"), "slice", where))
+            if not 0 <= flat < len(view):
+                raise PromptFileError(f"{where}: slice {flat} is outside the stack ({len(view)})")
+            sl = view.index_tuple(flat)
+        else:
+            sl = _slice_index([get(a) for a in letters], view, where) if letters else ()
+        point = box = None
+        if get("x") is not None or get("y") is not None:
+            point = (_num(get("x"), "x", where), _num(get("y"), "y", where))
+        if any(get(c) is not None for c in ("x0", "y0", "x1", "y1")):
+            box = [_num(get(c), c, where) for c in ("x0", "y0", "x1", "y1")]
+        if point is None and box is None:
+            raise PromptFileError(f"{where}: no point (x, y) or box (x0, y0, x1, y1)")
+        _add(objects, key, sl, where, point, label, box)
+    return list(objects.values())
+
+
+def _read_json(path: Path, view) -> list[ObjectPrompt]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PromptFileError(f"{path.name} line {err.lineno}: invalid JSON ({err.msg})") from None
+    if isinstance(data, dict):
+        data = data.get("objects")
+    if not isinstance(data, list):
+        raise PromptFileError(f"{path.name}: expected a list of objects or {{'objects': [...]}}")
+    objects: dict = {}
+    for n, item in enumerate(data):
+        where = f"{path.name} object {n}"
+        if not isinstance(item, dict) or not ({"points", "box"} & set(item)):
+            raise PromptFileError(f"{where}: expected {{'points': [[x, y], ...]}} and/or 'box'")
+        s = item.get("slice", 0 if len(view.stack_shape) <= 1 else None)
+        if s is None:
+            raise PromptFileError(f"{where}: 'slice' is required for axes {view.slice_axes!r}")
+        sl = _slice_index(s if isinstance(s, list) else [s], view, where) if view.stack_shape \
+            else ()  # fmt: skip
+        key = str(item.get("object", f"\0{n}"))  # same "object" on several slices: one id
+        points = item.get("points") or []
+        labels = item.get("labels", [1] * len(points))
+        if not isinstance(points, list) or len(labels) != len(points):
+            raise PromptFileError(f"{where}: 'labels' must have one value per point")
+        for p, lab in zip(points, labels, strict=True):
+            if not isinstance(p, list) or len(p) != 2:
+                raise PromptFileError(f"{where}: a point must be [x, y], got {p!r}")
+            pt = tuple(_num(v, "point coordinate", where) for v in p)
+            _add(objects, key, sl, where, pt, _num(lab, "label", where))
+        if item.get("box") is not None:
+            box = item["box"]
+            if not isinstance(box, list) or len(box) != 4:
+                raise PromptFileError(f"{where}: 'box' must be [x0, y0, x1, y1], got {box!r}")
+            _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box])
+    return list(objects.values())
+
+
+def read_prompts(path, view) -> list[ObjectPrompt]:
+    """Read and check the prompts of ``path`` (``.csv`` or ``.json``) for the stack ``view``.
+
+    Raises
+    ------
+    PromptFileError
+        If the file is unreadable, a row or object is malformed (the message names the line),
+        or a prompt lies outside the image or the stack.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"{str(path)!r}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise PromptFileError(f"{path.name}: expected a .csv or .json file")
+    try:
+        objects = (_read_csv if suffix == ".csv" else _read_json)(path, view)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise PromptFileError(f"{path.name}: cannot read ({err})") from None
+    if not objects:
+        raise PromptFileError(f"{path.name}: no prompts")
+    for obj in objects:
+        _check_inside(obj, view)
+    return objects

@@ -1,0 +1,249 @@
+"""Automatic mask generation: parity with Meta's SamAutomaticMaskGenerator, labels, 3-D linking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam import create_model
+from napari_sam.amg_utils import box_nms, mask_to_box, remove_small_regions
+from napari_sam.automatic import AutomaticMaskGenerator, to_label_image
+from napari_sam.linking import link_slices, match_labels
+from napari_sam.weights import model_config
+
+from ref_models import build_reference, save_like_official
+from reference import import_segment_anything
+
+SMALL = dict(
+    input_size=(128, 128),
+    encoder_embed_dim=32,
+    encoder_nb_blocks=2,
+    encoder_nb_heads=2,
+    encoder_global_attn_indices=(1,),
+    encoder_window_size=3,
+)
+SETTINGS = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                box_nms_thresh=0.7, min_mask_region_area=0)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    cfg = model_config("sam_vit_b", **SMALL)
+    sam = build_reference(cfg, seed=5)
+    path = tmp_path_factory.mktemp("ckpt") / "small.pth"
+    save_like_official(sam, path)
+    return sam, create_model("sam_vit_b", pretrained=path, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """Perturbed weights, but masks that follow image regions: no position embeddings in the
+    encoder and no sub-pixel pattern in the decoder's upscaling (each transposed-convolution
+    kernel made the same at every offset), so masks stay inside crops and NMS has work."""
+    cfg = model_config("sam_vit_b", **SMALL)
+    sam = build_reference(cfg, seed=6)
+    with torch.no_grad():
+        for name, tensor in sam.state_dict().items():
+            if "pos_embed" in name or "rel_pos" in name:
+                tensor.zero_()
+        for i in (0, 3):
+            w = sam.mask_decoder.output_upscaling[i].weight
+            w.copy_(w.mean(dim=(2, 3), keepdim=True).expand_as(w))
+    path = tmp_path_factory.mktemp("ckpt") / "local.pth"
+    save_like_official(sam, path)
+    return sam, create_model("sam_vit_b", pretrained=path, **SMALL)
+
+
+def box_iou(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)  # XYWH
+    if (a == b).all():
+        return 1.0  # also for the empty boxes of empty masks
+    x0, y0 = np.maximum(a[:2], b[:2])
+    x1, y1 = np.minimum(a[:2] + a[2:], b[:2] + b[2:])
+    inter = max(x1 - x0, 0) * max(y1 - y0, 0)
+    return inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("crop_n_layers", "nms", "iou_thresh", "stability_thresh"),
+    [(0, 0.7, 0.0, 0.0), (0, 1.0, 0.01, 0.05), (1, 1.0, 0.01, 0.05)],
+)
+def test_parity_with_meta(small, crop_n_layers, nms, iou_thresh, stability_thresh):
+    """Random weights give masks spread over the whole image (all boxes alike), so NMS at
+    0.7 keeps one; with NMS off (IoU > 1 never happens) every surviving mask is compared, and
+    the score filters are tested with thresholds that drop some masks."""
+    sam, model = small
+    rng = np.random.default_rng(crop_n_layers)
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    img[20:60, 30:80] //= 4  # some structure
+    kw = dict(SETTINGS, crop_n_layers=crop_n_layers, box_nms_thresh=nms, crop_nms_thresh=nms,
+              pred_iou_thresh=iou_thresh, stability_score_thresh=stability_thresh)  # fmt: skip
+    ref = import_segment_anything().SamAutomaticMaskGenerator(sam, **kw)
+    with torch.no_grad():
+        want = ref.generate(img)
+    got = AutomaticMaskGenerator(model, **kw).generate(img)
+    n_prompts = 3 * 8 * 8
+    assert len(want) == (1 if nms < 1 else len(want)) and 1 <= len(want) < n_prompts
+    assert len(got) == len(want)
+    free = list(range(len(want)))
+    for g in got:
+        # the best match among reference masks of (nearly) the same score and box
+        cands = [k for k in free if abs(g["predicted_iou"] - want[k]["predicted_iou"]) < 1e-3
+                 and box_iou(g["bbox"], want[k]["bbox"]) > 0.9]  # fmt: skip
+        assert cands, g["predicted_iou"]
+        k = max(cands, key=lambda k: (g["segmentation"] == want[k]["segmentation"]).mean())
+        free.remove(k)
+        w = want[k]
+        agree = (g["segmentation"] == w["segmentation"]).mean()
+        assert agree >= 0.999, agree
+        assert abs(g["stability_score"] - w["stability_score"]) < 1e-2
+        assert g["crop_box"] == list(w["crop_box"]) and g["bbox"] == list(w["bbox"])
+        np.testing.assert_allclose(g["point_coords"], w["point_coords"])
+        assert g["segmentation"].shape == img.shape[:2] and g["segmentation"].dtype == bool
+        assert g["area"] == int(g["segmentation"].sum()) == w["area"] or agree < 1
+
+
+def compare(got, want, shape):
+    """Every mask of ``got`` matches one of ``want`` (score, box, pixels, record fields)."""
+    assert len(got) == len(want)
+    free = list(range(len(want)))
+    for g in got:
+        cands = [k for k in free if abs(g["predicted_iou"] - want[k]["predicted_iou"]) < 1e-3
+                 and box_iou(g["bbox"], want[k]["bbox"]) > 0.9]  # fmt: skip
+        assert cands, g
+        k = max(cands, key=lambda k: (g["segmentation"] == want[k]["segmentation"]).mean())
+        free.remove(k)
+        w = want[k]
+        assert (g["segmentation"] == w["segmentation"]).mean() >= 0.999
+        assert np.isclose(g["stability_score"], w["stability_score"], atol=1e-2, equal_nan=True)
+        assert g["crop_box"] == list(w["crop_box"])
+        np.testing.assert_allclose(g["point_coords"], w["point_coords"])
+        assert g["segmentation"].shape == shape and g["segmentation"].dtype == bool
+        assert g["area"] == int(g["segmentation"].sum())
+
+
+def test_parity_with_meta_local_masks_and_crops(local):
+    sam, model = local
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[10:40, 15:50] = 255
+    img[60:110, 30:70] = 180
+    img[30:90, 100:140] = 120
+    img[95:115, 120:150] = 220
+    kw = dict(SETTINGS, crop_n_layers=1)  # tiny logits: any stability threshold drops all
+    ref = import_segment_anything().SamAutomaticMaskGenerator(sam, **kw)
+    with torch.no_grad():
+        want = ref.generate(img)
+    got = AutomaticMaskGenerator(model, **kw).generate(img)
+    crops = {tuple(w["crop_box"]) for w in want}
+    boxes = {tuple(w["bbox"]) for w in want if w["area"]}
+    assert len(crops) >= 3 and len(boxes) >= 5, "the case would not test crops and NMS"
+    compare(got, want, img.shape[:2])
+
+
+def test_nms_matches_reference_shim():
+    from reference import nms
+
+    rng = np.random.default_rng(0)
+    xy = rng.integers(0, 50, (60, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(1, 30, (60, 2))], 1).astype(np.float32)
+    scores = rng.integers(0, 5, 60).astype(np.float32)  # many ties
+    want = nms(torch.as_tensor(boxes), torch.as_tensor(scores), 0.5).numpy()
+    np.testing.assert_array_equal(box_nms(boxes, scores, 0.5), want)
+
+
+def test_mask_to_box_and_small_regions():
+    m = np.zeros((2, 10, 12), bool)
+    m[0, 2:5, 3:9] = True
+    np.testing.assert_array_equal(mask_to_box(m), [[3, 2, 8, 4], [0, 0, 0, 0]])
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 2:12] = True
+    mask[5, 5] = False  # a 1-pixel hole
+    mask[16:18, 16:18] = True  # a 4-pixel island
+    filled, changed = remove_small_regions(mask, 5, "holes")
+    assert changed and filled[5, 5] and filled.sum() == mask.sum() + 1
+    clean, changed = remove_small_regions(filled, 5, "islands")
+    assert changed and not clean[16:18, 16:18].any() and clean.sum() == 100
+    same, changed = remove_small_regions(clean, 5, "islands")
+    assert not changed and (same == clean).all()
+    # only small islands: the largest is kept
+    tiny = np.zeros((10, 10), bool)
+    tiny[0, 0] = tiny[5, 5:7] = True
+    kept, _ = remove_small_regions(tiny, 5, "islands")
+    assert kept.sum() == 2 and kept[5, 5:7].all()
+
+
+def test_min_mask_region_area_cleans_masks(small):
+    _, model = small
+    img = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    kw = dict(SETTINGS, points_per_side=4, box_nms_thresh=1.0)
+    raw = AutomaticMaskGenerator(model, **kw).generate(img)
+    kw["min_mask_region_area"] = 30
+    clean = AutomaticMaskGenerator(model, **kw).generate(img)
+    assert len(raw) > 0 and 0 < len(clean) <= len(raw)
+    dirty = [remove_small_regions(r["segmentation"], 30, "islands")[1] for r in raw]
+    assert any(dirty), "nothing to clean: the test would prove nothing"
+    for r in clean:
+        m = r["segmentation"]
+        for mode in ("holes", "islands"):
+            assert not remove_small_regions(m, 30, mode)[1], "a small region is left"
+        x, y, w, h = r["bbox"]
+        np.testing.assert_array_equal(mask_to_box(m), [x, y, x + w, y + h])
+
+
+def rec(mask, score=0.9):
+    return {"segmentation": mask, "area": int(mask.sum()), "predicted_iou": score}
+
+
+def test_to_label_image():
+    a = np.zeros((10, 10), bool)
+    a[:6, :6] = True
+    b = np.zeros_like(a)
+    b[2:4, 2:4] = True  # inside a
+    c = np.zeros_like(a)
+    c[8:, 8:] = True
+    hidden = b.copy()  # same area as b, lower score: drawn first, then covered
+    labels = to_label_image([rec(c), rec(hidden, 0.1), rec(a), rec(b)], a.shape)
+    assert labels.dtype == np.uint32
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3]  # consecutive; the hidden one is gone
+    assert len(np.unique(labels[b])) == 1 and (labels[a & ~b] == labels[0, 0]).all()
+    assert labels[0, 0] != labels[2, 2] and labels[9, 9] not in (0, labels[0, 0])
+    assert (labels[~(a | b | c)] == 0).all()
+    assert to_label_image([], (4, 5)).shape == (4, 5)
+
+
+def test_link_slices_synthetic_stack():
+    z = np.zeros((4, 20, 20), np.uint16)
+    z[0, 2:8, 2:8] = 5  # object A
+    z[1, 3:9, 2:8] = 1  # A shifted: IoU 5/7
+    z[2, 3:9, 3:9] = 2
+    z[0, 12:18, 12:18] = 7  # object B, gone in slice 1, back in slice 2: a new object
+    z[2, 12:18, 12:18] = 9
+    z[1, 12:14, 2:4] = 3  # small, overlaps nothing
+    z[3, 3:9, 3:9] = 4  # A again
+    z[3, 3:5, 12:14] = 6
+    out = link_slices(z)
+    a = out[0, 4, 4]
+    assert out[1, 6, 5] == a and out[2, 6, 6] == a and out[3, 6, 6] == a
+    ids = np.unique(out[out > 0])
+    np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))
+    assert len(ids) == 5  # A, B, small, B again, last small
+    assert out[2, 15, 15] != out[0, 15, 15]
+    assert ((out > 0) == (z > 0)).all()
+    # a strict threshold breaks the weakest link (IoU 5/7 ~ 0.71)
+    strict = link_slices(z, min_overlap=0.8)
+    assert strict[1, 6, 5] != strict[0, 4, 4] and strict[2, 6, 6] != strict[1, 6, 5]
+
+
+def test_match_labels_one_to_one_and_overlap_metric():
+    prev = np.zeros((10, 10), int)
+    prev[:, :5] = 1
+    cur = np.zeros_like(prev)
+    cur[:5, :5] = 1  # half of prev 1
+    cur[5:, :5] = 2  # the other half
+    m = match_labels(prev, cur, 0.3)
+    assert list(m.values()) == [1] and len(m) == 1  # only one of the halves
+    assert match_labels(prev, cur, 0.6) == {}
+    assert len(match_labels(prev, cur, 0.9, metric="overlap")) == 1
+    with pytest.raises(ValueError, match="metric"):
+        match_labels(prev, cur, metric="dice")
