@@ -22,7 +22,7 @@ from .cli import (
     parse_overrides,
 )
 
-__all__ = ["add_batch_commands"]
+__all__ = ["add_batch_commands", "process_file", "run_files"]
 
 _SUFFIXES = (".tif", ".tiff", ".npy")
 
@@ -47,6 +47,9 @@ _COMMON = [
                         "holding <name>.emb.zarr per input")),
     (("--overwrite",), dict(action="store_true", help="recompute outputs that already exist "
                             "(default: skip them, so an interrupted batch resumes)")),
+    (("--scheduler",), dict(metavar="ADDRESS", help="spread the files over a dask cluster, "
+                            "e.g. tcp://10.0.0.5:8786 (needs dask[distributed]); each worker "
+                            "loads the model once. Default: this process")),
 ]  # fmt: skip
 
 _AUTO_EPILOG = """\
@@ -131,13 +134,32 @@ def _prompt_file(args, inp: Path, many: bool) -> Path:
 
 
 def _run_batch(args, auto: bool) -> int:
+    run_files(args, auto)
+    return 0
+
+
+def run_files(args, auto: bool, client=None) -> list[Path]:
+    """Check the arguments, then label every input not done yet; the outputs written.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed ``napari-sam auto`` or ``segment`` arguments.
+    auto : bool
+        Automatic segmentation (``auto``) rather than prompts (``segment``).
+    client : dask.distributed.Client, optional
+        Spread the files over this cluster (see :mod:`napari_sam.distributed`); default: the
+        cluster at ``args.scheduler`` if given, else this process.
+
+    Returns
+    -------
+    list of Path
+        The label images written (existing ones skipped unless ``args.overwrite``).
+    """
     from tqdm import tqdm
 
-    from .label_io import write_label_tiff
-    from .prompt_files import PromptFileError, read_prompts
-
-    channels = parse_channels(args.channels)
-    normalization = parse_normalization(args.normalization)
+    parse_channels(args.channels)
+    parse_normalization(args.normalization)
     if args.weights is not None and not Path(args.weights).is_file():
         raise CLIError("--weights", f"{args.weights!r}: no such file")
     if auto and args.points_per_side < 1:
@@ -152,42 +174,63 @@ def _run_batch(args, auto: bool) -> int:
         (i, o) for i, o in zip(inputs, outputs, strict=True) if args.overwrite or not o.exists()
     ]
     skipped = len(inputs) - len(todo)
-    model = encoder = None
-    for inp, out in tqdm(todo, desc="files", unit="file", file=sys.stderr, disable=len(todo) < 2):
-        view = _open_input(inp, args.axes)
-        with view:
-            from .channels import ChannelSpec
+    if client is not None or getattr(args, "scheduler", None):
+        from .distributed import map_files
 
-            try:
-                chans = (channels or ChannelSpec.default_for(view.n_channels)).resolve(
-                    view.n_channels
-                )
-            except ValueError as err:
-                raise CLIError("--channels", err) from None
-            prompts = None
-            if not auto:
-                try:
-                    prompts = read_prompts(_prompt_file(args, inp, many), view)
-                except PromptFileError as err:
-                    raise CLIError("--prompts", err) from None
-            if model is None:
-                _import_tensorflow()
-                in_channels = view.n_channels if chans.mode == "adapt" else 3
-                model = _create_model(args.model, args.weights, in_channels, parse_overrides(
-                    args.override))  # fmt: skip
-            sp = _stack_predictor(model, view, chans, normalization, args, inp, many, encoder)
-            encoder = sp.encoder
-            labels = _auto(sp, args) if auto else _segment(sp, prompts)
-            axes = view.slice_axes + "YX"
-            try:
-                write_label_tiff(out, labels, axes, like=inp)
-            except OSError as err:
-                raise CLIError(
-                    "--out", f"cannot write {str(out)!r} ({err.strerror or err})"
-                ) from None
-        print(f"{PROG}: {inp} -> {out} ({int(labels.max())} object(s))", file=sys.stderr)
+        map_files(args, auto, todo, many, client=client)
+    else:
+        state: dict = {}
+        for inp, out in tqdm(
+            todo, desc="files", unit="file", file=sys.stderr, disable=len(todo) < 2
+        ):
+            process_file(args, auto, inp, out, many, state)
     print(f"wrote {len(todo)} label image(s), skipped {skipped} already done")
-    return 0
+    return [o for _, o in todo]
+
+
+def process_file(args, auto: bool, inp: Path, out: Path, many: bool, state: dict) -> int:
+    """Label one input file and write ``out`` atomically; the number of objects.
+
+    ``state`` holds the model (created on first use, counted in ``state["loads"]``) and the
+    encoder, reused for the next files.
+    """
+    from .channels import ChannelSpec
+    from .label_io import write_label_tiff
+    from .prompt_files import PromptFileError, read_prompts
+
+    channels = parse_channels(args.channels)
+    normalization = parse_normalization(args.normalization)
+    view = _open_input(inp, args.axes)
+    with view:
+        try:
+            chans = (channels or ChannelSpec.default_for(view.n_channels)).resolve(view.n_channels)
+        except ValueError as err:
+            raise CLIError("--channels", err) from None
+        prompts = None
+        if not auto:
+            try:
+                prompts = read_prompts(_prompt_file(args, inp, many), view)
+            except PromptFileError as err:
+                raise CLIError("--prompts", err) from None
+        if state.get("model") is None:
+            _import_tensorflow()
+            in_channels = view.n_channels if chans.mode == "adapt" else 3
+            state["model"] = _create_model(
+                args.model, args.weights, in_channels, parse_overrides(args.override)
+            )
+            state["loads"] = state.get("loads", 0) + 1
+        sp = _stack_predictor(
+            state["model"], view, chans, normalization, args, inp, many, state.get("encoder")
+        )
+        state["encoder"] = sp.encoder
+        labels = _auto(sp, args) if auto else _segment(sp, prompts)
+        axes = view.slice_axes + "YX"
+        try:
+            write_label_tiff(out, labels, axes, like=inp)
+        except OSError as err:
+            raise CLIError("--out", f"cannot write {str(out)!r} ({err.strerror or err})") from None
+    print(f"{PROG}: {inp} -> {out} ({int(labels.max())} object(s))", file=sys.stderr)
+    return int(labels.max())
 
 
 def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder):

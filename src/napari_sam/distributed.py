@@ -1,0 +1,176 @@
+"""Batch labelling spread over a dask cluster: one task per input file.
+
+Each worker process loads the model once (cached in this module, keyed by the model name,
+weights file and overrides) and labels its files with the very function the local run uses
+(:func:`napari_sam.cli_batch.process_file`), which writes each output atomically.
+``dask.distributed`` is imported only here, only when a cluster is used.
+
+Examples
+--------
+>>> from dask.distributed import Client, LocalCluster
+>>> from napari_sam.distributed import auto
+>>> with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+...     auto("stacks/", "labels/", weights="sam_vit_b_01ec64.pth", client=client)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["auto", "map_files", "segment", "worker_stats"]
+
+_STATES: dict[tuple, dict] = {}  # worker side: (model, weights, overrides) -> model state
+_LOCK = threading.Lock()
+
+
+def worker_stats() -> dict:
+    """Files labelled (``tasks``) and models created (``loads``) by this process's tasks.
+
+    Run it on every worker with ``client.run(worker_stats)``.
+    """
+    return {key: sum(state.get(key, 0) for state in _STATES.values()) for key in ("tasks", "loads")}
+
+
+def _state_for(args) -> dict:
+    weights = None if args.weights is None else str(Path(args.weights).resolve())
+    key = (args.model, weights, tuple(args.override or ()), args.channels)
+    with _LOCK:
+        return _STATES.setdefault(key, {"lock": threading.Lock()})
+
+
+def _task(args, auto: bool, inp: Path, out: Path, many: bool):
+    """Run on a worker: label one file; ``("ok", n_objects)`` or ``("error", arg, message)``.
+
+    A :class:`~napari_sam.cli.CLIError` does not survive pickling, so it travels as a tuple.
+    """
+    from .cli import CLIError
+    from .cli_batch import process_file
+
+    state = _state_for(args)
+    try:
+        with state["lock"]:  # one model per process: its threads take turns
+            state["tasks"] = state.get("tasks", 0) + 1
+            return ("ok", process_file(args, auto, inp, out, many, state))
+    except CLIError as err:
+        arg, _, message = str(err).partition(": ")
+        return ("error", arg, message)
+
+
+def _absolute(args):
+    paths = {k: str(Path(v).resolve()) for k in ("weights", "prompts", "store")
+             if (v := getattr(args, k, None)) is not None}  # fmt: skip
+    return argparse.Namespace(**{**vars(args), **paths, "run": None})
+
+
+def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
+    """Label the ``(input, output)`` pairs ``todo`` on a dask cluster; objects per file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed ``napari-sam auto`` or ``segment`` arguments (``args.scheduler`` is used when
+        ``client`` is None).
+    auto : bool
+        Automatic segmentation rather than prompt files.
+    todo : list of (Path, Path)
+        Input files and the label images to write.
+    many : bool
+        Several inputs (folder or glob): prompt files and stores are looked up per input.
+    client : dask.distributed.Client, optional
+        The cluster to use; default: a client of ``args.scheduler``, closed afterwards.
+
+    Raises
+    ------
+    napari_sam.cli.CLIError
+        The first user error met by a task (the other tasks are cancelled).
+    """
+    from .cli import CLIError
+
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise CLIError(
+            "--scheduler", "needs dask's distributed scheduler: pip install 'dask[distributed]'"
+        ) from None
+    own = client is None
+    if own:
+        try:
+            client = Client(args.scheduler, timeout="20s")
+        except OSError as err:
+            raise CLIError("--scheduler", f"cannot reach {args.scheduler!r} ({err})") from None
+    args = _absolute(args)  # workers may run in another directory
+    try:
+        futures = [
+            client.submit(_task, args, auto, inp.resolve(), out.resolve(), many, pure=False)
+            for inp, out in todo
+        ]
+        index = {f.key: i for i, f in enumerate(futures)}
+        counts = [0] * len(futures)
+        for future in as_completed(futures):
+            result = future.result()
+            if result[0] == "error":
+                client.cancel(futures)
+                raise CLIError(result[1], result[2])
+            inp, out = todo[index[future.key]]
+            counts[index[future.key]] = result[1]
+            print(f"{inp} -> {out} ({result[1]} object(s))", file=sys.stderr)
+        return counts
+    finally:
+        if own:
+            client.close()
+
+
+def _run(command: str, inputs, out, client, options: dict) -> list[Path]:
+    from .cli import build_parser
+    from .cli_batch import run_files
+
+    argv = [command, str(inputs), "--out", str(out)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif name == "override":
+            argv += [a for k, v in value.items() for a in (flag, f"{k}={json.dumps(v)}")]
+        else:
+            argv += [flag, str(value)]
+    args = build_parser().parse_args(argv)
+    return run_files(args, auto=command == "auto", client=client)
+
+
+def auto(inputs, out, *, client=None, **options) -> list[Path]:
+    """``napari-sam auto`` from Python: label a file, a folder or a glob of stacks.
+
+    Parameters
+    ----------
+    inputs : str or Path
+        A TIFF/.npy file, a zarr array, a folder of TIFF/.npy files or a glob.
+    out : str or Path
+        The label TIFF, or a folder (one ``<name>_labels.tif`` per input) for several inputs.
+    client : dask.distributed.Client, optional
+        Spread the files over this cluster; default: this process (or ``scheduler=ADDRESS``).
+    **options
+        The command's options with underscores, e.g. ``model="sam_vit_b"``,
+        ``weights="w.npz"``, ``override={"input_size": [512, 512]}``, ``points_per_side=16``,
+        ``overwrite=True``.
+
+    Returns
+    -------
+    list of Path
+        The label images written (those already there are skipped unless ``overwrite``).
+    """
+    return _run("auto", inputs, out, client, options)
+
+
+def segment(inputs, out, prompts, *, client=None, **options) -> list[Path]:
+    """``napari-sam segment`` from Python: label objects given by prompt files.
+
+    Parameters are those of :func:`auto`, plus ``prompts``: a CSV/JSON prompt file, or a folder
+    of ``<name>.csv``/``<name>.json`` files for several inputs.
+    """
+    return _run("segment", inputs, out, client, dict(options, prompts=prompts))
