@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_fixtures import sam_widget, tiny_random_model, viewer, wait_until, xvfb_display
 from napari_sam.evaluation import iou, object_centre
 from napari_sam.synthetic import make_sample_stack
+
+from napari_fixtures import sam_widget, tiny_random_model, viewer, wait_until, xvfb_display
 
 __all__ = ["sam_widget", "tiny_random_model", "viewer", "xvfb_display"]  # fixtures
 

@@ -18,19 +18,9 @@ from napari_sam.stack_predictor import StackPredictor
 from napari_sam.stacks import SliceIndexError, StackView
 from napari_sam.weights import create_model
 
-SMALL = dict(
-    input_size=(64, 64),
-    encoder_patch_size=8,
-    encoder_embed_dim=32,
-    encoder_nb_blocks=2,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(1,),
-    encoder_window_size=4,
-    embed_dim=32,
-    decoder_nb_heads=2,
-    decoder_mlp_channels=64,
-    decoder_iou_hidden_dim=32,
-)
+from small_configs import TINY
+
+SMALL = TINY
 N, H, W = 4, 40, 56
 PROMPTS = dict(points=np.array([[20.0, 15.0], [40.0, 30.0]]), labels=np.array([1, 0]))
 BOX = dict(boxes=np.array([[5.0, 4.0, 30.0, 33.0]]))

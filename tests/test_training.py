@@ -13,19 +13,7 @@ from napari_sam.training import TrainConfig, Trainer, focal_loss, mask_iou
 from napari_sam.weights import model_config
 from napari_sam.weights.key_map import export_state_dict
 
-TINY = dict(
-    input_size=(64, 64),
-    encoder_patch_size=8,
-    encoder_embed_dim=32,
-    encoder_nb_blocks=2,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(1,),
-    encoder_window_size=4,
-    embed_dim=32,
-    decoder_nb_heads=2,
-    decoder_mlp_channels=64,
-    decoder_iou_hidden_dim=32,
-)
+from small_configs import TINY
 
 
 def fixed_sampler():
