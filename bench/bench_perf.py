@@ -1,0 +1,168 @@
+"""Speed of napari-sam against Meta's reference on the same CPU, weights and image.
+
+    python bench/bench_perf.py                 # full-size sam_vit_b (minutes)
+    python bench/bench_perf.py --smoke         # a tiny configuration (seconds)
+
+Reports, from one run: the image encoder time of both, the prompt-to-mask latency (median
+over prompts of 1 to 5 points and 0 or 1 box, masks upscaled to the 1024 x 1024 original),
+the machine's float32 and bfloat16 matrix-multiply rates under TensorFlow, the fraction of
+the float32 rate the encoder reaches, and peak memory. Needs the test extra (torch and
+segment-anything). Timings are medians of ``--repeats`` runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import torch  # noqa: E402
+
+from napari_sam import SAMPredictor, create_model  # noqa: E402
+from napari_sam.weights import model_config  # noqa: E402
+
+from ref_models import build_reference, reference_predictor, save_like_official  # noqa: E402
+
+SMOKE = dict(
+    input_size=(256, 256),
+    encoder_embed_dim=64,
+    encoder_nb_blocks=2,
+    encoder_nb_heads=2,
+    encoder_global_attn_indices=(1,),
+    encoder_window_size=7,
+)
+
+
+def encoder_macs(cfg) -> float:
+    """Multiply-accumulates of the ViT image encoder for one image (patch embed to neck)."""
+    gh, gw = (s // cfg.encoder_patch_size for s in cfg.input_size)
+    n, d, p = gh * gw, cfg.encoder_embed_dim, cfg.encoder_patch_size
+    macs = n * p * p * cfg.in_channels * d  # patch embedding
+    for i in range(cfg.encoder_nb_blocks):
+        tokens = n if i in cfg.encoder_global_attn_indices else cfg.encoder_window_size**2
+        windows = (
+            1
+            if i in cfg.encoder_global_attn_indices
+            else -(-gh // cfg.encoder_window_size) * -(-gw // cfg.encoder_window_size)
+        )
+        padded = tokens * windows
+        side = int(round(tokens**0.5))
+        macs += 2 * padded * side * d  # decomposed relative position terms
+        macs += padded * d * 3 * d + padded * d * d  # qkv, proj
+        macs += 2 * windows * tokens * tokens * d  # q k^T and attn v
+        macs += 2 * n * d * int(d * cfg.encoder_mlp_ratio)  # mlp
+    e = cfg.embed_dim
+    return float(macs + n * d * e + n * e * e * 9)  # neck
+
+
+def matmul_rate(dtype, size=2048, repeats=10) -> float:
+    """FLOP/s of a square matrix product under TensorFlow."""
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    f = tf.function(lambda x: tf.matmul(x, x))
+    f(a).numpy()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).numpy()
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times)
+
+
+def median_time(fn, repeats) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def prompts(rng, n, w, h):
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(1, 6))
+        pts = rng.uniform([0, 0], [w, h], (k, 2))
+        lbl = rng.integers(0, 2, k)
+        lbl[0] = 1
+        box = None
+        if rng.random() < 0.5:
+            x0, y0 = rng.uniform(0, [w / 2, h / 2])
+            box = np.array([x0, y0, x0 + w / 3, y0 + h / 3])
+        out.append((pts, lbl, box))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--smoke", action="store_true", help="tiny configuration, seconds")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=50)
+    args = ap.parse_args(argv)
+    overrides = SMOKE if args.smoke else {}
+    cfg = model_config("sam_vit_b", **overrides)
+    side = cfg.input_size[0]
+    print(f"$ python bench/bench_perf.py {' '.join(argv or sys.argv[1:])}")
+    load = os.getloadavg()[0]
+    print(f"# cpus={os.cpu_count()} torch threads={torch.get_num_threads()} load={load:.2f}")
+    sam = build_reference(cfg, seed=0)
+    img = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pth"
+        save_like_official(sam, path)
+        pred = SAMPredictor(create_model("sam_vit_b", pretrained=path, **overrides))
+    ref = reference_predictor(sam)
+    with torch.no_grad():
+        t_ref = median_time(lambda: ref.set_image(img), args.repeats)
+    t_ours = median_time(lambda: pred.set_image(img), args.repeats)
+    rng = np.random.default_rng(1)
+    cases = prompts(rng, args.prompts, side, side)
+    for multimask in (True, False):  # warm-up: trace both graphs once
+        pred(points=cases[0][0], labels=cases[0][1], multimask_output=multimask)
+    traces = pred.trace_count()
+    lat_ref, lat_ours = [], []
+    for pts, lbl, box in cases:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ref.predict(point_coords=pts, point_labels=lbl, box=box, multimask_output=True)
+        t1 = time.perf_counter()
+        pred(points=pts, labels=lbl, boxes=None if box is None else box[None])
+        t2 = time.perf_counter()
+        lat_ref.append(t1 - t0)
+        lat_ours.append(t2 - t1)
+    f32, bf16 = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
+    flops = 2 * encoder_macs(cfg)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rows = [
+        ("encoder, reference (torch)", f"{t_ref:.3f} s", ""),
+        ("encoder, napari-sam float32", f"{t_ours:.3f} s", f"{t_ours / t_ref:.2f} x reference"),
+        ("encoder FLOP", f"{flops / 1e12:.3f} TFLOP", ""),
+        ("encoder rate, napari-sam", f"{flops / t_ours / 1e9:.0f} GFLOP/s",
+         f"{flops / t_ours / f32:.0%} of the f32 matmul rate"),
+        ("prompt to mask, reference (median)", f"{1e3 * statistics.median(lat_ref):.1f} ms", ""),
+        ("prompt to mask, napari-sam (median)", f"{1e3 * statistics.median(lat_ours):.1f} ms",
+         f"{statistics.median(lat_ours) / statistics.median(lat_ref):.2f} x reference"),
+        ("float32 matmul rate (TF)", f"{f32 / 1e9:.0f} GFLOP/s", ""),
+        ("bfloat16 matmul rate (TF)", f"{bf16 / 1e9:.0f} GFLOP/s", f"{bf16 / f32:.2f} x float32"),
+        ("retraces after warm-up", str(pred.trace_count() - traces), "0 expected"),
+        ("peak memory (process)", f"{peak:.2f} GiB", ""),
+    ]  # fmt: skip
+    print("| measure | value | ratio |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
