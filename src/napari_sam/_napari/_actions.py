@@ -124,18 +124,21 @@ class SAMActions:
             index = self.current_index()
         except ValueError as err:
             return show_error(str(err))
-        self.refine_id = None
-        L.remove_slice_prompts(self.points_box.layer(), self.boxes_box.layer(), index)
-        self._show([], index)
+        self.clear_prompts_at(index)
+
+    def _checked_output(self, out):
+        """The image layer's geometry, after checking ``out`` fits it (else ValueError)."""
+        image, geo = self.geometry()
+        if out is None:
+            raise ValueError("output labels: choose a Labels layer")
+        L.check_labels(out, image, geo)
+        return image, geo
 
     def refine_selected(self):
         """Use the output layer's selected label on this slice as a mask prompt."""
         out = self.output_box.layer()
         try:
-            image, geo = self.geometry()
-            if out is None:
-                raise ValueError("output labels: choose a Labels layer")
-            L.check_labels(out, image, geo)
+            image, geo = self._checked_output(out)
             index = self.current_index(geo)
         except ValueError as err:
             return show_error(f"Segment Anything: {err}")
@@ -157,10 +160,7 @@ class SAMActions:
         """Write the preview into the output labels with new ids (Ctrl+Z undoes it)."""
         out = self.output_box.layer()
         try:
-            image, geo = self.geometry()
-            if out is None:
-                raise ValueError("output labels: choose a Labels layer")
-            L.check_labels(out, image, geo)
+            image, geo = self._checked_output(out)
         except ValueError as err:
             show_error(f"Segment Anything: {err}")
             return []
@@ -193,10 +193,7 @@ class SAMActions:
         if self.predictions:
             self.commit()
         try:
-            image, geo = self.geometry()
-            if out is None:
-                raise ValueError("output labels: choose a Labels layer")
-            L.check_labels(out, image, geo)
+            image, geo = self._checked_output(out)
             index = self.current_index(geo)
             if geo.n_slice_dims == 0:
                 raise ValueError("propagate: the image has no slice axis (Z or T)")
