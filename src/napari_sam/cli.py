@@ -298,8 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         embed.add_argument(*names, **kwargs)
     embed.set_defaults(run=_run_embed)
     from .cli_batch import add_batch_commands
+    from .cli_train import add_train_command
 
     add_batch_commands(sub)
+    add_train_command(sub)
     return parser
 
 
@@ -327,4 +329,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m napari_sam.cli``: run the package module, not this ``__main__`` copy, so that
+    # the subcommand modules and this one share one CLIError class.
+    from napari_sam.cli import main as _main
+
+    sys.exit(_main())
