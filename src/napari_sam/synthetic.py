@@ -65,8 +65,8 @@ class NucleiParams:
 
     shape: tuple[int, ...] = (256, 256)
     n_nuclei: int | None = None
-    density: float = 7e-4
-    radius_range: tuple[float, float] = (7.0, 13.0)
+    density: float = 3e-4
+    radius_range: tuple[float, float] = (10.0, 18.0)
     axis_ratio_range: tuple[float, float] = (0.65, 1.0)
     brightness_range: tuple[float, float] = (0.35, 1.0)
     touching_fraction: float = 0.35
