@@ -1,8 +1,14 @@
-"""The notebooks in ``notebooks/`` run top to bottom, headless, with this environment's Python."""
+"""The notebooks in ``notebooks/`` run top to bottom, headless, with this environment's Python.
+
+The napari notebook (02) needs a real X display: ``$DISPLAY``, else a private Xvfb started for
+it (as the GUI tests do, see ``napari_fixtures``); it is skipped, with the reason, only if no
+Xvfb can be started. Its kernel is a fresh process, so TensorFlow loads after napari's OpenGL.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,3 +56,41 @@ def test_notebook_runs(name, kernel, tmp_path):
         assert (tmp_path / "nuclei.emb.zarr").exists()
     else:
         assert len(list((tmp_path / "labels_dask").glob("*_labels.tif"))) == 3
+
+
+@pytest.fixture(scope="module")
+def display():
+    """An X display for the napari notebook: ``$DISPLAY``, else a private Xvfb."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    from napari_fixtures import _start_xvfb
+
+    proc, display = _start_xvfb()
+    if proc is None:
+        pytest.skip(f"no X display for the napari notebook: {display}")
+    try:
+        yield display
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_napari_notebook_runs(kernel, display, tmp_path, monkeypatch):
+    pytest.importorskip("napari")
+    name = "02_napari_from_jupyter.ipynb"
+    monkeypatch.setenv("DISPLAY", display)  # the kernel inherits the environment
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":  # a real GL canvas, as the GUI tests
+        monkeypatch.delenv("QT_QPA_PLATFORM")
+    shutil.copy(NOTEBOOKS / name, tmp_path / name)
+    nb = nbformat.read(tmp_path / name, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, kernel_name=kernel, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "TensorFlow loaded: True" in text and "committed ids:" in text, text
+    assert "viewer closed" in text, text
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure shown"

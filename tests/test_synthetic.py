@@ -12,7 +12,7 @@ from napari_sam.synthetic import (
     make_sample_stack,
 )
 
-SMALL_3D = (16, 128, 128)
+SMALL_3D = (16, 192, 192)
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,15 @@ Every slice is segmented automatically (a grid of point prompts, filtered by pre
 and stability, duplicates removed); for stacks with a Z (else the last slice) axis, objects
 of neighbouring slices are linked by mask IoU into 3-D labels. Outputs that already exist
 are skipped; each is written to a temporary file first, so an existing one is complete.
+
+Resuming: the label image of each slice (before 3-D linking) is saved as soon as it is done
+in a work folder next to the output, LABELS.partial/. A run that is killed or interrupted
+and started again with the same command segments only the slices still missing, then links,
+writes the output and deletes the work folder. The folder is keyed by the input file (path,
+size, modification time), model and weights, channels, normalisation and the segmentation
+settings: results made otherwise are discarded (a line on stderr says so), never reused.
+--overwrite discards them too. (--no-link-3d and --min-overlap act after the per-slice step
+and do not invalidate them.)
 """
 
 _SEGMENT_EPILOG = """\
@@ -173,6 +182,14 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
     todo = [
         (i, o) for i, o in zip(inputs, outputs, strict=True) if args.overwrite or not o.exists()
     ]
+    if auto:  # a run killed after writing an output but before removing its work folder
+        from .partial import PartialMismatchError, remove_work_folder, work_folder
+
+        for o in set(outputs) - {o for _, o in todo}:
+            try:
+                remove_work_folder(work_folder(o))
+            except PartialMismatchError:
+                pass  # not ours: left alone
     skipped = len(inputs) - len(todo)
     if client is not None or getattr(args, "scheduler", None):
         from .distributed import map_files
@@ -223,13 +240,20 @@ def process_file(args, auto: bool, inp: Path, out: Path, many: bool, state: dict
             state["model"], view, chans, normalization, args, inp, many, state.get("encoder")
         )
         state["encoder"] = sp.encoder
-        labels = _auto(sp, args) if auto else _segment(sp, prompts)
+        partial, note = None, ""
+        if auto:
+            labels, partial = _auto(sp, args, inp, out)
+            note = f"; {partial.computed} slice(s) computed, {partial.reused} resumed"
+        else:
+            labels = _segment(sp, prompts)
         axes = view.slice_axes + "YX"
         try:
             write_label_tiff(out, labels, axes, like=inp)
         except OSError as err:
             raise CLIError("--out", f"cannot write {str(out)!r} ({err.strerror or err})") from None
-    print(f"{PROG}: {inp} -> {out} ({int(labels.max())} object(s))", file=sys.stderr)
+        if partial is not None:
+            partial.discard()  # after the output: a kill in between leaves a complete output
+    print(f"{PROG}: {inp} -> {out} ({int(labels.max())} object(s){note})", file=sys.stderr)
     return int(labels.max())
 
 
@@ -249,21 +273,68 @@ def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder
         raise CLIError("--channels", err) from None
 
 
-def _auto(sp, args):
+def _input_identity(inp: Path) -> dict:
+    """Path, size and modification time of an input (a zarr directory: of all its files)."""
+    st = inp.stat()
+    size, mtime = st.st_size, st.st_mtime_ns
+    if inp.is_dir():
+        for root, _, names in os.walk(inp):
+            for name in names:
+                s = os.stat(os.path.join(root, name))
+                size, mtime = size + s.st_size, max(mtime, s.st_mtime_ns)
+    return {"path": str(inp.resolve()), "size": size, "mtime_ns": mtime}
+
+
+def _auto(sp, args, inp: Path, out: Path):
+    """Segment every slice, resuming from ``<out>.partial``; (labels, PartialResults)."""
     from tqdm import tqdm
 
     from .automatic import AutomaticMaskGenerator
     from .linking import segment_stack
+    from .partial import PartialMismatchError, PartialResults, work_folder
 
     gen = AutomaticMaskGenerator(
         sp.predictor, points_per_side=args.points_per_side,
         pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
     )  # fmt: skip
-    with tqdm(total=len(sp.view), desc="slices", unit="slice", file=sys.stderr) as bar:
-        return segment_stack(
+    view = sp.view
+    fields = {
+        "input": _input_identity(inp),
+        "axes": args.axes or "",
+        "view": [view.axes, list(view.stack_shape), list(view.slice_shape)],
+        "model": [args.model, str(Path(args.weights).resolve()) if args.weights else None,
+                  sorted(args.override or ())],
+        "channels": args.channels or "",
+        "normalization": args.normalization,
+        # the embedding store's key: encoder signature (config, a hash of every weight,
+        # input size, package version), channel mapping and fitted normalisation
+        "embeddings": sp.store.key,
+        "generator": {k: repr(getattr(gen, k)) for k in (
+            "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
+            "crop_overlap_ratio", "min_mask_region_area")} | {
+            "points_per_side": args.points_per_side},
+    }  # fmt: skip
+    folder = work_folder(out)
+    try:
+        partial = PartialResults(folder, fields, len(view), view.slice_shape, args.overwrite)
+    except PartialMismatchError as err:
+        raise CLIError("--out", err) from None
+    except OSError as err:
+        raise CLIError("--out", f"cannot create {str(folder)!r} ({err.strerror or err})") from None
+    if partial.discarded:
+        print(f"{PROG}: discarded the partial results in {folder}: {partial.discarded}",
+              file=sys.stderr)  # fmt: skip
+    done = len(partial.done())
+    if done:
+        print(f"{PROG}: resuming {inp}: {done} of {len(view)} slice(s) already segmented "
+              f"({folder})", file=sys.stderr)  # fmt: skip
+    with tqdm(total=len(view), desc="slices", unit="slice", file=sys.stderr) as bar:
+        labels = segment_stack(
             sp, gen, link_3d=not args.no_link_3d, min_overlap=args.min_overlap,
-            progress=lambda done, total: bar.update(done - bar.n),
+            progress=lambda done, total: bar.update(done - bar.n), cache=partial,
         )  # fmt: skip
+    return labels, partial
 
 
 def _segment(sp, prompts):

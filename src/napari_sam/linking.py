@@ -79,7 +79,7 @@ def _offset_ids(labels: np.ndarray) -> np.ndarray:
 
 def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
                   min_overlap: float = 0.3, metric: str = "iou", link_axis: str | None = None,
-                  progress=None, **generator_kwargs) -> np.ndarray:  # fmt: skip
+                  progress=None, cache=None, **generator_kwargs) -> np.ndarray:  # fmt: skip
     """Automatic segmentation of every slice of a stack, optionally linked into 3-D objects.
 
     Parameters
@@ -98,6 +98,11 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
         Slice axis to link along; default ``Z`` if present, else the last slice axis.
     progress : callable, optional
         ``progress(done, total)`` after each slice.
+    cache : object, optional
+        Per-slice results kept between runs (e.g. :class:`napari_sam.partial.PartialResults`):
+        ``cache.get(n)`` returns the 2-D label image of slice ``n`` (its position in
+        ``view.slice_indices``) computed earlier, or None; ``cache.put(n, labels)`` is called
+        with each slice computed here, before linking. Slices it has are not computed again.
 
     Returns
     -------
@@ -113,10 +118,16 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     out = np.zeros((*view.stack_shape, *view.slice_shape), np.uint32)
     total = len(view)
     for n, index in enumerate(view.slice_indices):
-        emb = sp.get_embedding(index)
-        image = sp.store.prepare(view.get_slice(index))
-        records = generator.generate(image, embedding=emb)
-        out[index] = to_label_image(records, view.slice_shape)
+        done = None if cache is None else cache.get(n)
+        if done is None:
+            emb = sp.get_embedding(index)
+            image = sp.store.prepare(view.get_slice(index))
+            records = generator.generate(image, embedding=emb)
+            out[index] = to_label_image(records, view.slice_shape)
+            if cache is not None:
+                cache.put(n, out[index])
+        else:
+            out[index] = done
         if progress is not None:
             progress(n + 1, total)
     sp.index = sp._embedding = sp._tensor = None  # the shared predictor was used directly
