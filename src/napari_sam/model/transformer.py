@@ -33,6 +33,11 @@ class DecoderAttention(keras.layers.Layer):
         x = tf.reshape(x, (b, n, self.num_heads, x.shape[-1] // self.num_heads))
         return tf.transpose(x, (0, 2, 1, 3))
 
+    def _split_kernel(self, layer):
+        """A projection's kernel (D, H * d) as (D, H, d)."""
+        kernel = tf.convert_to_tensor(layer.kernel)
+        return tf.reshape(kernel, (kernel.shape[0], self.num_heads, -1))
+
     def call(self, q, k, v):
         q, k, v = (
             self._heads(self.q_proj(q)),
@@ -44,6 +49,50 @@ class DecoderAttention(keras.layers.Layer):
         out = tf.transpose(out, (0, 2, 1, 3))
         b, n = tf.shape(out)[0], tf.shape(out)[1]
         return self.out_proj(tf.reshape(out, (b, n, out.shape[2] * out.shape[3])))
+
+    def tokens_to_image(self, q, k, v):
+        """``call`` for a few queries (tokens) over many keys (image); same result.
+
+        The key and value projections are applied to the few queries and attended outputs
+        rather than to every image position: ``q W_k^T k^T`` instead of ``q (k W_k)^T`` and
+        ``(a v) W_v`` instead of ``a (v W_v)``. The key bias adds the same value to every
+        logit of a query and cancels in the softmax; the value bias passes through because
+        the attention weights sum to one. About half the multiply-adds of ``call`` when the
+        image is much longer than the token sequence.
+        """
+        b, t, heads = tf.shape(q)[0], tf.shape(q)[1], self.num_heads
+        qh = self._heads(self.q_proj(q))  # (B, H, T, d)
+        d = qh.shape[-1]
+        wk = self._split_kernel(self.k_proj)  # (D, H, d)
+        qk = tf.einsum("bhtd,chd->bhtc", qh, wk)  # (B, H, T, D)
+        qk = tf.reshape(qk, (b, heads * t, wk.shape[0]))
+        attn = tf.matmul(qk, k, transpose_b=True) / math.sqrt(d)  # (B, H * T, N)
+        ctx = tf.matmul(tf.nn.softmax(attn, axis=-1), v)  # (B, H * T, D)
+        ctx = tf.reshape(ctx, (b, heads, t, wk.shape[0]))
+        out = tf.einsum("bhtc,chd->bthd", ctx, self._split_kernel(self.v_proj))
+        out = tf.reshape(out, (b, t, heads * d)) + self.v_proj.bias
+        return self.out_proj(out)
+
+    def image_to_tokens(self, q, k, v):
+        """``call`` for many queries (image) over a few keys (tokens); same result.
+
+        The query projection is folded into the projected keys (``q W_q k^T``) and the
+        output projection into the projected values (``a (v W_o)``), so nothing of width
+        ``D`` is projected per image position. About half the multiply-adds of ``call``.
+        """
+        b, n, t, heads = tf.shape(q)[0], tf.shape(q)[1], tf.shape(k)[1], self.num_heads
+        kh = self._heads(self.k_proj(k))  # (B, H, T, d)
+        vh = self._heads(self.v_proj(v))
+        d = kh.shape[-1]
+        wq = self._split_kernel(self.q_proj)  # (D, H, d)
+        fold = tf.reshape(tf.einsum("chd,bhtd->bcht", wq, kh), (b, wq.shape[0], heads * t))
+        bias = tf.einsum("hd,bhtd->bht", tf.reshape(self.q_proj.bias, (heads, d)), kh)
+        attn = tf.matmul(q, fold) + tf.reshape(bias, (b, 1, heads * t))  # (B, N, H * T)
+        attn = tf.reshape(attn / math.sqrt(d), (b, n, heads, t))
+        attn = tf.reshape(tf.nn.softmax(attn, axis=-1), (b, n, heads * t))
+        wo = tf.reshape(tf.convert_to_tensor(self.out_proj.kernel), (heads, d, -1))
+        values = tf.reshape(tf.einsum("bhtd,hde->bhte", vh, wo), (b, heads * t, wo.shape[-1]))
+        return tf.matmul(attn, values) + self.out_proj.bias  # (B, N, D)
 
 
 class TwoWayAttentionBlock(keras.layers.Layer):
@@ -74,10 +123,10 @@ class TwoWayAttentionBlock(keras.layers.Layer):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
         q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm2(queries + self.cross_attn_token_to_image.tokens_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        q = queries + query_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token.image_to_tokens(k, q, queries))
         return queries, keys
 
 
@@ -105,5 +154,6 @@ class TwoWayTransformer(keras.layers.Layer):
         for block in self.blocks:
             queries, keys = block(queries, keys, point_embedding, image_pe)
         q, k = queries + point_embedding, keys + image_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        attn = self.final_attn_token_to_image.tokens_to_image(q, k, keys)
+        queries = self.norm_final_attn(queries + attn)
         return queries, keys
