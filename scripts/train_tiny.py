@@ -98,6 +98,10 @@ def main(argv=None):
     parser.add_argument(
         "--init", default=None, help="start from these weights (.npz/.pth) instead of scratch"
     )
+    parser.add_argument(
+        "--export-only", action="store_true",
+        help="write --out from the latest checkpoint in --workdir without training",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     cfg = model_config("sam_tiny_nuclei")
@@ -114,7 +118,8 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(model, make_sampler(cfg.input_size[0]), config, workdir=workdir)
     t0 = time.time()
-    trainer.fit()
+    if not args.export_only:
+        trainer.fit()
     print(f"trained to step {int(trainer.step.numpy())} in {time.time() - t0:.0f} s this run")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

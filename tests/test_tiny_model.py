@@ -11,6 +11,7 @@ from napari_sam.synthetic import make_nuclei_2d
 from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
 
 HELD_OUT_SEEDS = range(100, 106)  # training draws seeds >= 1_000_000
+AUTO_SEED = 200
 
 pytestmark = pytest.mark.skipif(
     not TINY_NUCLEI_WEIGHTS.is_file(),
@@ -49,3 +50,22 @@ def test_click_selects_the_clicked_nucleus(predictor):
         overlaps = np.bincount(labels[best], minlength=labels.max() + 1)[1:]
         hits += int(np.argmax(overlaps) == i - 1 and iou(best, truth) > 0.7)
     assert hits >= 9
+
+
+def test_auto_finds_the_nuclei_of_a_held_out_3d_stack(tmp_path, capsys):
+    """Issue [batch]: ``napari-sam auto`` with sam_tiny_nuclei, instance F1 >= 0.8 at IoU 0.5."""
+    import tifffile
+
+    from napari_sam.cli import main
+    from napari_sam.evaluation import instance_f1
+    from napari_sam.synthetic import make_nuclei_3d
+
+    image, truth = make_nuclei_3d((16, 256, 256), seed=AUTO_SEED)
+    tifffile.imwrite(tmp_path / "stack.tif", image, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "labels.tif"
+    assert main(["auto", str(tmp_path / "stack.tif"), "--out", str(out),
+                 "--model", "sam_tiny_nuclei"]) == 0  # fmt: skip
+    scores = instance_f1(tifffile.imread(out), truth)
+    print(scores)
+    assert scores.n_true >= 15
+    assert scores.f1 >= 0.8, scores

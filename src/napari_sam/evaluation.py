@@ -99,3 +99,43 @@ def evaluate_on_synthetic(predictor, seeds, shape=(256, 256)) -> PromptScores:
         n_objects=len(acc["point"]),
         n_touching=len(acc["point_pair"]),
     )
+
+
+@dataclass
+class InstanceScores:
+    """Instance matching of a label image against the true labels."""
+
+    f1: float
+    precision: float
+    recall: float
+    n_true: int
+    n_predicted: int
+    n_matched: int
+
+
+def instance_f1(predicted: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> InstanceScores:
+    """F1 of predicted instances against true ones, matched one to one at IoU > ``threshold``.
+
+    Works for label images of any dimension (2-D slices or 3-D stacks: the IoU of 3-D
+    objects). With ``threshold >= 0.5`` a match is unique, so no assignment is needed.
+    """
+    if predicted.shape != truth.shape:
+        raise ValueError(f"predicted {predicted.shape} and truth {truth.shape} differ in shape")
+    if threshold < 0.5:
+        raise ValueError(f"threshold must be at least 0.5 for unique matches, got {threshold}")
+    p, t = predicted.ravel().astype(np.int64), truth.ravel().astype(np.int64)
+    p_ids, p_sizes = np.unique(p[p > 0], return_counts=True)
+    t_ids, t_sizes = np.unique(t[t > 0], return_counts=True)
+    both = (p > 0) & (t > 0)
+    pairs, inter = np.unique(np.stack([p[both], t[both]]), axis=1, return_counts=True)
+    union = (
+        p_sizes[np.searchsorted(p_ids, pairs[0])]
+        + t_sizes[np.searchsorted(t_ids, pairs[1])]
+        - inter
+    )
+    matched = int(np.count_nonzero(inter / union > threshold))
+    n_p, n_t = len(p_ids), len(t_ids)
+    precision = matched / n_p if n_p else 1.0
+    recall = matched / n_t if n_t else 1.0
+    f1 = 2 * matched / (n_p + n_t) if n_p + n_t else 1.0
+    return InstanceScores(f1, precision, recall, n_t, n_p, matched)
