@@ -109,6 +109,7 @@ class ModelEncoder:
             f"napari-sam-encoder/{_SIGNATURE_FORMAT}:model={cfg.name or '?'}"
             f":config={config_hash}:weights={weights_hash(self.model)}:input={h}x{w}"
             f":in_channels={self.in_channels}:preprocessing={prep}"
+            f":dtype={getattr(self.model, 'encoder_dtype', 'float32')}"
             f":napari-sam={package_version()}"
         )
 

@@ -47,13 +47,18 @@ class LayerNorm(layers.LayerNormalization):
 
     def call(self, inputs):
         x = tf.convert_to_tensor(inputs)
+        dtype = x.dtype
+        if dtype != tf.float32:  # statistics in float32 (bfloat16 mode)
+            x = tf.cast(x, tf.float32)
         centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
         var = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
         scale = tf.math.rsqrt(var + self.epsilon)
         if self.gamma is not None:
-            scale = scale * tf.cast(self.gamma, x.dtype)
+            scale = scale * tf.cast(self.gamma, tf.float32)
         out = centred * scale
-        return out + tf.cast(self.beta, x.dtype) if self.beta is not None else out
+        if self.beta is not None:
+            out = out + tf.cast(self.beta, tf.float32)
+        return tf.cast(out, dtype)
 
 
 _SQRT_HALF = 0.7071067811865476

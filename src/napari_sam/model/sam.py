@@ -74,10 +74,30 @@ class SegmentAnythingModel(keras.Model):
             "masks": tf.zeros((1, 0, *self.mask_size())),
         }
 
+    # ------------------------------------------------------------- precision
+    @property
+    def encoder_dtype(self) -> str:
+        """Compute dtype of the image encoder: ``"float32"`` (default) or ``"bfloat16"``."""
+        return self.image_encoder.dtype_policy.compute_dtype
+
+    def set_encoder_dtype(self, dtype: str) -> None:
+        """Run the image encoder in ``"bfloat16"`` (faster on CPUs and GPUs that have it) or
+        ``"float32"``.
+
+        Weights stay float32 (Keras' ``mixed_bfloat16`` policy); layer norms and softmax
+        statistics are computed in float32; embeddings are returned as float32. The prompt
+        encoder and mask decoder always run in float32.
+        """
+        policies = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+        if dtype not in policies:
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        for layer in [self.image_encoder, *self.image_encoder._flatten_layers()]:
+            layer.dtype_policy = policies[dtype]
+
     # ------------------------------------------------------------ components
     def embed_images(self, images, training: bool = False):
-        """Image embeddings (N, H'', W'', D) of preprocessed images (N, H, W, C)."""
-        return self.image_encoder(images, training=training)
+        """Image embeddings (N, H'', W'', D), float32, of preprocessed images (N, H, W, C)."""
+        return tf.cast(self.image_encoder(images, training=training), tf.float32)
 
     def decode(self, embeddings, points, labels, boxes, masks, input_size, multimask_output):
         """Mask logits (N, K, H', W') and scores (N, K) from embeddings and prompts.

@@ -113,18 +113,21 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
         are adapted (1 channel sums the RGB kernels, N channels tile them, scaled 3/N).
     **overrides
         Other :class:`SegmentAnythingModelConfig` fields, e.g. ``input_size`` (positional
-        embeddings are resized) or ``fixed_input_size``.
+        embeddings are resized) or ``fixed_input_size``; and ``dtype="bfloat16"`` to run the
+        image encoder in bfloat16 (see :meth:`SegmentAnythingModel.set_encoder_dtype`).
 
     Returns
     -------
     SegmentAnythingModel
     """
+    dtype = overrides.pop("dtype", "float32")
     cfg = model_config(name, in_channels, **overrides)
+    model = SegmentAnythingModel(cfg)
+    model.set_encoder_dtype(dtype)
     if pretrained is False or pretrained is None:
-        return SegmentAnythingModel(cfg)
+        return model
     path = weights_path(name) if pretrained is True else pathlib.Path(pretrained)
     state = adapt_state(read_checkpoint(path), cfg)
-    model = SegmentAnythingModel(cfg)
     load_state_dict(model, state, source=str(path))
     model.weights_source = str(path)
     return model

@@ -1,0 +1,52 @@
+"""The opt-in bfloat16 image encoder (``create_model(..., dtype="bfloat16")``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam import SAMPredictor, create_model
+from napari_sam.encoder import ModelEncoder
+
+from small_configs import TINY
+
+
+def _perturbed_pair():
+    f32 = create_model("sam_vit_b", **TINY)
+    rng = np.random.default_rng(0)
+    for v in f32.weights:
+        v.assign(np.asarray(v) + rng.normal(0, 0.05, v.shape).astype(np.float32))
+    bf16 = create_model("sam_vit_b", dtype="bfloat16", **TINY)
+    for a, b in zip(f32.weights, bf16.weights, strict=True):
+        b.assign(a)
+    return f32, bf16
+
+
+def test_bfloat16_encoder_close_to_float32_and_decoder_stays_float32():
+    f32, bf16 = _perturbed_pair()
+    assert (f32.encoder_dtype, bf16.encoder_dtype) == ("float32", "bfloat16")
+    assert all(v.dtype == "float32" for v in bf16.weights)  # weights stay float32
+    assert bf16.mask_decoder.dtype_policy.compute_dtype == "float32"
+    image = np.random.default_rng(1).integers(0, 256, (60, 50, 3)).astype(np.uint8)
+    p32, p16 = SAMPredictor(f32), SAMPredictor(bf16)
+    p32.set_image(image)
+    p16.set_image(image)
+    assert p16.embedding.dtype == np.float32
+    rel = np.abs(p16.embedding - p32.embedding).max() / np.abs(p32.embedding).max()
+    assert 0 < rel < 0.05  # bfloat16 really ran (not identical), and is close
+    pts = np.array([[20.0, 30.0], [40.0, 10.0]])
+    m32, s32, l32 = p32(points=pts, labels=np.array([1, 0]))
+    m16, s16, l16 = p16(points=pts, labels=np.array([1, 0]))
+    assert l16.dtype == np.float32
+    np.testing.assert_allclose(s16, s32, atol=0.05)
+    assert (m16 == m32).mean() > 0.95
+
+
+def test_dtype_is_part_of_the_encoder_signature_and_checked():
+    f32, bf16 = _perturbed_pair()
+    s32, s16 = ModelEncoder(f32).signature, ModelEncoder(bf16).signature
+    assert s32 != s16 and "dtype=bfloat16" in s16 and "dtype=float32" in s32
+    bf16.set_encoder_dtype("float32")
+    assert ModelEncoder(bf16).signature == s32
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
+        create_model("sam_vit_b", dtype="float16", **TINY)
