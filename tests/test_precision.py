@@ -50,3 +50,17 @@ def test_dtype_is_part_of_the_encoder_signature_and_checked():
     assert ModelEncoder(bf16).signature == s32
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
         create_model("sam_vit_b", dtype="float16", **TINY)
+
+
+def test_blocked_global_attention_equals_the_full_one(monkeypatch):
+    """Large grids compute global attention block by block (cache-sized); same result."""
+    from napari_sam.model import image_encoder
+
+    model, _ = _perturbed_pair()
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    full = model.image_encoder(x).numpy()
+    assert image_encoder._query_block_rows(8, 8) == 8  # 8 x 8 grid: not blocked by default
+    monkeypatch.setattr(image_encoder, "_BLOCK_BYTES", 2 * 8 * 64 * 4)  # two rows per block
+    assert image_encoder._query_block_rows(8, 8) == 2
+    blocked = model.image_encoder(x).numpy()
+    np.testing.assert_allclose(blocked, full, rtol=1e-5, atol=1e-5)

@@ -57,7 +57,13 @@ def _graphs(model):
             )
             upscaled = upscale_logits(logits, input_size)
             upscaled = upscaled[:, :, : rescaled_size[0], : rescaled_size[1]]
-            return upscale_logits(upscaled, original_size), scores, logits
+            # Meta resizes the crop to the original size; when the two are equal (an image
+            # whose longest side is the input size) that is the identity: skip it.
+            same = tf.reduce_all(tf.equal(rescaled_size, original_size))
+            upscaled = tf.cond(
+                same, lambda: upscaled, lambda: upscale_logits(upscaled, original_size)
+            )
+            return upscaled, scores, logits
 
         return tf.function(decode, input_signature=signature)
 

@@ -46,18 +46,66 @@ class Attention(keras.layers.Layer):
         qkv = tf.reshape(self.qkv(x), (b, h * w, 3, nh, hd))
         qkv = tf.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, heads, HW, hd)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = tf.matmul(q * self.scale, k, transpose_b=True)  # (B, heads, HW, HW)
-        r_q = tf.reshape(q, (b, nh, h, w, hd))
-        rel_h = tf.einsum("bnhwc,hkc->bnhwk", r_q, self._rel_table(self.rel_pos_h, h))
-        rel_w = tf.einsum("bnhwc,wkc->bnhwk", r_q, self._rel_table(self.rel_pos_w, w))
-        attn = tf.reshape(attn, (b, nh, h, w, h, w))
-        attn = attn + rel_h[:, :, :, :, :, None] + rel_w[:, :, :, :, None, :]
-        attn = tf.nn.softmax(tf.reshape(attn, (b, nh, h * w, h * w)), axis=-1)
-        if self.attn_drop is not None:
-            attn = self.attn_drop(attn, training=training)
-        out = tf.matmul(attn, v)  # (B, heads, HW, hd)
+        rel_h, rel_w = self._rel_table(self.rel_pos_h, h), self._rel_table(self.rel_pos_w, w)
+        rows = _query_block_rows(h, w)
+        if rows < h and not (training and self.attn_drop is not None):
+            out = _blocked_attention(q * self.scale, k, v, q, rel_h, rel_w, rows)
+        else:
+            attn = tf.matmul(q * self.scale, k, transpose_b=True)  # (B, heads, HW, HW)
+            r_q = tf.reshape(q, (b, nh, h, w, hd))
+            rel_h = tf.einsum("bnhwc,hkc->bnhwk", r_q, rel_h)
+            rel_w = tf.einsum("bnhwc,wkc->bnhwk", r_q, rel_w)
+            attn = tf.reshape(attn, (b, nh, h, w, h, w))
+            attn = attn + rel_h[:, :, :, :, :, None] + rel_w[:, :, :, :, None, :]
+            attn = tf.nn.softmax(tf.reshape(attn, (b, nh, h * w, h * w)), axis=-1)
+            if self.attn_drop is not None:
+                attn = self.attn_drop(attn, training=training)
+            out = tf.matmul(attn, v)  # (B, heads, HW, hd)
         out = tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (b, h, w, c))
         return self.proj(out)
+
+
+# Attention logits of one block of queries of one head stay within this many bytes, so that
+# the logits, their softmax and the product with the values stay in the CPU's cache.
+_BLOCK_BYTES = 8 * 2**20
+
+
+def _query_block_rows(h: int, w: int) -> int:
+    """Grid rows per block of queries (a divisor of ``h``; ``h`` means no blocking)."""
+    fits = [r for r in range(1, h + 1) if h % r == 0 and r * w * h * w * 4 <= _BLOCK_BYTES]
+    return max(fits) if fits else 1
+
+
+def _blocked_attention(q_scaled, k, v, q, rel_h, rel_w, rows):
+    """Global attention with relative positions, one head and ``rows`` grid rows at a time.
+
+    The same result as materialising the (B, heads, HW, HW) logits, computed block by block
+    in a loop: for a 64 x 64 grid the full logits are hundreds of MB per image, written and
+    read five times (product, position terms, softmax, product), while a block fits in the
+    cache. Faster on CPU and a fraction of the peak memory.
+    """
+    b, nh = tf.shape(q)[0], tf.shape(q)[1]
+    h, w, hd = rel_h.shape[0], rel_w.shape[0], q.shape[-1]
+    nb = h // rows
+    qs = tf.reshape(q_scaled, (-1, nb, rows * w, hd))
+    qr = tf.reshape(q, (-1, nb, rows, w, hd))
+    km, vm = tf.reshape(k, (-1, h * w, hd)), tf.reshape(v, (-1, h * w, hd))
+    rel_h = tf.reshape(rel_h, (nb, rows, h, hd))
+
+    def block(i):
+        m, j = i // nb, i % nb
+        logits = tf.matmul(qs[m, j], km[m], transpose_b=True)  # (rows * w, HW)
+        pos_h = tf.einsum("hwc,hkc->hwk", qr[m, j], rel_h[j])  # (rows, w, h)
+        pos_w = tf.einsum("hwc,wkc->hwk", qr[m, j], rel_w)  # (rows, w, w)
+        logits = tf.reshape(logits, (rows, w, h, w)) + pos_h[..., None] + pos_w[:, :, None, :]
+        attn = tf.nn.softmax(tf.reshape(logits, (rows * w, h * w)), axis=-1)
+        return tf.matmul(attn, vm[m])  # (rows * w, hd)
+
+    out = tf.map_fn(
+        block, tf.range(b * nh * nb), parallel_iterations=1,
+        fn_output_signature=tf.TensorSpec((rows * w, hd), q.dtype),
+    )  # fmt: skip
+    return tf.reshape(out, (b, nh, h * w, hd))
 
 
 def window_partition(x, window_size: int):
