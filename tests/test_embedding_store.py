@@ -80,6 +80,7 @@ def test_lru_budget_eviction_memory_only():
     store = EmbeddingStore(memory_budget=int(2.5 * one))
     store.precompute(view, enc, normalization=FIXED)
     assert enc.encoded == N and store.memory_bytes == 2 * one
+    assert store.in_memory(N - 1) and store.in_memory(N - 2) and not store.in_memory(0)
     store.get(N - 1)
     assert enc.encoded == N  # still in memory
     store.get(N - 2)  # touch: now N-1 is least recently used

@@ -336,6 +336,14 @@ class EmbeddingStore:
         emb = self._lookup(i, content)
         return emb if emb is not None else self._compute([(i, image, content)])[0]
 
+    def in_memory(self, index) -> bool:
+        """Whether slice ``index`` has an embedding in memory (:meth:`get` is then instant)."""
+        if self.view is None:
+            raise RuntimeError("EmbeddingStore: call bind(view, encoder, ...) first")
+        i = self.view.flat_index(index)
+        with self._lock:
+            return i in self._mem
+
     def invalidate(self, index=None) -> None:
         """Forget in-memory embeddings (all, or one slice) so they are checked again."""
         with self._lock:

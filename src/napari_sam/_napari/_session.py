@@ -219,9 +219,7 @@ class Session:
 
     def has_embedding(self, index) -> bool:
         """Whether slice ``index`` has an embedding in memory (so predicting is quick)."""
-        store = self.sp.store
-        with store._lock:
-            return self.sp.view.flat_index(tuple(index)) in store._mem
+        return self.sp.store.in_memory(tuple(index))
 
     def precompute(self, progress=None, cancel=None):
         """Embed every slice (see :meth:`StackPredictor.precompute`)."""
