@@ -273,6 +273,14 @@ def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder
         raise CLIError("--channels", err) from None
 
 
+# AutomaticMaskGenerator attributes the per-slice labels depend on (with points_per_side)
+_GENERATOR_SETTINGS = (
+    "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+    "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
+    "min_mask_region_area",
+)  # fmt: skip
+
+
 def _input_identity(inp: Path) -> dict:
     """Path, size and modification time of an input (a zarr directory: of all its files)."""
     st = inp.stat()
@@ -309,11 +317,8 @@ def _auto(sp, args, inp: Path, out: Path):
         # the embedding store's key: encoder signature (config, a hash of every weight,
         # input size, package version), channel mapping and fitted normalisation
         "embeddings": sp.store.key,
-        "generator": {k: repr(getattr(gen, k)) for k in (
-            "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
-            "crop_overlap_ratio", "min_mask_region_area")} | {
-            "points_per_side": args.points_per_side},
+        "generator": {"points_per_side": args.points_per_side,
+                      **{k: repr(getattr(gen, k)) for k in _GENERATOR_SETTINGS}},
     }  # fmt: skip
     folder = work_folder(out)
     try:

@@ -1,0 +1,182 @@
+"""Per-slice results kept in a work folder while a stack is segmented, so a killed run resumes.
+
+Layout of the work folder (``<output>.partial/``)::
+
+    key.json             what the results were computed from (input file, model, settings)
+                         and the hash of it; written before any slice
+    slice_<n>.npy        the 2-D label image of slice n (its position in the view's slice
+                         order), before 3-D linking; each written to a temporary file first,
+                         then renamed with ``os.replace``
+
+A folder whose key differs from the current one is discarded, never reused. The folder is
+deleted once the output is written. Used by ``napari-sam auto`` through the ``cache``
+argument of :func:`napari_sam.linking.segment_stack`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PartialMismatchError", "PartialResults", "remove_work_folder", "work_folder"]
+
+FORMAT = 1
+_SLICE = re.compile(r"slice_(\d+)\.npy")
+
+
+class PartialMismatchError(ValueError):
+    """The work folder holds files that are not partial results: it is left alone."""
+
+
+def _key_of(fields: dict) -> str:
+    text = json.dumps({"format": FORMAT, **fields}, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def work_folder(output) -> Path:
+    """The work folder of an output file: ``<output>.partial`` next to it."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def _check_ours(path: Path) -> None:
+    if not path.is_dir():
+        raise PartialMismatchError(f"{path} exists and is not a work folder")
+    foreign = [
+        f.name for f in path.iterdir()
+        if f.name != "key.json" and not _SLICE.fullmatch(f.name)
+        and not (f.name.startswith(".") and f.name.endswith(".tmp"))
+    ]  # fmt: skip
+    if foreign:
+        raise PartialMismatchError(
+            f"{path} holds files that are not partial results ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); move them away or delete the folder"
+        )
+
+
+def remove_work_folder(path) -> bool:
+    """Delete a work folder if it exists (after checking it holds only partial results)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    _check_ours(path)
+    # the key first: a kill half way leaves a folder that is discarded next time
+    (path / "key.json").unlink(missing_ok=True)
+    shutil.rmtree(path)
+    return True
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class PartialResults:
+    """Finished per-slice label images of one stack, on disk, keyed by what made them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The work folder (created if missing).
+    fields : dict
+        JSON-serialisable description of everything the results depend on (input file and
+        its size and modification time, model and weights, channels, normalisation, ...).
+    n_slices : int
+        Number of slices of the stack; slice files outside ``range(n_slices)`` are ignored.
+    shape : tuple of int
+        ``(H, W)`` of a slice; files of another shape are ignored (recomputed).
+    overwrite : bool
+        Discard whatever the folder holds, even if the key matches.
+
+    Attributes
+    ----------
+    discarded : str or None
+        Why an existing folder was discarded (other settings, or ``overwrite``); None if not.
+    reused, computed : int
+        Slices served by :meth:`get` and stored by :meth:`put` so far.
+
+    Raises
+    ------
+    PartialMismatchError
+        If ``path`` exists but is not a work folder (a file, or a folder holding other files).
+    """
+
+    def __init__(self, path, fields: dict, n_slices: int, shape, overwrite: bool = False):
+        self.path = Path(path)
+        self.fields = dict(fields)
+        self.key = _key_of(self.fields)
+        self.n_slices, self.shape = int(n_slices), tuple(int(s) for s in shape)
+        self.reused = self.computed = 0
+        self.discarded = None
+        if self.path.exists():
+            _check_ours(self.path)
+            stored = self._stored_key()
+            if overwrite:
+                self.discarded = "--overwrite"
+            elif stored is None and self.done():
+                self.discarded = "no readable key file"
+            elif stored.get("key") != self.key:
+                old = stored.get("fields", {})
+                diff = sorted(k for k in set(old) | set(self.fields)
+                              if old.get(k) != self.fields.get(k))  # fmt: skip
+                self.discarded = "made with other settings (" + ", ".join(diff or ["format"]) + ")"
+            if self.discarded is not None:
+                self.discard()
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+        if not (self.path / "key.json").exists():
+            record = json.dumps({"key": self.key, "fields": self.fields}, indent=1, default=str)
+            _write_atomic(self.path / "key.json", lambda f: f.write(record.encode()))
+        for f in self.path.iterdir():
+            if f.name.startswith(".") and f.name.endswith(".tmp"):
+                f.unlink(missing_ok=True)  # left by a killed writer
+
+    def _stored_key(self) -> dict | None:
+        try:
+            stored = json.loads((self.path / "key.json").read_text())
+            return stored if isinstance(stored, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def done(self) -> list[int]:
+        """Slices with a result on disk."""
+        out = []
+        for f in self.path.iterdir():
+            m = _SLICE.fullmatch(f.name)
+            if m and int(m.group(1)) < self.n_slices:
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def get(self, n: int) -> np.ndarray | None:
+        """The label image of slice ``n``, or None if it is missing or unreadable."""
+        try:
+            labels = np.load(self.path / f"slice_{int(n)}.npy", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if labels.shape != self.shape or labels.dtype.kind not in "ui":
+            return None
+        self.reused += 1
+        return labels
+
+    def put(self, n: int, labels: np.ndarray) -> None:
+        """Store the label image of slice ``n`` (atomically)."""
+        labels = np.ascontiguousarray(labels)
+        _write_atomic(self.path / f"slice_{int(n)}.npy", lambda f: np.save(f, labels))
+        self.computed += 1
+
+    def discard(self) -> None:
+        """Delete the work folder (after checking it holds only partial results)."""
+        remove_work_folder(self.path)
