@@ -33,7 +33,7 @@ def _messages(since=0):
 
 def _idle(qtbot, widget, timeout=120_000):
     qtbot.wait(50)
-    wait_until(qtbot, lambda: widget._worker is None and not widget._timer.isActive(), timeout)
+    wait_until(qtbot, lambda: widget.idle, timeout)
 
 
 def _open_sample(viewer, widget):

@@ -163,6 +163,11 @@ class SAMWidget(SAMActions, QWidget):
         register(self)
 
     # ---------------------------------------------------------------- layers and settings
+    @property
+    def idle(self) -> bool:
+        """No job running and no preview pending (scripts and tests wait for this)."""
+        return self._worker is None and not self._timer.isActive()
+
     def _refresh_boxes(self, event=None):
         for box in (self.image_box, self.points_box, self.boxes_box, self.output_box):
             box.refresh()
