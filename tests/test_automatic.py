@@ -203,13 +203,37 @@ def test_to_label_image():
     c = np.zeros_like(a)
     c[8:, 8:] = True
     hidden = b.copy()  # same area as b, lower score: drawn first, then covered
-    labels = to_label_image([rec(c), rec(hidden, 0.1), rec(a), rec(b)], a.shape)
+    recs = [rec(c), rec(hidden, 0.1), rec(a), rec(b)]
+    labels = to_label_image(recs, a.shape, order="largest_first")
     assert labels.dtype == np.uint32
     assert sorted(np.unique(labels)) == [0, 1, 2, 3]  # consecutive; the hidden one is gone
     assert len(np.unique(labels[b])) == 1 and (labels[a & ~b] == labels[0, 0]).all()
     assert labels[0, 0] != labels[2, 2] and labels[9, 9] not in (0, labels[0, 0])
     assert (labels[~(a | b | c)] == 0).all()
     assert to_label_image([], (4, 5)).shape == (4, 5)
+
+
+def test_to_label_image_best_first_drops_duplicates_and_fragments():
+    a = np.zeros((10, 10), bool)
+    a[:6, :6] = True  # 36 px, the best mask
+    part = np.zeros_like(a)
+    part[:3, :6] = True  # a fragment of a: nothing left free
+    dup = np.zeros_like(a)
+    dup[1:7, :6] = True  # a shifted by a row: 6 of 36 px free, below half
+    spill = np.zeros_like(a)
+    spill[4:8, 4:8] = True  # 16 px, 4 taken by a: 12 free, kept without them
+    c = np.zeros_like(a)
+    c[8:, :2] = True
+    recs = [rec(c, 0.5), rec(part, 0.9), rec(a, 0.95), rec(dup, 0.85), rec(spill, 0.8)]
+    labels = to_label_image(recs, a.shape)  # best_first is the default
+    assert labels.dtype == np.uint32 and sorted(np.unique(labels)) == [0, 1, 2, 3]
+    assert (labels[a] == 1).all()
+    assert (labels[spill & ~a] == 2).all() and (labels == 2).sum() == 12
+    assert (labels[c] == 3).all() and (labels[~(a | spill | c)] == 0).all()
+    strict = to_label_image(recs, a.shape, min_free_fraction=0.8)  # 12/16 < 0.8: dropped
+    assert sorted(np.unique(strict)) == [0, 1, 2] and (strict[c] == 2).all()
+    with pytest.raises(ValueError, match="order"):
+        to_label_image(recs, a.shape, order="smallest")
 
 
 def test_link_slices_synthetic_stack():

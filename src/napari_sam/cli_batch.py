@@ -281,6 +281,16 @@ _GENERATOR_SETTINGS = (
 )  # fmt: skip
 
 
+def _thresholds(args) -> dict:
+    """The automatic-segmentation thresholds: given on the command line, else the model's."""
+    from .weights import auto_settings
+
+    given = {"pred_iou_thresh": args.pred_iou_thresh,
+             "stability_score_thresh": args.stability_score_thresh}  # fmt: skip
+    defaults = auto_settings(args.model)
+    return {k: defaults[k] if v is None else v for k, v in given.items()}
+
+
 def _input_identity(inp: Path) -> dict:
     """Path, size and modification time of an input (a zarr directory: of all its files)."""
     st = inp.stat()
@@ -303,7 +313,7 @@ def _auto(sp, args, inp: Path, out: Path):
 
     gen = AutomaticMaskGenerator(
         sp.predictor, points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+        **_thresholds(args),
     )  # fmt: skip
     view = sp.view
     fields = {
@@ -399,16 +409,18 @@ def add_batch_commands(sub) -> None:
     auto.add_argument(
         "--pred-iou-thresh",
         type=float,
-        default=0.88,
+        default=None,
         metavar="X",
-        help="keep masks whose predicted IoU is above X (default 0.88)",
+        help="keep masks whose predicted IoU is above X (default: the model's, 0.88 for "
+        "Meta's models, 0.7 for sam_tiny_nuclei)",
     )
     auto.add_argument(
         "--stability-score-thresh",
         type=float,
-        default=0.95,
+        default=None,
         metavar="X",
-        help="keep masks whose stability score is at least X (default 0.95)",
+        help="keep masks whose stability score is at least X (default: the model's, 0.95 "
+        "for Meta's models, 0.9 for sam_tiny_nuclei)",
     )
     auto.add_argument(
         "--min-overlap",

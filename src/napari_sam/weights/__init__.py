@@ -3,13 +3,14 @@
 from .download import OFFICIAL_WEIGHTS, WeightFile, WeightsUnavailableError, cache_dir
 from .loading import load_state_dict, read_checkpoint
 from .pth_reader import CheckpointError, read_pth
-from .registry import create_model, list_models, model_config, register_model
+from .registry import auto_settings, create_model, list_models, model_config, register_model
 
 __all__ = [
     "OFFICIAL_WEIGHTS",
     "CheckpointError",
     "WeightFile",
     "WeightsUnavailableError",
+    "auto_settings",
     "cache_dir",
     "create_model",
     "list_models",

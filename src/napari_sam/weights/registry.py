@@ -12,17 +12,33 @@ from .loading import load_state_dict, read_checkpoint
 
 _MODELS: dict[str, SegmentAnythingModelConfig] = {}
 _WEIGHT_FILES: dict[str, object] = {}
+# Automatic segmentation thresholds of SamAutomaticMaskGenerator, per model where they differ.
+_META_AUTO_SETTINGS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+_AUTO_SETTINGS: dict[str, dict] = {}
 
 
-def register_model(cfg: SegmentAnythingModelConfig, weights=None) -> None:
+def auto_settings(name: str) -> dict:
+    """Recommended automatic-segmentation thresholds of a registered model.
+
+    Meta's defaults (``pred_iou_thresh=0.88``, ``stability_score_thresh=0.95``) unless the
+    model registered others (``sam_tiny_nuclei``'s predicted IoUs are lower: see
+    docs/tiny-model.md for how they were chosen).
+    """
+    return {**_META_AUTO_SETTINGS, **_AUTO_SETTINGS.get(name, {})}
+
+
+def register_model(cfg: SegmentAnythingModelConfig, weights=None, auto=None) -> None:
     """Register a configuration under ``cfg.name``.
 
     ``weights`` is a :class:`~napari_sam.weights.download.WeightFile` to download, a
-    path to a local file (e.g. shipped with the package), or None.
+    path to a local file (e.g. shipped with the package), or None. ``auto``: automatic
+    segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
     """
     _MODELS[cfg.name] = cfg
     if weights is not None:
         _WEIGHT_FILES[cfg.name] = weights
+    if auto:
+        _AUTO_SETTINGS[cfg.name] = dict(auto)
 
 
 def _vit(name, dim, depth, heads, global_idx) -> SegmentAnythingModelConfig:
@@ -61,6 +77,7 @@ register_model(
         decoder_iou_hidden_dim=128,
     ),
     TINY_NUCLEI_WEIGHTS,
+    auto={"pred_iou_thresh": 0.7, "stability_score_thresh": 0.9},
 )
 
 
