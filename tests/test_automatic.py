@@ -9,7 +9,7 @@ import torch
 from napari_sam import create_model
 from napari_sam.amg_utils import box_nms, mask_to_box, remove_small_regions
 from napari_sam.automatic import AutomaticMaskGenerator, to_label_image
-from napari_sam.linking import link_slices, match_labels
+from napari_sam.linking import drop_short_objects, link_slices, match_labels
 from napari_sam.weights import model_config
 
 from ref_models import build_reference, save_like_official
@@ -241,12 +241,12 @@ def test_link_slices_synthetic_stack():
     z[0, 2:8, 2:8] = 5  # object A
     z[1, 3:9, 2:8] = 1  # A shifted: IoU 5/7
     z[2, 3:9, 3:9] = 2
-    z[0, 12:18, 12:18] = 7  # object B, gone in slice 1, back in slice 2: a new object
+    z[0, 12:18, 12:18] = 7  # object B, missed in slice 1, back in slice 2
     z[2, 12:18, 12:18] = 9
     z[1, 12:14, 2:4] = 3  # small, overlaps nothing
     z[3, 3:9, 3:9] = 4  # A again
     z[3, 3:5, 12:14] = 6
-    out = link_slices(z)
+    out = link_slices(z, max_gap=0)
     a = out[0, 4, 4]
     assert out[1, 6, 5] == a and out[2, 6, 6] == a and out[3, 6, 6] == a
     ids = np.unique(out[out > 0])
@@ -254,6 +254,14 @@ def test_link_slices_synthetic_stack():
     assert len(ids) == 5  # A, B, small, B again, last small
     assert out[2, 15, 15] != out[0, 15, 15]
     assert ((out > 0) == (z > 0)).all()
+    bridged = link_slices(z)  # default max_gap=1: B continues across the slice it was missed
+    assert bridged[2, 15, 15] == bridged[0, 15, 15] and bridged[2, 6, 6] == bridged[0, 4, 4]
+    assert len(np.unique(bridged[bridged > 0])) == 4
+    assert drop_short_objects(bridged, 2).max() == 2  # A and B; the one-slice objects go
+    kept = drop_short_objects(bridged, 2)
+    assert (kept[0, 4, 4], kept[0, 15, 15], kept[1, 13, 3], kept[3, 4, 13]) == (1, 2, 0, 0)
+    with pytest.raises(ValueError, match="min_slices"):
+        drop_short_objects(bridged, 0)
     # a strict threshold breaks the weakest link (IoU 5/7 ~ 0.71)
     strict = link_slices(z, min_overlap=0.8)
     assert strict[1, 6, 5] != strict[0, 4, 4] and strict[2, 6, 6] != strict[1, 6, 5]

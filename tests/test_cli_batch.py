@@ -145,6 +145,7 @@ BAD_ROW = "x,y,slice\n10,12,0\n20,oops,1\n"
         ("unwritable", r"--out: cannot write to '.*no_dir'"),
         ("out_is_file", r"--out: cannot create folder"),
         ("points", r"--points-per-side: expected a positive integer, got 0"),
+        ("min_slices", r"--min-slices: expected a positive integer, got 0"),
     ],
 )
 def test_bad_input_one_line_exit_2(files, tmp_path, capsys, case, expected):
@@ -178,6 +179,8 @@ def test_bad_input_one_line_exit_2(files, tmp_path, capsys, case, expected):
         cmd, inp, out = "auto", d / "*.tif", d / "stack.tif"  # several inputs need a folder
     elif case == "points":
         cmd, extra = "auto", ["--points-per-side", "0"]
+    elif case == "min_slices":
+        cmd, extra = "auto", ["--min-slices", "0"]
     argv = [cmd, inp, "--out", out, *model_args(weights), *extra]
     if cmd == "segment":
         argv += ["--prompts", prompts]

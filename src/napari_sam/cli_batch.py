@@ -175,6 +175,10 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
         raise CLIError(
             "--points-per-side", f"expected a positive integer, got {args.points_per_side}"
         )
+    if auto and args.max_gap < 0:
+        raise CLIError("--max-gap", f"expected an integer >= 0, got {args.max_gap}")
+    if auto and args.min_slices < 1:
+        raise CLIError("--min-slices", f"expected a positive integer, got {args.min_slices}")
     inputs, many = _inputs(args.input)
     if not auto and many and not Path(args.prompts).is_dir():
         raise CLIError("--prompts", "with several inputs, give a folder of <name>.csv/.json files")
@@ -347,6 +351,7 @@ def _auto(sp, args, inp: Path, out: Path):
     with tqdm(total=len(view), desc="slices", unit="slice", file=sys.stderr) as bar:
         labels = segment_stack(
             sp, gen, link_3d=not args.no_link_3d, min_overlap=args.min_overlap,
+            max_gap=args.max_gap, min_slices=args.min_slices,
             progress=lambda done, total: bar.update(done - bar.n), cache=partial,
         )  # fmt: skip
     return labels, partial
@@ -428,6 +433,22 @@ def add_batch_commands(sub) -> None:
         default=0.3,
         metavar="X",
         help="IoU needed to link objects of neighbouring slices (default 0.3)",
+    )
+    auto.add_argument(
+        "--max-gap",
+        type=int,
+        default=1,
+        metavar="N",
+        help="link an object across up to N slices where it was missed (default 1; 0: only "
+        "neighbouring slices)",
+    )
+    auto.add_argument(
+        "--min-slices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="drop linked objects found in fewer than N slices (default 1: keep all; "
+        "e.g. 3 for nuclei sampled finely in z)",
     )
     auto.add_argument(
         "--no-link-3d",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["link_slices", "match_labels", "segment_stack"]
+__all__ = ["drop_short_objects", "link_slices", "match_labels", "segment_stack"]
 
 
 def match_labels(prev: np.ndarray, cur: np.ndarray, min_overlap: float = 0.3,
@@ -41,12 +41,18 @@ def match_labels(prev: np.ndarray, cur: np.ndarray, min_overlap: float = 0.3,
     return out
 
 
-def link_slices(labels: np.ndarray, min_overlap: float = 0.3, metric: str = "iou") -> np.ndarray:
+def link_slices(
+    labels: np.ndarray, min_overlap: float = 0.3, metric: str = "iou", max_gap: int = 1
+) -> np.ndarray:
     """Relabel ``(Z, Y, X)`` per-slice labels into 3-D labels (``uint32``, ids consecutive).
 
     An object of slice ``z`` takes the id of the object of slice ``z - 1`` it matches (see
-    :func:`match_labels`); unmatched objects get new ids. Labels 0 are background.
+    :func:`match_labels`). Objects left unmatched may continue an object last seen up to
+    ``max_gap`` slices further back (missed in the slices between, e.g. a dim slice); the
+    rest get new ids. Labels 0 are background.
     """
+    if max_gap < 0:
+        raise ValueError(f"max_gap: expected a number >= 0, got {max_gap}")
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, np.uint32)
     next_id = 1
@@ -54,6 +60,16 @@ def link_slices(labels: np.ndarray, min_overlap: float = 0.3, metric: str = "iou
         cur = labels[z]
         ids = np.unique(cur[cur > 0])
         matches = match_labels(out[z - 1], cur, min_overlap, metric) if z else {}
+        seen = set(np.unique(out[z - 1]).tolist()) if z else set()
+        for back in range(2, max_gap + 2):
+            if z - back < 0 or len(matches) == len(ids):
+                break
+            older = out[z - back]
+            ended = np.isin(older, list(seen), invert=True) & (older > 0)
+            rest = np.where(np.isin(cur, list(matches), invert=True), cur, 0)
+            for c, p in match_labels(np.where(ended, older, 0), rest, min_overlap, metric).items():
+                matches[c] = p
+            seen |= set(np.unique(older).tolist())
         lut = np.zeros(int(cur.max(initial=0)) + 1, np.uint32)
         for i in ids:
             i = int(i)
@@ -63,6 +79,26 @@ def link_slices(labels: np.ndarray, min_overlap: float = 0.3, metric: str = "iou
                 lut[i], next_id = next_id, next_id + 1
         out[z] = lut[cur]
     return out
+
+
+def drop_short_objects(labels: np.ndarray, min_slices: int) -> np.ndarray:
+    """Remove objects of ``(Z, Y, X)`` labels present in fewer than ``min_slices`` slices.
+
+    The remaining ids are renumbered ``1..K`` in order.
+    """
+    if min_slices < 1:
+        raise ValueError(f"min_slices: expected a number >= 1, got {min_slices}")
+    n = int(labels.max(initial=0))
+    if min_slices == 1 or n == 0:
+        return labels
+    present = np.zeros((len(labels), n + 1), bool)
+    for z, lab in enumerate(labels):
+        present[z, np.unique(lab)] = True
+    keep = present.sum(axis=0) >= min_slices
+    keep[0] = False
+    lut = np.zeros(n + 1, np.uint32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut[labels]
 
 
 def _offset_ids(labels: np.ndarray) -> np.ndarray:
@@ -79,7 +115,8 @@ def _offset_ids(labels: np.ndarray) -> np.ndarray:
 
 def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
                   min_overlap: float = 0.3, metric: str = "iou", link_axis: str | None = None,
-                  progress=None, cache=None, **generator_kwargs) -> np.ndarray:  # fmt: skip
+                  progress=None, cache=None, max_gap: int = 1, min_slices: int = 1,
+                  **generator_kwargs) -> np.ndarray:  # fmt: skip
     """Automatic segmentation of every slice of a stack, optionally linked into 3-D objects.
 
     Parameters
@@ -92,8 +129,12 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     link_3d : bool
         Link objects of neighbouring slices along ``link_axis`` (see :func:`link_slices`);
         otherwise every object of every slice gets its own id.
-    min_overlap, metric
-        Matching of objects between slices (see :func:`match_labels`).
+    min_overlap, metric, max_gap
+        Matching of objects between slices (see :func:`match_labels` and
+        :func:`link_slices`).
+    min_slices : int
+        With ``link_3d``: drop linked objects present in fewer slices (isolated detections
+        in a z-stack are mostly spurious; 1 keeps everything).
     link_axis : str, optional
         Slice axis to link along; default ``Z`` if present, else the last slice axis.
     progress : callable, optional
@@ -142,7 +183,7 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     linked = np.zeros(moved.shape, np.uint32)
     base = 0
     for idx in np.ndindex(*moved.shape[:-3]):
-        part = link_slices(moved[idx], min_overlap, metric)
+        part = drop_short_objects(link_slices(moved[idx], min_overlap, metric, max_gap), min_slices)
         linked[idx] = np.where(part > 0, part + base, 0)
         base += int(part.max(initial=0))
     return np.ascontiguousarray(np.moveaxis(linked, -3, k))
