@@ -64,3 +64,11 @@ def test_blocked_global_attention_equals_the_full_one(monkeypatch):
     assert image_encoder._query_block_rows(8, 8) == 2
     blocked = model.image_encoder(x).numpy()
     np.testing.assert_allclose(blocked, full, rtol=1e-5, atol=1e-5)
+
+
+def test_tf32_is_off_for_parity_on_gpus():
+    import tensorflow as tf
+
+    import napari_sam.model  # noqa: F401
+
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
