@@ -98,6 +98,11 @@ def main(argv=None):
     parser.add_argument(
         "--init", default=None, help="start from these weights (.npz/.pth) instead of scratch"
     )
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    parser.add_argument("--box-probability", type=float, default=0.5)
+    parser.add_argument("--box-jitter", type=float, default=0.1)
+    parser.add_argument("--mask-prompt-probability", type=float, default=1.0)
     parser.add_argument(
         "--export-only", action="store_true",
         help="write --out from the latest checkpoint in --workdir without training",
@@ -112,7 +117,9 @@ def main(argv=None):
     # fine-tuning a pretrained model) collapsed to empty masks in our trials.
     config = TrainConfig(
         steps=args.steps, batch_size=2, objects_per_image=8, correction_rounds=1,
-        focal_weight=1.0, learning_rate=1e-3, seed=args.seed, interior_point_probability=0.5,
+        focal_weight=1.0, learning_rate=args.lr, warmup_steps=args.warmup, seed=args.seed,
+        interior_point_probability=0.5, box_probability=args.box_probability,
+        box_jitter=args.box_jitter, mask_prompt_probability=args.mask_prompt_probability,
     )  # fmt: skip
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

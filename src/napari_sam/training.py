@@ -44,6 +44,10 @@ class TrainConfig:
         Train only the prompt encoder and mask decoder on top of a frozen image encoder.
     box_probability : float
         Probability that a step starts from a box rather than a point.
+    mask_prompt_probability : float
+        Probability that a step's corrective rounds get the previous logits as mask prompt
+        (as in the SAM paper: 1); otherwise they see the points alone, as when a user adds a
+        point without the tool passing the previous mask.
     interior_point_probability : float
         Probability that a first point is drawn with a weight growing with the distance to
         the object's outline (deep inside the object, where users click) rather than
@@ -70,6 +74,7 @@ class TrainConfig:
     freeze_image_encoder: bool = False
     box_probability: float = 0.5
     interior_point_probability: float = 0.0
+    mask_prompt_probability: float = 1.0
     box_jitter: float = 0.1
     focal_weight: float = 20.0
     focal_alpha: float = 0.25
@@ -192,7 +197,7 @@ class Trainer:
             self._manager = tf.train.CheckpointManager(ckpt, self.workdir / "checkpoints", 3)
             if self._manager.latest_checkpoint:
                 ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
-        self._step = {b: self._graph_step(b) for b in (False, True)}
+        self._step = {}  # graphs by (box start, mask prompt), traced on first use
 
     def _batch(self, step: int):
         rng = np.random.default_rng([self.cfg.seed, step])
@@ -231,15 +236,18 @@ class Trainer:
             )
             labels = np.ones((n, 1))
         seed = rng.integers(0, 2**31 - 1, size=2)
+        use_mask = cfg.mask_prompt_probability >= 1 or rng.random() < cfg.mask_prompt_probability
+        if (use_box, use_mask) not in self._step:
+            self._step[use_box, use_mask] = self._graph_step(use_box, use_mask)
         f32 = np.float32
-        loss, iou = self._step[use_box](
+        loss, iou = self._step[use_box, use_mask](
             images, targets, points.astype(f32), labels.astype(f32), boxes.astype(f32), seed
         )
         self.step.assign_add(1)
         self.last_iou = float(iou.numpy())  # IoU of the best mask after the last round
         return float(loss.numpy())
 
-    def _graph_step(self, use_box: bool):
+    def _graph_step(self, use_box: bool, use_mask: bool = True):
         cfg, k, size = self.cfg, self.cfg.objects_per_image, self.model.cfg.input_size
 
         def step(images, targets, points, labels, boxes, seed):
@@ -264,8 +272,9 @@ class Trainer:
                     new, new_label = _correction_points(pred, targets, seed + r)
                     points = tf.concat([points, new[:, None]], axis=1)
                     labels = tf.concat([labels, new_label[:, None]], axis=1)
-                    masks = tf.stop_gradient(tf.gather(logits, best, axis=1, batch_dims=1))
-                    masks = masks[:, None]
+                    if use_mask:
+                        masks = tf.stop_gradient(tf.gather(logits, best, axis=1, batch_dims=1))
+                        masks = masks[:, None]
                 total = total / (cfg.correction_rounds + 1)
             grads = tape.gradient(total, self.variables)
             self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
