@@ -44,12 +44,19 @@ def _open_sample(viewer, widget):
     return points, boxes, preview, out
 
 
-def _nucleus(labels, z=Z):
-    """The largest nucleus of slice z that does not touch the border."""
+def _nucleus(labels, z=Z, ends_inside=False):
+    """The largest nucleus of slice z that does not touch the border.
+
+    ``ends_inside``: one that starts or ends at least two slices inside the stack, so that
+    propagation has a true end to find (not the end of the stack).
+    """
     plane = labels[z]
     ids, counts = np.unique(plane[plane > 0], return_counts=True)
     for i in ids[np.argsort(-counts)]:
         m = plane == i
+        zs = np.flatnonzero((labels == i).any(axis=(1, 2)))
+        if ends_inside and zs.min() < 2 and zs.max() > len(labels) - 3:
+            continue
         if not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
             return int(i), m
     raise AssertionError("no interior nucleus")
@@ -182,7 +189,7 @@ def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qt
         )
     points, _, preview, out = _open_sample(viewer, sam_widget)
     _, truth = make_sample_stack(0)
-    nid, mask = _nucleus(truth)
+    nid, mask = _nucleus(truth, ends_inside=True)
     x, y = object_centre(mask)
     points.add([Z, y, x])
     _idle(qtbot, sam_widget, 300_000)
