@@ -59,9 +59,12 @@ def test_blocked_global_attention_equals_the_full_one(monkeypatch):
     model, _ = _perturbed_pair()
     x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
     full = model.image_encoder(x).numpy()
-    assert image_encoder._query_block_rows(8, 8) == 8  # 8 x 8 grid: not blocked by default
+    assert image_encoder._query_block_rows(8, 8, 2) == 8  # small: not blocked by default
+    assert image_encoder._query_block_rows(64, 64, 12) == 64  # sam_vit_b: not blocked
+    assert image_encoder._query_block_rows(64, 64, 16) == 8  # sam_vit_h: 8 MiB blocks
+    monkeypatch.setattr(image_encoder, "_BLOCKING_ABOVE", 0)
     monkeypatch.setattr(image_encoder, "_BLOCK_BYTES", 2 * 8 * 64 * 4)  # two rows per block
-    assert image_encoder._query_block_rows(8, 8) == 2
+    assert image_encoder._query_block_rows(8, 8, 2) == 2
     blocked = model.image_encoder(x).numpy()
     np.testing.assert_allclose(blocked, full, rtol=1e-5, atol=1e-5)
 
