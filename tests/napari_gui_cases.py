@@ -296,3 +296,32 @@ def test_propagation_streams_slices_into_labels(
     for _ in range(len(got)):  # one undo step per slice
         out.undo()
     assert not out.data.any()
+
+
+def test_widget_and_cli_give_the_same_labels(viewer, sam_widget, qtbot, tmp_path):
+    """Issue [batch]: ``napari-sam segment`` with the Points layer napari saved = the widget."""
+    import tifffile
+
+    from napari_sam.cli import main
+    from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
+
+    if not TINY_NUCLEI_WEIGHTS.is_file():
+        pytest.skip("needs the shipped sam_tiny_nuclei weights")
+    points, _, _, out = _open_sample(viewer, sam_widget)
+    image, truth = make_sample_stack(0)
+    _, mask = _nucleus(truth)
+    x, y = object_centre(mask)
+    points.add([Z, y, x])
+    _idle(qtbot, sam_widget, 300_000)
+    csv = tmp_path / "points.csv"
+    points.save(str(csv))  # napari's own Points CSV writer (before the commit clears them)
+    assert sam_widget.commit() == [1]
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, image, imagej=True, metadata={"axes": "ZCYX"})
+    labels = tmp_path / "labels.tif"
+    argv = ["segment", stack, "--prompts", csv, "--out", labels, "--model", "sam_tiny_nuclei",
+            "--channels", "single:0"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    got = tifffile.imread(labels)
+    assert got.shape == out.data.shape and got.max() == 1
+    np.testing.assert_array_equal(got, out.data)
