@@ -312,7 +312,12 @@ def test_widget_and_cli_give_the_same_labels(viewer, sam_widget, qtbot, tmp_path
     _, mask = _nucleus(truth)
     x, y = object_centre(mask)
     points.add([Z, y, x])
+    neighbours = [i for i in np.unique(truth[Z]) if i and not (truth[Z] == i)[mask].any()]
+    nx, ny = object_centre(truth[Z] == neighbours[0])
+    sam_widget.toggle_polarity()  # the next point is negative
+    points.add([Z, ny, nx])
     _idle(qtbot, sam_widget, 300_000)
+    assert list(points.properties["positive"]) == [True, False]
     csv = tmp_path / "points.csv"
     points.save(str(csv))  # napari's own Points CSV writer (before the commit clears them)
     assert sam_widget.commit() == [1]

@@ -8,7 +8,8 @@ Every format gives a list of :class:`ObjectPrompt`: the prompts of one object on
   number) or one column per slice axis, named by its letter (``z``, ``t``).
 * The CSV napari writes for a Points layer: ``index, axis-0, axis-1, ...`` (the last two
   axes are Y and X, the ones before are the slice axes in the stack's order), optional
-  ``label`` and ``object`` / ``id`` columns.
+  ``label`` and ``object`` / ``id`` columns; the ``positive`` column napari writes for the
+  plugin's Points layer (True/False) gives the label when there is no ``label`` column.
 * JSON: a list of objects (or ``{"objects": [...]}``), each ``{"slice": 3 or [t, z],
   "points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1], "object": "a"}``
   (``slice`` optional for a single image; ``labels`` default to 1; entries with the same
@@ -90,6 +91,16 @@ def _check_inside(obj: ObjectPrompt, view) -> None:
             )
 
 
+def _polarity(text: str, where: str) -> float:
+    """The ``positive`` property napari saves for the plugin's Points layer: 1.0 or 0.0."""
+    value = text.strip().lower()
+    if value in ("true", "1", "1.0"):
+        return 1.0
+    if value in ("false", "0", "0.0"):
+        return 0.0
+    raise PromptFileError(f"{where}: positive {text!r} must be True or False")
+
+
 def _add(objects: dict, key, sl, where, point=None, label=1.0, box=None) -> None:
     obj = objects.setdefault((key, sl), ObjectPrompt(str(key), sl, where=where))
     if point is not None:
@@ -126,6 +137,8 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
 
         key = get("object") or get("id") or ""
         label = _num(get("label"), "label", where) if get("label") is not None else 1.0
+        if get("label") is None and get("positive") is not None:  # the widget's Points layer
+            label = _polarity(get("positive"), where)
         if napari:
             coords = [get(f"axis-{i}") for i in range(len(napari))]
             if len(coords) != len(view.stack_shape) + 2:

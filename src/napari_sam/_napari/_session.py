@@ -226,8 +226,17 @@ class Session:
         return self.sp.precompute(progress=progress, cancel=cancel)
 
     def predict(self, index, obj: ObjectPrompt, multimask: bool = True) -> Prediction:
-        """Candidate masks of one object on slice ``index``, best predicted IoU first chosen."""
-        kwargs = {"multimask_output": multimask}
+        """Candidate masks of one object on slice ``index``, best predicted IoU first chosen.
+
+        ``multimask`` applies to ambiguous prompts, a single point alone (SAM's advice, and
+        what ``napari-sam segment`` does); other prompts get SAM's single mask.
+        """
+        single_point = (
+            obj.box is None
+            and obj.mask_logits is None
+            and (obj.points is not None and len(obj.points) == 1)
+        )
+        kwargs = {"multimask_output": multimask and single_point}
         if obj.points is not None and len(obj.points):
             kwargs.update(points=obj.points, labels=obj.labels)
         if obj.box is not None:
