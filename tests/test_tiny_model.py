@@ -39,17 +39,24 @@ def test_prompted_iou_on_held_out_images(predictor):
 
 
 def test_click_selects_the_clicked_nucleus(predictor):
-    image, labels = make_nuclei_2d((256, 256), seed=7)
-    predictor.set_image(normalised_rgb(image))
-    hits = 0
-    for i in range(1, 11):
-        truth = labels == i
-        masks, scores, _ = predictor(points=np.array([object_centre(truth)]), labels=np.array([1]))
-        best = masks[np.argmax(scores)]
-        # the mask overlaps the clicked nucleus far more than any other nucleus
-        overlaps = np.bincount(labels[best], minlength=labels.max() + 1)[1:]
-        hits += int(np.argmax(overlaps) == i - 1 and iou(best, truth) > 0.7)
-    assert hits >= 9
+    """A click at a nucleus's centre selects that nucleus (not a neighbour, not the union)."""
+    selected, good, total = 0, 0, 0
+    for seed in (7, 8, 9):
+        image, labels = make_nuclei_2d((256, 256), seed=seed)
+        predictor.set_image(normalised_rgb(image))
+        for i in range(1, int(labels.max()) + 1):
+            truth = labels == i
+            point = np.array([object_centre(truth)])
+            masks, scores, _ = predictor(points=point, labels=np.array([1]))
+            best = masks[np.argmax(scores)]
+            # the mask overlaps the clicked nucleus far more than any other nucleus
+            overlaps = np.bincount(labels[best], minlength=labels.max() + 1)[1:]
+            selected += int(np.argmax(overlaps) == i - 1)
+            good += int(iou(best, truth) > 0.7)
+            total += 1
+    assert total >= 50
+    assert selected >= 0.9 * total, (selected, total)
+    assert good >= 0.85 * total, (good, total)
 
 
 def test_auto_finds_the_nuclei_of_a_held_out_3d_stack(tmp_path, capsys):
