@@ -19,6 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from napari_sam._atomic import write_atomic  # noqa: E402
 from napari_sam.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
 from napari_sam.training import TrainConfig, Trainer  # noqa: E402
 from napari_sam.weights import create_model, model_config  # noqa: E402
@@ -130,9 +131,8 @@ def main(argv=None):
     print(f"trained to step {int(trainer.step.numpy())} in {time.time() - t0:.0f} s this run")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part.npz")
-    np.savez(tmp, **export_state_dict(model))
-    os.replace(tmp, out)
+    state = export_state_dict(model)
+    write_atomic(out, lambda f: np.savez(f, **state))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

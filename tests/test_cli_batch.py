@@ -200,8 +200,8 @@ def test_write_failure_leaves_no_output(files, tmp_path, capsys, monkeypatch):
     prompts.write_text('[{"slice": 1, "points": [[10, 12]], "box": [2, 3, 30, 40]}]')
     out = tmp_path / "l.tif"
 
-    def failing(path, data, **kwargs):
-        path.write_bytes(b"partial")
+    def failing(file, data, **kwargs):  # a path or an open file
+        file.write(b"partial") if hasattr(file, "write") else file.write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tifffile, "imwrite", failing)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import tifffile
 
 from napari_sam.partial import PartialResults
 from test_cli_batch import model_args
-from test_cli_embed import SMALL, run_main, stack, write_weights
+from test_cli_embed import SMALL, kill_9_when, run_main, stack, write_weights
 
 N = 10  # slices
 # 16 x 16 prompts on 96 x 128 slices: some 0.1-0.5 s a slice, so the kill lands half way
@@ -46,20 +45,7 @@ def test_auto_kill_9_then_resume(files, tmp_path, capsys):
     argv = ["auto", d / "stack.tif", "--out", out, *model_args(weights), *SETTINGS]
     cmd = [sys.executable, "-m", "napari_sam.cli", *map(str, argv)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(tmp_path / "log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 240
-        try:
-            while time.monotonic() < deadline and proc.poll() is None:
-                if len(slices_done(work)) >= 2:
-                    break
-                time.sleep(0.01)
-            assert proc.poll() is None, "the run ended before it could be killed"
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_when(argv, lambda: len(slices_done(work)) >= 2, tmp_path / "log", 240, env=env)
     done = slices_done(work)
     assert 2 <= len(done) < N, done
     assert not out.exists() and not list(tmp_path.glob(".*tmp"))  # no output while incomplete
@@ -150,3 +136,14 @@ def test_changed_settings_discard_partial_results(files, tmp_path, capsys, monke
         err[-1],
     ), err
     assert (work / "notes.txt").read_text() == "mine"
+
+
+def test_empty_work_folder_without_key_is_taken_over(tmp_path):
+    """A run killed between creating the folder and writing its key left an empty folder."""
+    folder = tmp_path / "labels.tif.partial"
+    folder.mkdir()
+    partial = PartialResults(folder, {"a": 1}, n_slices=3, shape=(4, 5))
+    assert partial.discarded is None and partial.done() == []
+    assert (folder / "key.json").is_file()
+    partial.put(1, np.ones((4, 5), np.uint32))
+    assert PartialResults(folder, {"a": 1}, 3, (4, 5)).get(1).sum() == 20

@@ -82,6 +82,28 @@ def cli(*argv, **kwargs):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, **kwargs)
 
 
+def kill_9_when(argv, ready, log_path, timeout: float, env=None) -> None:
+    """Run ``napari-sam *argv`` in a subprocess and SIGKILL it as soon as ``ready()`` holds.
+
+    Fails if the run ends (or ``timeout`` seconds pass) before it could be killed.
+    """
+    cmd = [sys.executable, "-m", "napari_sam.cli", *map(str, argv)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if ready():
+                    break
+                time.sleep(0.01)
+            assert proc.poll() is None, "the run ended before it could be killed"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_help_is_fast_and_complete(capsys):
     code = (
         "import sys, napari_sam.cli as c\n"
@@ -108,21 +130,11 @@ def test_embed_kill_9_then_resume(tmp_path):
     out = tmp_path / "big.emb"
     argv = ["embed", tmp_path / "big.tif", "--model", "sam_vit_b", "--weights", weights,
             "--out", out, *overrides(SLOW)]  # fmt: skip
-    cmd = [sys.executable, "-m", "napari_sam.cli", *map(str, argv)]
-    with open(tmp_path / "log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        records, deadline = out / "records", time.monotonic() + 90
-        try:
-            while time.monotonic() < deadline and proc.poll() is None:
-                if records.is_dir() and len(list(records.glob("*.json"))) >= 2:
-                    break
-                time.sleep(0.01)
-            assert proc.poll() is None, "the run ended before it could be killed"
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    records = out / "records"
+    kill_9_when(
+        argv, lambda: records.is_dir() and len(list(records.glob("*.json"))) >= 2,
+        tmp_path / "log", timeout=90,
+    )  # fmt: skip
     done = len(list(records.glob("*.json")))
     assert 2 <= done < N_SLOW
     res = cli(*argv)

@@ -68,8 +68,8 @@ and started again with the same command segments only the slices still missing, 
 writes the output and deletes the work folder. The folder is keyed by the input file (path,
 size, modification time), model and weights, channels, normalisation and the segmentation
 settings: results made otherwise are discarded (a line on stderr says so), never reused.
---overwrite discards them too. (--no-link-3d and --min-overlap act after the per-slice step
-and do not invalidate them.)
+--overwrite discards them too. (--no-link-3d, --min-overlap, --max-gap and --min-slices act
+after the per-slice step and do not invalidate them.)
 """
 
 _SEGMENT_EPILOG = """\

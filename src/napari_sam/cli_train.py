@@ -7,12 +7,12 @@ dice + IoU loss); slices are normalised and channel-mapped exactly as for segmen
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import write_atomic
 from .cli import (
     PROG,
     CLIError,
@@ -153,9 +153,8 @@ def _run_train(args) -> int:
     sampler = _sampler(view, np.asarray(labels), channels, norm, size, pad_value)
     trainer = Trainer(model, sampler, config, workdir=workdir)
     losses = trainer.fit()
-    tmp = out.with_name(out.name + ".part.npz")
-    np.savez(tmp, **export_state_dict(model))
-    os.replace(tmp, out)
+    state = export_state_dict(model)
+    write_atomic(out, lambda f: np.savez(f, **state))
     done = f"{len(losses)} step(s), last loss {losses[-1]:.4f}" if losses else "nothing to do"
     print(f"{PROG}: trained ({done}); weights: {out}", file=sys.stderr)
     return 0

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import write_atomic
 from .channels import ChannelSpec
 from .normalize import FittedNormalization, Normalization
 
@@ -83,9 +84,7 @@ def slice_hash(image: np.ndarray) -> str:
 
 
 def _write_record(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(json.dumps(record).encode()))
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import write_atomic
 
 __all__ = ["tiff_metadata", "write_label_tiff"]
 
@@ -69,10 +70,7 @@ def write_label_tiff(path, labels: np.ndarray, axes: str, like=None) -> Path:
     meta = dict(extra.get("metadata", {})) if imagej else {}
     meta["axes"] = axes
     kwargs = {"resolution": extra["resolution"]} if "resolution" in extra else {}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(tmp, labels.astype(dtype), imagej=imagej, metadata=meta, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    data = labels.astype(dtype)
+    return write_atomic(
+        path, lambda f: tifffile.imwrite(f, data, imagej=imagej, metadata=meta, **kwargs)
+    )

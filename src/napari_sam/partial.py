@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import write_atomic
 
 __all__ = ["PartialMismatchError", "PartialResults", "remove_work_folder", "work_folder"]
 
@@ -72,18 +73,6 @@ def remove_work_folder(path) -> bool:
     return True
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class PartialResults:
     """Finished per-slice label images of one stack, on disk, keyed by what made them.
 
@@ -126,8 +115,8 @@ class PartialResults:
             stored = self._stored_key()
             if overwrite:
                 self.discarded = "--overwrite"
-            elif stored is None and self.done():
-                self.discarded = "no readable key file"
+            elif stored is None:  # killed before the key was written: keep it if still empty
+                self.discarded = "no readable key file" if self.done() else None
             elif stored.get("key") != self.key:
                 old = stored.get("fields", {})
                 diff = sorted(k for k in set(old) | set(self.fields)
@@ -139,7 +128,7 @@ class PartialResults:
             self.path.mkdir(parents=True)
         if not (self.path / "key.json").exists():
             record = json.dumps({"key": self.key, "fields": self.fields}, indent=1, default=str)
-            _write_atomic(self.path / "key.json", lambda f: f.write(record.encode()))
+            write_atomic(self.path / "key.json", lambda f: f.write(record.encode()), fsync=True)
         for f in self.path.iterdir():
             if f.name.startswith(".") and f.name.endswith(".tmp"):
                 f.unlink(missing_ok=True)  # left by a killed writer
@@ -174,7 +163,7 @@ class PartialResults:
     def put(self, n: int, labels: np.ndarray) -> None:
         """Store the label image of slice ``n`` (atomically)."""
         labels = np.ascontiguousarray(labels)
-        _write_atomic(self.path / f"slice_{int(n)}.npy", lambda f: np.save(f, labels))
+        write_atomic(self.path / f"slice_{int(n)}.npy", lambda f: np.save(f, labels), fsync=True)
         self.computed += 1
 
     def discard(self) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import pooch
 import requests
 
+from .._atomic import write_atomic
+
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CACHE_ENV = "NAPARI_SAM_CACHE"
 
@@ -138,13 +140,11 @@ def _stamp(path: pathlib.Path, sha256: str) -> dict:
 
 def _write_sidecar(path: pathlib.Path, sha256: str) -> None:
     """Record that ``path`` was verified; best effort (a read-only cache just rehashes)."""
-    side = path.with_name(path.name + ".sha256")
-    tmp = side.with_name(f"{side.name}.{os.getpid()}.tmp")
+    stamp = json.dumps(_stamp(path, sha256)).encode()
     try:
-        tmp.write_text(json.dumps(_stamp(path, sha256)))
-        os.replace(tmp, side)
+        write_atomic(path.with_name(path.name + ".sha256"), lambda f: f.write(stamp))
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _is_verified(path: pathlib.Path, weight: WeightFile) -> bool:

@@ -1,0 +1,29 @@
+"""Writing a file so that it is either complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomic(path, write: Callable[[BinaryIO], object], fsync: bool = False) -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename.
+
+    The temporary file (``.<name>.<pid>.tmp``) is removed if anything fails, so a crash or an
+    error never leaves ``path`` half-written. ``fsync`` flushes the data to disk before the
+    rename (for files a resumed run will trust).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
