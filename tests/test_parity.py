@@ -37,7 +37,7 @@ def prompt_cases(shape):
     }
 
 
-def ours(pred, case, mask=None, multimask=True):
+def ours(pred, case, mask=None, multimask=True, return_logits=True):
     box = case.get("box")
     return pred(
         points=case.get("point_coords"),
@@ -45,13 +45,27 @@ def ours(pred, case, mask=None, multimask=True):
         boxes=None if box is None else box[None],
         masks=mask,
         multimask_output=multimask,
-        return_logits=True,
+        return_logits=return_logits,
     )
 
 
-def theirs(ref, case, mask=None, multimask=True):
+def theirs(ref, case, mask=None, multimask=True, return_logits=True):
     with torch.no_grad():
-        return ref.predict(multimask_output=multimask, return_logits=True, mask_input=mask, **case)
+        return ref.predict(
+            multimask_output=multimask, return_logits=return_logits, mask_input=mask, **case
+        )
+
+
+def assert_thresholded_masks_match(pred, ref, case, mask=None):
+    """Boolean masks (fused 4x upscaling and threshold) equal the reference's and our own
+    thresholded logits."""
+    for multimask in (True, False):
+        got = ours(pred, case, mask, multimask, return_logits=False)[0]
+        want = theirs(ref, case, mask, multimask, return_logits=False)[0]
+        logits = ours(pred, case, mask, multimask)[0]
+        assert got.dtype == bool and got.shape == want.shape
+        assert (got == want).mean() >= 0.999
+        assert (got != (logits > pred.model.mask_threshold)).sum() <= 2
 
 
 def assert_close(got, want, what):
@@ -93,6 +107,9 @@ def test_small_model_all_prompt_kinds(small, shape):
             )
     prev = theirs(ref, prompt_cases(shape)["box"])[2][:1]
     assert_close(ours(pred, {}, prev), theirs(ref, {}, prev), "mask only")
+    # (256, 97): longest side = input size, the crop needs no second resize
+    assert_thresholded_masks_match(pred, ref, prompt_cases(shape)["points_box"])
+    assert_thresholded_masks_match(pred, ref, prompt_cases(shape)["one_point"], prev)
 
 
 def test_batched_and_multi_box_prompts(small):
@@ -178,3 +195,4 @@ def test_full_size_vit_b(vit_b):
             prev = want[2][np.argmax(want[1])][None]
             want = theirs(ref, case, prev, multimask)
             assert_close(ours(pred, case, prev, multimask), want, name)
+    assert_thresholded_masks_match(pred, ref, prompt_cases((480, 640))["points_box"])

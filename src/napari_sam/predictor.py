@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from .model.sam import upscale_logits
+from .model.sam import upscale_logits, upscale_logits_x4
 from .prompts import batch_prompts
 from .resizer import ImageResizer
 
@@ -40,8 +40,17 @@ def _graphs(model):
         model.embed_images,
         input_signature=[tf.TensorSpec((None, *input_size, cfg.in_channels), f32)],
     )
+    prepare = tf.function(
+        model.prepare_decoding,
+        input_signature=[tf.TensorSpec((1, gh, gw, cfg.embed_dim), f32)],
+    )
+    prepared_spec = tf.nest.map_structure(
+        lambda t: tf.TensorSpec(t.shape, t.dtype),
+        prepare.get_concrete_function().structured_outputs,
+    )
     signature = [
         tf.TensorSpec((None, gh, gw, cfg.embed_dim), f32),  # embeddings
+        prepared_spec,  # model.prepare_decoding(embeddings)
         tf.TensorSpec((None, None, 2), f32),  # points
         tf.TensorSpec((None, None), f32),  # labels
         tf.TensorSpec((None, None, 4), f32),  # boxes
@@ -50,24 +59,49 @@ def _graphs(model):
         tf.TensorSpec((2,), tf.int32),  # original size
     ]
 
-    def graph(multimask_output):
-        def decode(embeddings, points, labels, boxes, masks, rescaled_size, original_size):
-            logits, scores = model.decode(
-                embeddings, points, labels, boxes, masks, input_size, multimask_output
-            )
-            upscaled = upscale_logits(logits, input_size)
-            upscaled = upscaled[:, :, : rescaled_size[0], : rescaled_size[1]]
+    threshold = float(model.mask_threshold)
+    # The masks are 4 x the low-resolution logits for SAM's sizes: a fused 4 x upscaling.
+    x4 = (4 * mh, 4 * mw) == input_size
+
+    def graph(multimask_output, return_logits):
+        def decode(
+            embeddings, prepared, points, labels, boxes, masks, rescaled_size, original_size
+        ):
+            def general():
+                return model.decode(
+                    embeddings, points, labels, boxes, masks, input_size, multimask_output
+                )
+
+            def without_mask_prompt():
+                return model.decode(
+                    embeddings, points, labels, boxes, masks, input_size, multimask_output,
+                    prepared=prepared,
+                )  # fmt: skip
+
+            logits, scores = tf.cond(tf.shape(masks)[1] > 0, general, without_mask_prompt)
             # Meta resizes the crop to the original size; when the two are equal (an image
             # whose longest side is the input size) that is the identity: skip it.
             same = tf.reduce_all(tf.equal(rescaled_size, original_size))
-            upscaled = tf.cond(
-                same, lambda: upscaled, lambda: upscale_logits(upscaled, original_size)
-            )
-            return upscaled, scores, logits
+
+            def upscaled(thresholded):
+                if x4:
+                    up = upscale_logits_x4(logits, threshold if thresholded else None)
+                else:
+                    up = upscale_logits(logits, input_size)
+                    up = up > threshold if thresholded else up
+                return up[:, :, : rescaled_size[0], : rescaled_size[1]]
+
+            def resized():
+                up = upscale_logits(upscaled(False), original_size)
+                return up if return_logits else up > threshold
+
+            out = tf.cond(same, lambda: upscaled(not return_logits), resized)
+            return out, scores, logits
 
         return tf.function(decode, input_signature=signature)
 
-    _GRAPHS[model] = embed, {m: graph(m) for m in (False, True)}
+    variants = [(m, r) for m in (False, True) for r in (False, True)]
+    _GRAPHS[model] = embed, prepare, {v: graph(*v) for v in variants}
     return _GRAPHS[model]
 
 
@@ -91,7 +125,7 @@ class SAMPredictor:
         cfg = model.cfg
         self.preprocessing = preprocessing or default_preprocessing(cfg)
         self.input_size = tuple(cfg.input_size)
-        self._embed, self._decode = _graphs(model)
+        self._embed, self._prepare, self._decode = _graphs(model)
         self.clear_image()
 
     @property
@@ -102,6 +136,7 @@ class SAMPredictor:
     def clear_image(self) -> None:
         """Unset the image and forget the embedding."""
         self.embedding = None
+        self._prepared = None
         self.resizer = None
         self.original_size = None
 
@@ -141,6 +176,7 @@ class SAMPredictor:
         self.resizer = ImageResizer(tuple(original_size), self.input_size)
         self.original_size = self.resizer.src_size
         self.embedding = tf.constant(embedding)
+        self._prepared = self._prepare(self.embedding)
 
     def preprocess_masks(self, mask: np.ndarray) -> np.ndarray:
         """Map mask logits (M, H0, W0) or (N, M, H0, W0) to the model's (…, H', W')."""
@@ -204,14 +240,13 @@ class SAMPredictor:
         pts, lbl, bxs, msk = prompts
         pts = self.resizer.scale_points(pts).astype(np.float32)
         bxs = self.resizer.scale_boxes(bxs).astype(np.float32)
-        out, scores, logits = self._decode[bool(multimask_output)](
-            self.embedding, pts, lbl, bxs, msk,
+        decode = self._decode[bool(multimask_output), bool(return_logits)]
+        out, scores, logits = decode(
+            self.embedding, self._prepared, pts, lbl, bxs, msk,
             np.asarray(self.resizer.rescaled_size, np.int32),
             np.asarray(self.original_size, np.int32),
         )  # fmt: skip
         out, scores, logits = out.numpy(), scores.numpy(), logits.numpy()
-        if not return_logits:
-            out = out > self.model.mask_threshold
         if squeeze:
             return out[0], scores[0], logits[0]
         return out, scores, logits

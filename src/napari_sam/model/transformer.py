@@ -73,6 +73,46 @@ class DecoderAttention(keras.layers.Layer):
         out = tf.reshape(out, (b, t, heads * d)) + self.v_proj.bias
         return self.out_proj(out)
 
+    def project_image(self, keys, values):
+        """Image-side projections for :meth:`tokens_to_image_prepared`: keys (B, H, d, N)
+        and values (B, H, N, d), biases included."""
+        kh = tf.transpose(self._heads(self.k_proj(keys)), (0, 1, 3, 2))
+        return kh, self._heads(self.v_proj(values))
+
+    def tokens_to_image_prepared(self, q, keys_t, values):
+        """``call`` with the image keys and values already projected (:meth:`project_image`).
+
+        ``keys_t`` (1 or B, H, d, N) and ``values`` (1 or B, H, N, d) are shared by a batch
+        of token queries ``q`` (B, T, D): per head, a (T, d) by (d, N) product instead of
+        projecting the image for every prompt.
+        """
+        b, t = tf.shape(q)[0], tf.shape(q)[1]
+        qh = self._heads(self.q_proj(q))  # (B, H, T, d)
+        attn = tf.matmul(qh, keys_t) / math.sqrt(qh.shape[-1])  # (B, H, T, N)
+        out = tf.transpose(tf.matmul(tf.nn.softmax(attn, axis=-1), values), (0, 2, 1, 3))
+        return self.out_proj(tf.reshape(out, (b, t, self.num_heads * qh.shape[-1])))
+
+    def image_to_tokens_prepared(self, queries, k, v):
+        """``image_to_tokens`` with the image queries already projected (``q_proj``).
+
+        ``queries`` (1 or B, N, H * d); ``k`` and ``v`` (B, T, D) tokens. The per-head
+        products are one (N, H * d) by (H * d, H * T) product with a block-diagonal
+        right-hand side.
+        """
+        b, t, heads = tf.shape(k)[0], tf.shape(k)[1], self.num_heads
+        kh = self._heads(self.k_proj(k))  # (B, H, T, d)
+        vh = self._heads(self.v_proj(v))
+        d = kh.shape[-1]
+        eye = tf.eye(heads, dtype=kh.dtype)
+        block = tf.einsum("bhtj,hg->bhjgt", kh, eye)  # zero unless h == g
+        block = tf.reshape(block, (b, heads * d, heads * t))
+        attn = tf.matmul(queries, block) / math.sqrt(d)  # (B, N, H * T)
+        n = tf.shape(attn)[1]
+        attn = tf.reshape(tf.nn.softmax(tf.reshape(attn, (b, n, heads, t))), (b, n, heads * t))
+        wo = tf.reshape(tf.convert_to_tensor(self.out_proj.kernel), (heads, d, -1))
+        values = tf.reshape(tf.einsum("bhtd,hde->bhte", vh, wo), (b, heads * t, wo.shape[-1]))
+        return tf.matmul(attn, values) + self.out_proj.bias  # (B, N, D)
+
     def image_to_tokens(self, q, k, v):
         """``call`` for many queries (image) over a few keys (tokens); same result.
 
@@ -115,7 +155,23 @@ class TwoWayAttentionBlock(keras.layers.Layer):
         self.skip_first_layer_pe = skip_first_layer_pe
         self.built = True
 
-    def call(self, queries, keys, query_pe, key_pe):
+    def prepare(self, keys, key_pe):
+        """The image-side projections of this block's two cross attentions.
+
+        They depend only on the block's input image ``keys`` (1, N, D) and positions, so
+        for the first block they are computed once per image and shared by every prompt
+        (see :meth:`call`'s ``prepared``).
+        """
+        k = keys + key_pe
+        keys_t, values = self.cross_attn_token_to_image.project_image(k, keys)
+        queries = self.cross_attn_image_to_token.q_proj(k)  # (1, N, H * d)
+        return {"keys": keys, "t2i_keys": keys_t, "t2i_values": values, "i2t_queries": queries}
+
+    def call(self, queries, keys, query_pe, key_pe, prepared=None):
+        """One block; with ``prepared`` (from :meth:`prepare`), ``keys`` is ignored and the
+        prepared image (shared by the batch of token ``queries``) is used: same result."""
+        if prepared is not None:
+            return self._call_prepared(queries, query_pe, prepared)
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -128,6 +184,23 @@ class TwoWayAttentionBlock(keras.layers.Layer):
         q = queries + query_pe
         keys = self.norm4(keys + self.cross_attn_image_to_token.image_to_tokens(k, q, queries))
         return queries, keys
+
+    def _call_prepared(self, queries, query_pe, prepared):
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+        t2i = self.cross_attn_token_to_image.tokens_to_image_prepared(
+            queries + query_pe, prepared["t2i_keys"], prepared["t2i_values"]
+        )
+        queries = self.norm2(queries + t2i)
+        queries = self.norm3(queries + self.mlp(queries))
+        i2t = self.cross_attn_image_to_token.image_to_tokens_prepared(
+            prepared["i2t_queries"], queries + query_pe, queries
+        )
+        return queries, self.norm4(prepared["keys"] + i2t)
 
 
 class TwoWayTransformer(keras.layers.Layer):
@@ -145,14 +218,27 @@ class TwoWayTransformer(keras.layers.Layer):
         self.norm_final_attn = _decoder_norm(dim, "norm_final_attn")
         self.built = True
 
-    def call(self, image_embedding, image_pe, point_embedding):
+    def prepare(self, image_embedding, image_pe):
+        """Prompt-independent work on one image (1, HW, D), positions (1, HW, D): the first
+        block's image-side projections, for ``call(..., prepared=...)``."""
+        return self.blocks[0].prepare(image_embedding, image_pe)
+
+    def call(self, image_embedding, image_pe, point_embedding, prepared=None, num_outputs=None):
         """Image (B, HW, D) with positions (B or 1, HW, D) and tokens (B, T, D).
 
-        Returns the processed tokens and image embedding.
+        Returns the processed tokens and image embedding. With ``prepared`` (from
+        :meth:`prepare` on one image), ``image_embedding`` is not used: the first block
+        reuses the prepared projections for the whole batch of tokens. With
+        ``num_outputs``, only the first ``num_outputs`` tokens are returned, and the final
+        attention is computed for those alone (the others would be discarded).
         """
         queries, keys = point_embedding, image_embedding
-        for block in self.blocks:
-            queries, keys = block(queries, keys, point_embedding, image_pe)
+        for i, block in enumerate(self.blocks):
+            queries, keys = block(
+                queries, keys, point_embedding, image_pe, prepared if i == 0 else None
+            )
+        if num_outputs is not None:
+            queries, point_embedding = queries[:, :num_outputs], point_embedding[:, :num_outputs]
         q, k = queries + point_embedding, keys + image_pe
         attn = self.final_attn_token_to_image.tokens_to_image(q, k, keys)
         queries = self.norm_final_attn(queries + attn)
