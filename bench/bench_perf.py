@@ -9,7 +9,9 @@ over prompts of 1 to 5 points and 0 or 1 box, masks upscaled to the 1024 x 1024 
 the machine's float32 and bfloat16 matrix-multiply rates under TensorFlow, the fraction of
 the float32 rate the encoder reaches, the bfloat16 encoder's speed-up and how many mask
 pixels it changes, and peak memory. Needs the test extra (torch and
-segment-anything). Timings are medians of ``--repeats`` runs after a warm-up.
+segment-anything). Timings are medians of ``--repeats`` runs after a warm-up; the
+encoders are timed in turn, and the prompts in alternating blocks, so that a change in
+the machine's load affects both libraries alike.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ SMOKE = dict(
 
 
 def encoder_macs(cfg) -> float:
-    """Multiply-accumulates of the ViT image encoder for one image (patch embed to neck)."""
+    """Multiply-accumulates of the ViT image encoder for one image (patch embed to neck).
+
+    The work napari-sam does: in window blocks, attention runs over the zero-padded
+    windows (as in Meta's model), but only real tokens go through ``qkv`` and ``proj``.
+    """
     gh, gw = (s // cfg.encoder_patch_size for s in cfg.input_size)
     n, d, p = gh * gw, cfg.encoder_embed_dim, cfg.encoder_patch_size
     macs = n * p * p * cfg.in_channels * d  # patch embedding
@@ -61,7 +67,7 @@ def encoder_macs(cfg) -> float:
         padded = tokens * windows
         side = int(round(tokens**0.5))
         macs += 2 * padded * side * d  # decomposed relative position terms
-        macs += padded * d * 3 * d + padded * d * d  # qkv, proj
+        macs += n * d * 3 * d + n * d * d  # qkv, proj (real tokens only)
         macs += 2 * windows * tokens * tokens * d  # q k^T and attn v
         macs += 2 * n * d * int(d * cfg.encoder_mlp_ratio)  # mlp
     e = cfg.embed_dim
@@ -82,14 +88,18 @@ def matmul_rate(dtype, size=2048, repeats=10) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-def median_time(fn, repeats) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def alternating_medians(fns, repeats) -> list[float]:
+    """Median seconds of each of ``fns``, timed in turn (a, b, c, a, b, c, ...) after one
+    warm-up call each, so that a change in the machine's load affects all alike."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def prompts(rng, n, w, h):
@@ -137,24 +147,17 @@ def main(argv=None):
         )
     ref = reference_predictor(sam)
     with torch.no_grad():
-        t_ref = median_time(lambda: ref.set_image(img), args.repeats)
-    t_ours = median_time(lambda: pred.set_image(img), args.repeats)
-    t_bf16 = median_time(lambda: pred16.set_image(img), args.repeats)
+        t_ref, t_ours, t_bf16 = alternating_medians(
+            [lambda: ref.set_image(img), lambda: pred.set_image(img),
+             lambda: pred16.set_image(img)],
+            args.repeats,
+        )  # fmt: skip
     rng = np.random.default_rng(1)
     cases = prompts(rng, args.prompts, side, side)
     for multimask in (True, False):  # warm-up: trace both graphs once
         pred(points=cases[0][0], labels=cases[0][1], multimask_output=multimask)
     traces = pred.trace_count()
-    lat_ref, lat_ours = [], []
-    for pts, lbl, box in cases:
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            ref.predict(point_coords=pts, point_labels=lbl, box=box, multimask_output=True)
-        t1 = time.perf_counter()
-        pred(points=pts, labels=lbl, boxes=None if box is None else box[None])
-        t2 = time.perf_counter()
-        lat_ref.append(t1 - t0)
-        lat_ours.append(t2 - t1)
+    lat_ref, lat_ours = prompt_latencies(ref, pred, cases)
     agree = bf16_agreement(pred, pred16, cases)
     f32, bf16 = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
     flops = 2 * encoder_macs(cfg)
@@ -179,6 +182,32 @@ def main(argv=None):
     print("| measure | value | ratio |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def prompt_latencies(ref, pred, cases, rounds=3):
+    """Seconds per prompt of both, ``rounds`` alternating blocks over all ``cases``.
+
+    Each block runs one library only: right after its own work, each keeps its worker
+    threads spinning for a moment, which slowed the other by about 3 ms per prompt when
+    the two were interleaved prompt by prompt.
+    """
+
+    def run_ref(pts, lbl, box):
+        with torch.no_grad():
+            ref.predict(point_coords=pts, point_labels=lbl, box=box, multimask_output=True)
+
+    def run_ours(pts, lbl, box):
+        pred(points=pts, labels=lbl, boxes=None if box is None else box[None])
+
+    times = {run_ref: [], run_ours: []}
+    for _ in range(rounds):
+        for fn, out in times.items():
+            fn(*cases[0])  # the other's threads go quiet
+            for case in cases:
+                t0 = time.perf_counter()
+                fn(*case)
+                out.append(time.perf_counter() - t0)
+    return times[run_ref], times[run_ours]
 
 
 def bf16_agreement(pred, pred16, cases) -> float:

@@ -40,28 +40,66 @@ class Attention(keras.layers.Layer):
         return tf.gather(table, _rel_pos_index(size))  # (size, size, head_dim)
 
     def call(self, x, training=False):
+        """Attention over all positions of (B, H, W, C) inputs."""
         _, h, w, c = x.shape
         b = tf.shape(x)[0]
-        nh, hd = self.num_heads, self.head_dim
-        qkv = tf.reshape(self.qkv(x), (b, h * w, 3, nh, hd))
+        qkv = tf.reshape(self.qkv(x), (b, h * w, 3, self.num_heads, self.head_dim))
         qkv = tf.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, heads, HW, hd)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        out = self.attend(qkv[0], qkv[1], qkv[2], (h, w), training)
+        out = tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (b, h, w, c))
+        return self.proj(out)
+
+    def attend(self, q, k, v, size, training=False):
+        """Attention of projected (B, heads, H * W, hd) queries, keys and values on an
+        (H, W) grid, with the relative position terms; returns (B, heads, H * W, hd)."""
+        (h, w), nh, hd = size, self.num_heads, self.head_dim
+        b = tf.shape(q)[0]
         rel_h, rel_w = self._rel_table(self.rel_pos_h, h), self._rel_table(self.rel_pos_w, w)
         rows = _query_block_rows(h, w, nh)
         if rows < h and not (training and self.attn_drop is not None):
-            out = _blocked_attention(q * self.scale, k, v, q, rel_h, rel_w, rows)
-        else:
-            attn = tf.matmul(q * self.scale, k, transpose_b=True)  # (B, heads, HW, HW)
-            r_q = tf.reshape(q, (b, nh, h, w, hd))
-            rel_h = tf.einsum("bnhwc,hkc->bnhwk", r_q, rel_h)
-            rel_w = tf.einsum("bnhwc,wkc->bnhwk", r_q, rel_w)
-            attn = tf.reshape(attn, (b, nh, h, w, h, w))
-            attn = attn + rel_h[:, :, :, :, :, None] + rel_w[:, :, :, :, None, :]
-            attn = tf.nn.softmax(tf.reshape(attn, (b, nh, h * w, h * w)), axis=-1)
-            if self.attn_drop is not None:
-                attn = self.attn_drop(attn, training=training)
-            out = tf.matmul(attn, v)  # (B, heads, HW, hd)
-        out = tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (b, h, w, c))
+            return _blocked_attention(q * self.scale, k, v, q, rel_h, rel_w, rows)
+        attn = tf.matmul(q * self.scale, k, transpose_b=True)  # (B, heads, HW, HW)
+        r_q = tf.reshape(q, (b, nh, h, w, hd))
+        if q.dtype != tf.float32:  # bfloat16 einsums are 4 x slower than these on a CPU
+            r_q, rel_h, rel_w = (tf.cast(t, tf.float32) for t in (r_q, rel_h, rel_w))
+        rel_h = tf.cast(tf.einsum("bnhwc,hkc->bnhwk", r_q, rel_h), attn.dtype)
+        rel_w = tf.cast(tf.einsum("bnhwc,wkc->bnhwk", r_q, rel_w), attn.dtype)
+        attn = tf.reshape(attn, (b, nh, h, w, h, w))
+        attn = attn + rel_h[:, :, :, :, :, None] + rel_w[:, :, :, :, None, :]
+        attn = tf.nn.softmax(tf.reshape(attn, (b, nh, h * w, h * w)), axis=-1)
+        if self.attn_drop is not None:
+            attn = self.attn_drop(attn, training=training)
+        return tf.matmul(attn, v)  # (B, heads, HW, hd)
+
+    def windowed(self, x, window_size: int, training=False):
+        """Attention within non-overlapping windows of (B, H, W, C) inputs.
+
+        The same result as Meta's: zero-pad H and W to multiples of ``window_size``,
+        attend within each window (padding included, unmasked), crop. But only the real
+        positions are projected: the padding's keys and values are those of a zero input,
+        the ``qkv`` bias; the padding's outputs are cropped before ``proj``. For a 64 x 64
+        grid in 14 x 14 windows that is 16 % fewer tokens through both projections. The
+        window split and the head split are one transpose.
+        """
+        _, h, w, c = x.shape
+        b, ws, nh, hd = tf.shape(x)[0], window_size, self.num_heads, self.head_dim
+        pad_h, pad_w = (-h) % ws, (-w) % ws
+        hp, wp = h + pad_h, w + pad_w
+        qkv = self.qkv(x)
+        if pad_h or pad_w:
+            qkv = tf.pad(qkv, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+            if self.qkv.use_bias:
+                padding = np.ones((1, hp, wp, 1), np.float32)
+                padding[:, :h, :w] = 0
+                qkv = qkv + tf.constant(padding, qkv.dtype) * tf.cast(self.qkv.bias, qkv.dtype)
+        qkv = tf.reshape(qkv, (b, hp // ws, ws, wp // ws, ws, 3, nh, hd))
+        qkv = tf.transpose(qkv, (5, 0, 1, 3, 6, 2, 4, 7))  # 3, B, rows, cols, heads, ws, ws, hd
+        qkv = tf.reshape(qkv, (3, -1, nh, ws * ws, hd))
+        out = self.attend(qkv[0], qkv[1], qkv[2], (ws, ws), training)  # (B * nW, heads, ...)
+        out = tf.reshape(out, (b, hp // ws, wp // ws, nh, ws, ws, hd))
+        out = tf.reshape(tf.transpose(out, (0, 1, 4, 2, 5, 3, 6)), (b, hp, wp, c))
+        if pad_h or pad_w:
+            out = out[:, :h, :w]
         return self.proj(out)
 
 
@@ -114,27 +152,6 @@ def _blocked_attention(q_scaled, k, v, q, rel_h, rel_w, rows):
     return tf.reshape(out, (b, nh, h * w, hd))
 
 
-def window_partition(x, window_size: int):
-    """Split (B, H, W, C) into (B * nW, ws, ws, C) windows, zero-padding H, W (no masking)."""
-    _, h, w, c = x.shape
-    pad_h, pad_w = (-h) % window_size, (-w) % window_size
-    if pad_h or pad_w:
-        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-    hp, wp = h + pad_h, w + pad_w
-    x = tf.reshape(x, (-1, hp // window_size, window_size, wp // window_size, window_size, c))
-    x = tf.transpose(x, (0, 1, 3, 2, 4, 5))
-    return tf.reshape(x, (-1, window_size, window_size, c)), (hp, wp)
-
-
-def window_unpartition(windows, window_size: int, pad_hw, hw):
-    """Reverse :func:`window_partition` and remove the padding."""
-    (hp, wp), (h, w) = pad_hw, hw
-    c = windows.shape[-1]
-    x = tf.reshape(windows, (-1, hp // window_size, wp // window_size, window_size, window_size, c))
-    x = tf.reshape(tf.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, hp, wp, c))
-    return x[:, :h, :w, :] if (hp > h or wp > w) else x
-
-
 class Block(keras.layers.Layer):
     """Transformer block with window or global attention."""
 
@@ -167,10 +184,7 @@ class Block(keras.layers.Layer):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            h, w = x.shape[1], x.shape[2]
-            x, pad_hw = window_partition(x, self.window_size)
-            x = self.attn(x, training=training)
-            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+            x = self.attn.windowed(x, self.window_size, training=training)
         else:
             x = self.attn(x, training=training)
         x = shortcut + self._residual(x, training)
