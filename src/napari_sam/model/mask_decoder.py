@@ -15,6 +15,27 @@ def _conv_transpose_2x2(filters: int, in_dim: int, name: str):
     return built(layer, (None, None, None, in_dim))
 
 
+def _as_matmul(conv):
+    """A 2 x 2, stride 2 transposed convolution as a (in, 4 * out) matrix and its bias:
+    every input pixel gives a 2 x 2 block of outputs, ordered (row, column, channel)."""
+    kernel = tf.convert_to_tensor(conv.kernel)  # (2, 2, out, in)
+    matrix = tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), (kernel.shape[3], -1))
+    return matrix, tf.tile(tf.convert_to_tensor(conv.bias), [4])
+
+
+# The elementwise work of the upscaling, fused by XLA (compiled once per shape).
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _norm_gelu(x, gamma, beta, epsilon):
+    centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    var = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+    return gelu(centred * (tf.math.rsqrt(var + epsilon) * gamma) + beta)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _gelu(x):
+    return gelu(x)
+
+
 class MaskDecoder(keras.layers.Layer):
     """Predicts (N, K, H', W') mask logits and (N, K) IoU scores.
 
@@ -107,17 +128,39 @@ class MaskDecoder(keras.layers.Layer):
         hs, src = self.transformer(
             src, pos, tokens, prepared=prepared, num_outputs=self.num_mask_tokens + 1
         )
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        src = tf.reshape(src, (n, h, w, d))
-        upscaled = gelu(self.upscale_norm(self.upscale_conv1(src)))
-        upscaled = gelu(self.upscale_conv2(upscaled))  # (N, 4H'', 4W'', D/8)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])
         hyper_in = tf.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            axis=1,
+            [mlp(hs[:, 1 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=1
         )  # (N, T, D/8)
-        masks = tf.einsum("ntc,nhwc->nthw", hyper_in, upscaled)
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        if multimask_output:
-            return masks[:, 1:], iou_pred[:, 1:]
-        return masks[:, :1], iou_pred[:, :1]
+        # Selecting before the product keeps every token's (zero) gradient in training.
+        chosen = slice(1, None) if multimask_output else slice(0, 1)
+        masks = self._masks(hyper_in[:, chosen], self._upscale(src), h, w)
+        return masks, iou_pred[:, chosen]
+
+    def _upscale(self, src):
+        """The two transposed convolutions of (N, H'' W'', D) as matrix products.
+
+        Returns (N, 16 H'' W'', D/8) features with the pixel shuffle left for
+        :meth:`_masks` (done on the few mask channels instead of D/8): row
+        ``(p, r1, c1, r2, c2)`` is output pixel ``(4 i + 2 r1 + r2, 4 j + 2 c1 + c2)`` of
+        input pixel ``p = (i, j)``.
+        """
+        n, d = tf.shape(src)[0], src.shape[-1]
+        w1, b1 = _as_matmul(self.upscale_conv1)
+        w2, b2 = _as_matmul(self.upscale_conv2)
+        norm = self.upscale_norm
+        x = tf.matmul(tf.reshape(src, (-1, d)), w1) + b1  # (N P, 4 D/4)
+        x = tf.reshape(x, (-1, d // 4))
+        x = _norm_gelu(x, tf.convert_to_tensor(norm.gamma), tf.convert_to_tensor(norm.beta),
+                       norm.epsilon)  # fmt: skip
+        x = _gelu(tf.matmul(x, w2) + b2)  # (N P 4, 4 D/8)
+        return tf.reshape(x, (n, -1, d // 8))
+
+    @staticmethod
+    def _masks(hyper_in, upscaled, h, w):
+        """(N, K, 4 H'', 4 W'') masks from (N, K, C) weights and :meth:`_upscale` features."""
+        n, k = tf.shape(hyper_in)[0], tf.shape(hyper_in)[1]
+        masks = tf.matmul(hyper_in, upscaled, transpose_b=True)  # (N, K, 16 H'' W'')
+        masks = tf.reshape(masks, (n, k, h, w, 2, 2, 2, 2))
+        masks = tf.transpose(masks, (0, 1, 2, 4, 6, 3, 5, 7))
+        return tf.reshape(masks, (n, k, 4 * h, 4 * w))
