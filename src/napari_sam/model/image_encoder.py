@@ -85,13 +85,17 @@ class Attention(keras.layers.Layer):
         b, ws, nh, hd = tf.shape(x)[0], window_size, self.num_heads, self.head_dim
         pad_h, pad_w = (-h) % ws, (-w) % ws
         hp, wp = h + pad_h, w + pad_w
-        qkv = self.qkv(x)
         if pad_h or pad_w:
+            # x W, zero-padded, plus the bias: what the layer gives for the padded input.
+            # (A padding-shaped bias tensor would not depend on x: TensorFlow would compute
+            # those of all blocks up front and hold them, 2 GB for sam_vit_h.)
+            kernel = tf.cast(self.qkv.kernel, x.dtype)
+            qkv = tf.reshape(tf.matmul(tf.reshape(x, (-1, c)), kernel), (b, h, w, 3 * c))
             qkv = tf.pad(qkv, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
             if self.qkv.use_bias:
-                padding = np.ones((1, hp, wp, 1), np.float32)
-                padding[:, :h, :w] = 0
-                qkv = qkv + tf.constant(padding, qkv.dtype) * tf.cast(self.qkv.bias, qkv.dtype)
+                qkv = qkv + tf.cast(self.qkv.bias, x.dtype)
+        else:
+            qkv = self.qkv(x)
         qkv = tf.reshape(qkv, (b, hp // ws, ws, wp // ws, ws, 3, nh, hd))
         qkv = tf.transpose(qkv, (5, 0, 1, 3, 6, 2, 4, 7))  # 3, B, rows, cols, heads, ws, ws, hd
         qkv = tf.reshape(qkv, (3, -1, nh, ws * ws, hd))
