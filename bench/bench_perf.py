@@ -9,17 +9,19 @@ over prompts of 1 to 5 points and 0 or 1 box, masks upscaled to the 1024 x 1024 
 the machine's float32 and bfloat16 matrix-multiply rates under TensorFlow, the fraction of
 the float32 rate the encoder reaches, the bfloat16 encoder's speed-up and how many mask
 pixels it changes, and peak memory. Needs the test extra (torch and
-segment-anything). Timings are medians of ``--repeats`` runs after a warm-up; the
-encoders are timed in turn, and the prompts in alternating blocks, so that a change in
-the machine's load affects both libraries alike.
+segment-anything). Timings are medians of ``--repeats`` runs after a warm-up. Meta's
+reference is timed first, in a torch-only process (``reference_timings.py``, which also
+writes the weights): in one process with TensorFlow it ran 30 to 50 % slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,16 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
-import torch  # noqa: E402
+from reference_timings import prompts, test_image  # noqa: E402
 
 from napari_sam import SAMPredictor, create_model  # noqa: E402
 from napari_sam.weights import model_config  # noqa: E402
-
-from ref_models import build_reference, reference_predictor, save_like_official  # noqa: E402
 
 SMOKE = dict(
     input_size=(256, 256),
@@ -102,21 +103,6 @@ def alternating_medians(fns, repeats) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def prompts(rng, n, w, h):
-    out = []
-    for _ in range(n):
-        k = int(rng.integers(1, 6))
-        pts = rng.uniform([0, 0], [w, h], (k, 2))
-        lbl = rng.integers(0, 2, k)
-        lbl[0] = 1
-        box = None
-        if rng.random() < 0.5:
-            x0, y0 = rng.uniform(0, [w / 2, h / 2])
-            box = np.array([x0, y0, x0 + w / 3, y0 + h / 3])
-        out.append((pts, lbl, box))
-    return out
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="tiny configuration, seconds")
@@ -134,30 +120,25 @@ def main(argv=None):
     cfg = model_config("sam_vit_b", **overrides)
     side = cfg.input_size[0]
     print(f"$ python bench/bench_perf.py {' '.join(argv or sys.argv[1:])}")
-    load = os.getloadavg()[0]
-    print(f"# cpus={os.cpu_count()} torch threads={torch.get_num_threads()} load={load:.2f}")
-    sam = build_reference(cfg, seed=0)
-    img = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    print(f"# cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+    img = test_image(side)
+    cases = prompts(args.prompts, side, side)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.pth"
-        save_like_official(sam, path)
+        ref = reference(cfg, path, args)  # first, while this process is idle
         pred = SAMPredictor(create_model("sam_vit_b", pretrained=path, **overrides))
         pred16 = SAMPredictor(
             create_model("sam_vit_b", pretrained=path, dtype="bfloat16", **overrides)
         )
-    ref = reference_predictor(sam)
-    with torch.no_grad():
-        t_ref, t_ours, t_bf16 = alternating_medians(
-            [lambda: ref.set_image(img), lambda: pred.set_image(img),
-             lambda: pred16.set_image(img)],
-            args.repeats,
-        )  # fmt: skip
-    rng = np.random.default_rng(1)
-    cases = prompts(rng, args.prompts, side, side)
+    t_ref, lat_ref = ref["encoder_s"], ref["prompt_s"]
+    print(f"# reference: torch threads={ref['threads']}; tensorflow threads: default")
+    t_ours, t_bf16 = alternating_medians(
+        [lambda: pred.set_image(img), lambda: pred16.set_image(img)], args.repeats
+    )
     for multimask in (True, False):  # warm-up: trace both graphs once
         pred(points=cases[0][0], labels=cases[0][1], multimask_output=multimask)
     traces = pred.trace_count()
-    lat_ref, lat_ours = prompt_latencies(ref, pred, cases)
+    lat_ours = statistics.median(prompt_latencies(pred, cases))
     agree = bf16_agreement(pred, pred16, cases)
     f32, bf16 = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
     flops = 2 * encoder_macs(cfg)
@@ -171,43 +152,47 @@ def main(argv=None):
         ("encoder, napari-sam bfloat16", f"{t_bf16:.3f} s", f"{t_ours / t_bf16:.2f} x faster "
          "than float32"),
         ("mask pixels equal, bfloat16 vs float32 encoder", f"{agree:.4%}", ""),
-        ("prompt to mask, reference (median)", f"{1e3 * statistics.median(lat_ref):.1f} ms", ""),
-        ("prompt to mask, napari-sam (median)", f"{1e3 * statistics.median(lat_ours):.1f} ms",
-         f"{statistics.median(lat_ours) / statistics.median(lat_ref):.2f} x reference"),
+        ("prompt to mask, reference (median)", f"{1e3 * lat_ref:.1f} ms", ""),
+        ("prompt to mask, napari-sam (median)", f"{1e3 * lat_ours:.1f} ms",
+         f"{lat_ours / lat_ref:.2f} x reference"),
         ("float32 matmul rate (TF)", f"{f32 / 1e9:.0f} GFLOP/s", ""),
         ("bfloat16 matmul rate (TF)", f"{bf16 / 1e9:.0f} GFLOP/s", f"{bf16 / f32:.2f} x float32"),
         ("retraces after warm-up", str(pred.trace_count() - traces), "0 expected"),
-        ("peak memory (process)", f"{peak:.2f} GiB", ""),
+        ("peak memory (this process: two napari-sam models)", f"{peak:.2f} GiB", ""),
     ]  # fmt: skip
     print("| measure | value | ratio |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
 
-def prompt_latencies(ref, pred, cases, rounds=3):
-    """Seconds per prompt of both, ``rounds`` alternating blocks over all ``cases``.
+def reference(cfg, path, args) -> dict:
+    """Meta's timings from ``reference_timings.py`` in a torch-only process, which also
+    writes the weights to ``path``."""
+    cmd = [
+        sys.executable, str(BENCH / "reference_timings.py"), "--config",
+        json.dumps(cfg.to_dict()), "--checkpoint", str(path), "--repeats",
+        str(args.repeats), "--prompts", str(args.prompts), "--rounds", str(ROUNDS),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"reference_timings.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    Each block runs one library only: right after its own work, each keeps its worker
-    threads spinning for a moment, which slowed the other by about 3 ms per prompt when
-    the two were interleaved prompt by prompt.
-    """
 
-    def run_ref(pts, lbl, box):
-        with torch.no_grad():
-            ref.predict(point_coords=pts, point_labels=lbl, box=box, multimask_output=True)
+ROUNDS = 3
 
-    def run_ours(pts, lbl, box):
-        pred(points=pts, labels=lbl, boxes=None if box is None else box[None])
 
-    times = {run_ref: [], run_ours: []}
-    for _ in range(rounds):
-        for fn, out in times.items():
-            fn(*cases[0])  # the other's threads go quiet
-            for case in cases:
-                t0 = time.perf_counter()
-                fn(*case)
-                out.append(time.perf_counter() - t0)
-    return times[run_ref], times[run_ours]
+def prompt_latencies(pred, cases) -> list[float]:
+    """Seconds per prompt over ``ROUNDS`` rounds of all ``cases`` after a warm-up round,
+    as ``reference_timings.py`` times the reference."""
+    times = []
+    for i in range(ROUNDS + 1):
+        for pts, lbl, box in cases:
+            t0 = time.perf_counter()
+            pred(points=pts, labels=lbl, boxes=None if box is None else box[None])
+            if i:
+                times.append(time.perf_counter() - t0)
+    return times
 
 
 def bf16_agreement(pred, pred16, cases) -> float:
