@@ -60,10 +60,8 @@ class Attention(keras.layers.Layer):
             return _blocked_attention(q * self.scale, k, v, q, rel_h, rel_w, rows)
         attn = tf.matmul(q * self.scale, k, transpose_b=True)  # (B, heads, HW, HW)
         r_q = tf.reshape(q, (b, nh, h, w, hd))
-        if q.dtype != tf.float32:  # bfloat16 einsums are 4 x slower than these on a CPU
-            r_q, rel_h, rel_w = (tf.cast(t, tf.float32) for t in (r_q, rel_h, rel_w))
-        rel_h = tf.cast(tf.einsum("bnhwc,hkc->bnhwk", r_q, rel_h), attn.dtype)
-        rel_w = tf.cast(tf.einsum("bnhwc,wkc->bnhwk", r_q, rel_w), attn.dtype)
+        rel_h = tf.einsum("bnhwc,hkc->bnhwk", r_q, rel_h)
+        rel_w = tf.einsum("bnhwc,wkc->bnhwk", r_q, rel_w)
         attn = tf.reshape(attn, (b, nh, h, w, h, w))
         attn = attn + rel_h[:, :, :, :, :, None] + rel_w[:, :, :, :, None, :]
         attn = tf.nn.softmax(tf.reshape(attn, (b, nh, h * w, h * w)), axis=-1)
