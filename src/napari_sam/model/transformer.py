@@ -172,12 +172,7 @@ class TwoWayAttentionBlock(keras.layers.Layer):
         prepared image (shared by the batch of token ``queries``) is used: same result."""
         if prepared is not None:
             return self._call_prepared(queries, query_pe, prepared)
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
+        queries = self._self_attention(queries, query_pe)
         q, k = queries + query_pe, keys + key_pe
         queries = self.norm2(queries + self.cross_attn_token_to_image.tokens_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
@@ -185,13 +180,14 @@ class TwoWayAttentionBlock(keras.layers.Layer):
         keys = self.norm4(keys + self.cross_attn_image_to_token.image_to_tokens(k, q, queries))
         return queries, keys
 
-    def _call_prepared(self, queries, query_pe, prepared):
+    def _self_attention(self, queries, query_pe):
         if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
+            return self.norm1(self.self_attn(queries, queries, queries))
+        q = queries + query_pe
+        return self.norm1(queries + self.self_attn(q, q, queries))
+
+    def _call_prepared(self, queries, query_pe, prepared):
+        queries = self._self_attention(queries, query_pe)
         t2i = self.cross_attn_token_to_image.tokens_to_image_prepared(
             queries + query_pe, prepared["t2i_keys"], prepared["t2i_values"]
         )
