@@ -34,10 +34,12 @@ sys.path.insert(0, str(BENCH))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
-from reference_timings import prompts, test_image  # noqa: E402
+from reference_timings import latencies, prompts, test_image  # noqa: E402
 
 from napari_sam import SAMPredictor, create_model  # noqa: E402
 from napari_sam.weights import model_config  # noqa: E402
+
+ROUNDS = 3  # rounds of all prompts timed, after a warm-up round, on each side
 
 SMOKE = dict(
     input_size=(256, 256),
@@ -138,7 +140,15 @@ def main(argv=None):
     for multimask in (True, False):  # warm-up: trace both graphs once
         pred(points=cases[0][0], labels=cases[0][1], multimask_output=multimask)
     traces = pred.trace_count()
-    lat_ours = statistics.median(prompt_latencies(pred, cases))
+    lat_ours = statistics.median(
+        latencies(
+            lambda pts, lbl, box: pred(
+                points=pts, labels=lbl, boxes=None if box is None else box[None]
+            ),
+            cases,
+            ROUNDS,
+        )
+    )
     agree = bf16_agreement(pred, pred16, cases)
     f32, bf16 = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
     flops = 2 * encoder_macs(cfg)
@@ -177,22 +187,6 @@ def reference(cfg, path, args) -> dict:
     if done.returncode:
         sys.exit(f"reference_timings.py failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-ROUNDS = 3
-
-
-def prompt_latencies(pred, cases) -> list[float]:
-    """Seconds per prompt over ``ROUNDS`` rounds of all ``cases`` after a warm-up round,
-    as ``reference_timings.py`` times the reference."""
-    times = []
-    for i in range(ROUNDS + 1):
-        for pts, lbl, box in cases:
-            t0 = time.perf_counter()
-            pred(points=pts, labels=lbl, boxes=None if box is None else box[None])
-            if i:
-                times.append(time.perf_counter() - t0)
-    return times
 
 
 def bf16_agreement(pred, pred16, cases) -> float:

@@ -45,6 +45,19 @@ def prompts(n: int, w: int, h: int):
     return out
 
 
+def latencies(predict, cases, rounds: int) -> list[float]:
+    """Seconds of ``predict(points, labels, box)`` per case over ``rounds`` rounds of all
+    ``cases``, after a warm-up round."""
+    times = []
+    for i in range(rounds + 1):
+        for case in cases:
+            t0 = time.perf_counter()
+            predict(*case)
+            if i:
+                times.append(time.perf_counter() - t0)
+    return times
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", required=True, help="napari-sam model config as JSON")
@@ -72,13 +85,13 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             ref.set_image(img)
             encoder.append(time.perf_counter() - t0)
-        latency = []
-        for i in range(args.rounds + 1):  # the first round is a warm-up
-            for pts, lbl, box in cases:
-                t0 = time.perf_counter()
-                ref.predict(point_coords=pts, point_labels=lbl, box=box, multimask_output=True)
-                if i:
-                    latency.append(time.perf_counter() - t0)
+        latency = latencies(
+            lambda pts, lbl, box: ref.predict(
+                point_coords=pts, point_labels=lbl, box=box, multimask_output=True
+            ),
+            cases,
+            args.rounds,
+        )
     print(json.dumps({
         "encoder_s": statistics.median(encoder),
         "prompt_s": statistics.median(latency),

@@ -65,7 +65,8 @@ def assert_thresholded_masks_match(pred, ref, case, mask=None):
         logits = ours(pred, case, mask, multimask)[0]
         assert got.dtype == bool and got.shape == want.shape
         assert (got == want).mean() >= 0.999
-        assert (got != (logits > pred.model.mask_threshold)).sum() <= 2
+        # two decodes: oneDNN's rounding varies a little from run to run near the threshold
+        assert (got != (logits > pred.model.mask_threshold)).mean() <= 1e-4
 
 
 def assert_close(got, want, what):

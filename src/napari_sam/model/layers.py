@@ -50,15 +50,22 @@ class LayerNorm(layers.LayerNormalization):
         dtype = x.dtype
         if dtype != tf.float32:  # statistics in float32 (bfloat16 mode)
             x = tf.cast(x, tf.float32)
-        centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-        var = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
-        scale = tf.math.rsqrt(var + self.epsilon)
-        if self.gamma is not None:
-            scale = scale * tf.cast(self.gamma, tf.float32)
-        out = centred * scale
-        if self.beta is not None:
-            out = out + tf.cast(self.beta, tf.float32)
-        return tf.cast(out, dtype)
+        gamma, beta = (
+            None if v is None else tf.cast(v, tf.float32) for v in (self.gamma, self.beta)
+        )
+        return tf.cast(layer_norm(x, gamma, beta, self.epsilon), dtype)
+
+
+def layer_norm(x, gamma, beta, epsilon: float):
+    """Layer normalisation of the last axis in two passes (the mean, then the mean square of
+    the centred values); ``gamma`` and ``beta`` may be None."""
+    centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    var = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+    scale = tf.math.rsqrt(var + epsilon)
+    if gamma is not None:
+        scale = scale * gamma
+    out = centred * scale
+    return out if beta is None else out + beta
 
 
 _SQRT_HALF = 0.7071067811865476

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from .layers import MLP, built, embedding_init, gelu, norm_layer_factory
+from .layers import MLP, built, embedding_init, gelu, layer_norm, norm_layer_factory
 from .transformer import TwoWayTransformer
 
 
@@ -26,9 +26,7 @@ def _as_matmul(conv):
 # The elementwise work of the upscaling, fused by XLA (compiled once per shape).
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _norm_gelu(x, gamma, beta, epsilon):
-    centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-    var = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
-    return gelu(centred * (tf.math.rsqrt(var + epsilon) * gamma) + beta)
+    return gelu(layer_norm(x, gamma, beta, epsilon))
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
