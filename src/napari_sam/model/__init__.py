@@ -1,17 +1,23 @@
 """The Keras model: configuration, image encoder, prompt encoder and mask decoder.
 
-Importing it turns off TensorFlow's TF32 matrix mode (on by default on NVIDIA GPUs since
-Ampere): in TF32, float32 matrix products keep 10 mantissa bits and SAM's masks drift from
+Importing the model (``napari_sam.model.sam``, loaded on first use of
+``SegmentAnythingModel``; the configuration needs no TensorFlow) turns off TensorFlow's
+TF32 matrix mode (on by default on NVIDIA GPUs since Ampere): in TF32, float32 matrix products keep 10 mantissa bits and SAM's masks drift from
 Meta's. Call ``tf.config.experimental.enable_tensor_float_32_execution(True)`` afterwards to
 trade that parity for speed, or use the bfloat16 encoder (``create_model(...,
 dtype="bfloat16")``). It changes nothing on CPUs.
 """
 
-import tensorflow as tf
-
 from .config import SegmentAnythingModelConfig
-from .sam import SegmentAnythingModel
-
-tf.config.experimental.enable_tensor_float_32_execution(False)
 
 __all__ = ["SegmentAnythingModel", "SegmentAnythingModelConfig"]
+
+
+def __getattr__(name):
+    # The configuration is plain Python: the CLI checks model names and --override values
+    # with it before TensorFlow is imported. The model itself (and TensorFlow) loads on use.
+    if name == "SegmentAnythingModel":
+        from .sam import SegmentAnythingModel
+
+        return SegmentAnythingModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

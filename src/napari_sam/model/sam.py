@@ -11,6 +11,9 @@ from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
+# float32 parity with Meta's model on GPUs (see napari_sam.model)
+tf.config.experimental.enable_tensor_float_32_execution(False)
+
 
 def upscale_logits(logits, size):
     """Bilinearly resize (N, K, h, w) logits to ``size`` (torch ``align_corners=False``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from ..model import SegmentAnythingModel, SegmentAnythingModelConfig
+from ..model.config import SegmentAnythingModelConfig
 from .adapt import adapt_mean_std, adapt_state
 from .download import OFFICIAL_WEIGHTS, fetch_weights
 from .loading import load_state_dict, read_checkpoint
@@ -137,6 +137,8 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
     -------
     SegmentAnythingModel
     """
+    from ..model.sam import SegmentAnythingModel  # TensorFlow: only when a model is built
+
     dtype = overrides.pop("dtype", "float32")
     cfg = model_config(name, in_channels, **overrides)
     model = SegmentAnythingModel(cfg)
