@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -391,6 +392,65 @@ def test_predictor_without_image(model):
 def test_predictor_errors_name_the_argument(predictor, kwargs, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         predictor(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(points=[[1.0, 2.0]], labels=[7]), r"labels must be 1 .* or 0 .*, got 7"),
+        (dict(points=[[1.0, 2.0], [3, 4]], labels=[1, -5]), r"labels .* got -5"),
+        (dict(points=[[1.0, 2.0]], labels=[0.5]), r"labels .* got 0\.5"),
+        (dict(points=[[1.0, 2.0]], labels=[-1]), r"labels .* got -1"),  # Meta's padding
+        (dict(points=np.zeros((2, 1, 2)), labels=[[1], [2]]), r"labels .* got 2"),
+        (dict(boxes=[[10.0, 2.0, 3.0, 4.0]]), r"boxes .* x0 <= x1 .* inverted"),
+        (dict(boxes=[[1.0, 20.0, 3.0, 4.0]]), r"boxes .* y0 <= y1"),
+        (dict(boxes=[[1.0, 2.0, 3.0, 4.0], [9.0, 2.0, 3.0, 4.0]]), r"boxes .* 1 inverted"),
+        (dict(boxes=np.array([[[1.0, 2.0, 0.5, 4.0]]])), r"boxes"),
+        (dict(boxes=[[np.nan, 2.0, 3.0, 4.0]]), r"boxes contains NaN"),
+    ],
+)
+def test_predictor_refuses_bad_labels_and_inverted_boxes(predictor, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predictor(**kwargs)
+
+
+def test_predictor_accepts_valid_labels_and_degenerate_boxes(predictor):
+    pts = np.array([[1.0, 2.0], [3.0, 4.0]])
+    for labels in ([1, 0], np.array([True, False]), np.array([1.0, 0.0], np.float32)):
+        assert predictor(points=pts, labels=labels)[0].shape == (K, H0, W0)
+    # a one-pixel box (x0 == x1, y0 == y1) is not inverted
+    assert predictor(boxes=np.array([[5.0, 6.0, 5.0, 6.0]]))[0].shape == (K, H0, W0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_set_image_refuses_non_finite_pixels(model, bad):
+    image = np.full((H0, W0, 3), 100.0, np.float32)
+    image[3, 4, 1] = bad
+    pred = SAMPredictor(model)
+    with pytest.raises(ValueError, match=r"image: contains NaN or infinite values \(1 of"):
+        pred.set_image(image)
+    assert not pred.is_image_set
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pred.preprocess_image(image)
+
+
+def test_set_image_warns_for_float_images_in_0_1(model):
+    rng = np.random.default_rng(1)
+    unit = rng.random((H0, W0, 3)).astype(np.float32)
+    pred = SAMPredictor(model)
+    with pytest.warns(UserWarning, match=r"image: float values in \[0, 1\].*multiply by 255"):
+        pred.set_image(unit)
+    with_warning = pred.embedding.numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # the values are kept as they are (parity with Meta): same embedding as without warning
+        SAMPredictor(model, preprocessing=pred.preprocessing).set_image(unit)  # custom: no warning
+        pred.set_image(unit * 255)  # [0, 255]: no warning
+        pred.set_image(np.zeros((H0, W0, 3), np.float32))  # all zero: no warning
+        pred.set_image(unit - 0.5)  # pre-normalised (negative values): no warning
+        pred.set_image((unit > 0.5).astype(np.uint8))  # integers are never warned about
+    x, _ = pred.preprocess_image(unit)
+    np.testing.assert_array_equal(with_warning, pred._embed(x[None]).numpy())
 
 
 def test_predictor_image_and_mask_errors(predictor, model):

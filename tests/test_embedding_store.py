@@ -365,3 +365,37 @@ def test_kill_9_then_resume(tmp_path, hold):
     ref = fresh(view, FakeEncoder(), normalization=FIXED)
     for i in range(n):
         np.testing.assert_allclose(store.get(i), ref[i], rtol=1e-6, atol=1e-7)
+
+
+class PoisonedEncoder(FakeEncoder):
+    """Returns NaN (or Inf) for the slice at ``position`` of its ``call``-th encode call."""
+
+    def __init__(self, call, position, value=np.nan):
+        super().__init__()
+        self.poison, self.value, self.calls = (call, position), value, 0
+
+    def encode(self, images):
+        out = super().encode(images)
+        if self.calls == self.poison[0]:
+            out[self.poison[1], 0, 0, 0] = self.value
+        self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_embeddings_never_stored(tmp_path, value):
+    view = StackView(make_stack(), "ZYX")
+    store = EmbeddingStore(tmp_path / "s")
+    # batches (0, 1, 2), (3, 4, 5): slice 4 of the second batch is poisoned
+    with pytest.raises(ValueError, match=r"slice 4 are not finite"):
+        store.precompute(view, PoisonedEncoder(1, 1, value), normalization=FIXED, batch_size=3)
+    records = sorted(p.name for p in (tmp_path / "s" / "records").iterdir())
+    assert records == ["0.json", "1.json", "2.json"]  # nothing of the poisoned batch
+    assert not any(store.in_memory(i) for i in (3, 4, 5))
+    # on demand too: the error reaches the caller, nothing is kept
+    with pytest.raises(ValueError, match=r"slice 5 are not finite"):
+        store.bind(view, PoisonedEncoder(0, 0, value), normalization=FIXED).get(5)
+    assert not (tmp_path / "s" / "records" / "5.json").exists() and not store.in_memory(5)
+    # a healthy encoder then computes exactly the missing slices
+    res = EmbeddingStore(tmp_path / "s").precompute(view, FakeEncoder(), normalization=FIXED)
+    assert (res.computed, res.reused) == (3, 3)

@@ -1,5 +1,7 @@
 """Tests of stack-wide, per-channel intensity normalisation."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,113 @@ def test_errors():
     f = Normalization().fit(StackView(np.zeros((4, 4), np.uint8), "YX"))
     with pytest.raises(ValueError, match=r"image: expected a \(Y, X, 1\)"):
         f.apply(np.zeros((4, 4, 3), np.uint8))
+
+
+def _with_non_finite(a):
+    """``a`` (float) with NaN, +Inf and -Inf pixels, and where they are."""
+    b = a.astype(np.float32).copy()
+    where = {np.nan: (0, 3, 4), np.inf: (1, 5, 6), -np.inf: (2, 7, 8)}
+    for value, pos in where.items():
+        b[pos] = value
+    b[3, :2, :] = np.nan  # a few more, so the sample surely holds some
+    return b, where
+
+
+@pytest.mark.parametrize("mode", ["auto", "percentile", "minmax"])
+def test_non_finite_pixels_are_masked_out_of_the_fit(mode):
+    rng = np.random.default_rng(7)
+    a = rng.uniform(100, 3000, (4, 24, 32)).astype(np.float32)
+    b, where = _with_non_finite(a)
+    v = StackView(b, "ZYX")
+    fitted = Normalization(mode).fit(v)
+    assert fitted.mode == ("minmax" if mode == "minmax" else "percentile")
+    sample = sample_pixels(v)
+    assert not np.isfinite(sample).all()  # the sample does hold non-finite values
+    finite = sample[np.isfinite(sample[:, 0])]
+    if mode == "minmax":
+        want = finite.min(axis=0), finite.max(axis=0)
+    else:
+        want = np.percentile(finite, [0.1, 99.9], axis=0)
+    assert fitted.lo == tuple(want[0]) and fitted.hi == tuple(want[1])
+    assert all(np.isfinite(fitted.lo + fitted.hi))
+    out = _all(fitted, v)[..., 0]
+    assert np.isfinite(out).all()
+    assert out[where[np.nan]] == 0 and out[3, :2].max() == 0  # NaN -> 0
+    assert out[where[np.inf]] == 255 and out[where[-np.inf]] == 0  # clipped ends
+    ok = np.isfinite(b)
+    assert out[ok].min() == 0 and out[ok].max() == 255  # one +Inf does not flatten the rest
+    assert 100 < out[ok].mean() < 155
+    # finite data: bit for bit the plain statistics of the sample (signatures depend on them)
+    clean = StackView(a, "ZYX")
+    plain = sample_pixels(clean)
+    lo, hi = (
+        (plain.min(0), plain.max(0))
+        if mode == "minmax"
+        else np.percentile(plain, [0.1, 99.9], axis=0)
+    )
+    assert Normalization(mode).fit(clean).lo == tuple(lo)
+    assert Normalization(mode).fit(clean).hi == tuple(hi)
+
+
+def test_auto_8bit_check_ignores_non_finite_pixels():
+    a = _u8_stack(seed=2)[..., 0].astype(np.float32) / 255
+    b, where = _with_non_finite(a)
+    v = StackView(b, "ZYX")
+    fitted = Normalization().fit(v)
+    assert fitted.mode == "dtype" and (fitted.lo, fitted.hi) == ((0.0,), (1.0,))
+    out = _all(fitted, v)[..., 0]
+    assert np.isfinite(out).all()
+    assert (out[where[np.nan]], out[where[np.inf]], out[where[-np.inf]]) == (0, 255, 0)
+    ok = np.isfinite(b)
+    np.testing.assert_allclose(out[ok], np.round(a[ok] * 255), atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["auto", "percentile", "minmax"])
+def test_channel_without_finite_values_is_refused(mode):
+    a = np.random.default_rng(8).uniform(0, 1000, (2, 8, 8, 2)).astype(np.float32)
+    a[..., 1] = np.nan
+    a[0, 0, 0, 1] = np.inf
+    with pytest.raises(ValueError, match=r"channel 1 has no finite value"):
+        Normalization(mode).fit(StackView(a, "ZYXC"))
+
+
+def test_apply_never_returns_nan():
+    image = np.array([[[np.nan, 5.0], [np.inf, 5.0], [-np.inf, 5.0], [0.5, 5.0]]], np.float32)
+    v = StackView(image, "YXC")
+    for fitted in (
+        Normalization("dtype").fit(v),
+        Normalization("none").fit(v),
+        Normalization.fixed([0, 5], [1, 5]).fit(v),  # channel 1 constant: all 0, infinities too
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning from inf * 0 or NaN
+            out = fitted.apply(image)
+        assert np.isfinite(out).all()
+        assert out[0, 0, 0] == 0 and out[0, 1, 0] == 255 and out[0, 2, 0] == 0
+    assert not out[..., 1].any()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Normalization.fixed(-np.inf, np.inf),
+        lambda: Normalization.fixed(0, np.nan),
+        lambda: Normalization.fixed([0, 1], [np.inf, 2]),
+        lambda: Normalization("fixed", vmin=(0.0,), vmax=(float("inf"),)),
+        lambda: Normalization("fixed", vmin=float("nan"), vmax=1.0),
+    ],
+)
+def test_fixed_range_must_be_finite(make):
+    with pytest.raises(ValueError, match=r"vmin, vmax: expected finite values"):
+        make()
+
+
+@pytest.mark.parametrize("text", ["fixed:-inf,inf", "fixed:0,inf", "fixed:-inf,3"])
+def test_cli_refuses_non_finite_fixed_range(text):
+    from napari_sam.cli import CLIError, parse_normalization
+
+    with pytest.raises(CLIError, match=r"expected finite values"):
+        parse_normalization(text)
+    assert parse_normalization("fixed:0,4095").fit(StackView(np.zeros((2, 2)), "YX")).hi == (
+        4095.0,
+    )

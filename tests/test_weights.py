@@ -353,6 +353,36 @@ def test_state_dict_edits_are_named(ckpt, tmp_path, edit):
     assert others == []
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_non_finite_weights_are_refused_before_anything_is_assigned(ckpt, tmp_path, dtype):
+    import ml_dtypes
+
+    _, sd = ckpt
+    state = dict(sd)
+    bad = ["image_encoder.blocks.0.attn.qkv.weight", "mask_decoder.iou_token.weight"]
+    for key, value in zip(bad, [np.nan, -np.inf], strict=True):
+        state[key] = state[key].copy()
+        state[key].flat[3] = value
+    path = save_state(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError) as info:
+        create_model("sam_vit_b", pretrained=path, **SMALL)
+    message = str(info.value)
+    assert str(path) in message and "checkpoint is damaged" in message
+    assert "tensors with NaN or infinite values (2)" in message
+    assert all(key in message for key in bad)
+    assert [k for k in sd if k not in bad and k in message] == []
+    # directly: the model keeps every weight it had (nothing assigned), any float dtype
+    model = create_model("sam_vit_b", **SMALL)
+    before = weights_of(model)
+    cast = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
+    with pytest.raises(CheckpointError, match=r"mine\.pth: .*qkv\.weight"):
+        loading.load_state_dict(model, {k: v.astype(cast) for k, v in state.items()}, "mine.pth")
+    for a, b in zip(before, weights_of(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the same checkpoint without the non-finite values loads
+    loading.load_state_dict(model, {k: v.astype(cast) for k, v in sd.items()})
+
+
 # ---------------------------------------------------------------------------- in_channels
 
 

@@ -298,6 +298,13 @@ class EmbeddingStore:
         want = (len(items), *self.metadata["embedding_shape"])
         if out.shape != want:
             raise ValueError(f"encoder: returned shape {out.shape}, expected {want}")
+        if not np.isfinite(out).all():  # never store NaN / Inf as a valid embedding
+            finite = np.isfinite(out).reshape(len(items), -1).all(axis=1)
+            bad = [i for (i, _, _), ok in zip(items, finite, strict=True) if not ok]
+            raise ValueError(
+                f"encoder: the embeddings of slice {bad[0]} are not finite (NaN or infinite "
+                f"values; slices {bad}); nothing was stored. Check the image and the weights."
+            )
         embs = []
         for (i, _, content), emb in zip(items, out, strict=True):
             emb = np.ascontiguousarray(emb, dtype="<f4")

@@ -8,6 +8,11 @@ images), treats data that is exactly 8-bit data in another dtype the same way (u
 multiples of 257, floats in ``[0, 1]`` all multiples of 1/255) and stretches everything else
 between the 0.1 and 99.9 percentiles. Percentiles scale with the data, so ``x``, ``x * 257``
 and ``x / 255`` give the same normalised values in every mode except ``"fixed"``.
+
+Non-finite pixels (NaN, +/-Inf) never reach the fitted statistics: the percentiles, the minimum
+and maximum and the 8-bit check of ``"auto"`` use only the finite sampled values, and a channel
+without any finite sampled value is refused. :meth:`FittedNormalization.apply` maps NaN pixels to
+0 and +/-Inf to the clipped ends (255 / 0), so its output is always finite.
 """
 
 from __future__ import annotations
@@ -65,11 +70,42 @@ def _is_8bit_equivalent(dtype: np.dtype, sample: np.ndarray) -> bool:
     if dtype.kind == "u" and np.iinfo(dtype).max % 255 == 0:
         return bool(np.all(sample % (np.iinfo(dtype).max // 255) == 0))
     if dtype.kind == "f":
-        if sample.min() < 0 or sample.max() > 1:
+        sample = sample[np.isfinite(sample)]  # non-finite pixels say nothing about the range
+        if sample.size == 0 or sample.min() < 0 or sample.max() > 1:
             return False
         scaled = sample * 255
         return bool(np.all(np.abs(scaled - np.round(scaled)) < 1e-3))
     return False
+
+
+def _finite_columns(sample: np.ndarray) -> list[np.ndarray] | None:
+    """The finite values of each channel of ``sample``; ``None`` when all values are finite.
+
+    Raises
+    ------
+    ValueError
+        If a channel has no finite sampled value at all.
+    """
+    finite = np.isfinite(sample)
+    if finite.all():
+        return None
+    columns = [sample[finite[:, j], j] for j in range(sample.shape[1])]
+    empty = [j for j, col in enumerate(columns) if col.size == 0]
+    if empty:
+        raise ValueError(
+            f"image: channel {empty[0]} has no finite value in the sampled pixels "
+            "(all NaN or infinite); cannot fit a normalisation"
+        )
+    return columns
+
+
+def _check_finite_range(name: str, value) -> None:
+    try:
+        arr = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected numbers, got {value!r}") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values (no NaN or infinity), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -87,9 +123,15 @@ class Normalization:
     low, high : float
         Percentiles for ``"percentile"`` / ``"auto"``.
     vmin, vmax : float or sequence of float, optional
-        Range for ``"fixed"`` (one value, or one per channel).
+        Range for ``"fixed"`` (one value, or one per channel); must be finite.
     max_slices, max_samples, seed : int
         Sampling bounds, see :func:`sample_pixels`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, percentiles outside ``0 <= low < high <= 100``, or a missing or
+        non-finite ``vmin`` / ``vmax``.
     """
 
     mode: str = "auto"
@@ -110,10 +152,21 @@ class Normalization:
             )
         if self.mode == "fixed" and (self.vmin is None or self.vmax is None):
             raise ValueError("vmin, vmax: mode 'fixed' needs both vmin and vmax")
+        for name in ("vmin", "vmax"):
+            if getattr(self, name) is not None:
+                _check_finite_range("vmin, vmax", getattr(self, name))
 
     @classmethod
     def fixed(cls, vmin, vmax) -> Normalization:
-        """Explicit range ``vmin`` .. ``vmax`` (scalars or one value per channel)."""
+        """Explicit range ``vmin`` .. ``vmax`` (finite scalars or one value per channel).
+
+        Raises
+        ------
+        ValueError
+            If a value is not a finite number.
+        """
+        for v in (vmin, vmax):
+            _check_finite_range("vmin, vmax", v)
         lo, hi = (tuple(np.atleast_1d(np.asarray(v, np.float64)).tolist()) for v in (vmin, vmax))
         return cls(mode="fixed", vmin=lo, vmax=hi)
 
@@ -124,6 +177,12 @@ class Normalization:
         ----------
         view : StackView
             The whole stack; only a bounded sample of it is read.
+
+        Raises
+        ------
+        ValueError
+            If a channel has no finite sampled value (modes ``"auto"`` with non-8-bit data,
+            ``"percentile"`` and ``"minmax"``), or ``vmin`` / ``vmax`` do not match the channels.
         """
         dtype, c = np.dtype(view.dtype), view.n_channels
         mode, sample = self.mode, None
@@ -131,10 +190,15 @@ class Normalization:
             sample = sample_pixels(view, self.max_slices, self.max_samples, self.seed)
         if mode == "auto":
             mode = "dtype" if _is_8bit_equivalent(dtype, sample) else "percentile"
-        if mode == "percentile":
+        columns = _finite_columns(sample) if mode in ("percentile", "minmax") else None
+        if mode == "percentile" and columns is None:
             lo, hi = np.percentile(sample, [self.low, self.high], axis=0)
-        elif mode == "minmax":
+        elif mode == "percentile":
+            lo, hi = np.stack([np.percentile(col, [self.low, self.high]) for col in columns], 1)
+        elif mode == "minmax" and columns is None:
             lo, hi = sample.min(axis=0), sample.max(axis=0)
+        elif mode == "minmax":
+            lo, hi = np.array([[col.min(), col.max()] for col in columns]).T
         elif mode == "dtype":
             lo, hi = (np.full(c, v) for v in _dtype_range(dtype))
         elif mode == "fixed":
@@ -147,6 +211,8 @@ class Normalization:
             lo, hi = np.broadcast_to(lo, c), np.broadcast_to(hi, c)
         else:  # none
             lo, hi = np.zeros(c), np.full(c, 255.0)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # e.g. overflow near 1e308
+            raise ValueError(f"image: the fitted range is not finite (lo={lo}, hi={hi})")
         return FittedNormalization(self, mode, dtype, tuple(map(float, lo)), tuple(map(float, hi)))
 
 
@@ -175,6 +241,9 @@ class FittedNormalization:
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Map a ``(Y, X, C)`` slice to float32 in ``[0, 255]`` (values outside are clipped).
 
+        NaN pixels are mapped to 0, ``+Inf`` to 255 and ``-Inf`` to 0 (in a constant channel,
+        where every value maps to 0, infinities map to 0 too), so the result is always finite.
+
         Raises
         ------
         ValueError
@@ -188,8 +257,12 @@ class FittedNormalization:
         lo = np.asarray(self.lo, np.float64)
         span = np.asarray(self.hi, np.float64) - lo
         scale = np.where(span > 0, 255.0 / np.where(span > 0, span, 1.0), 0.0)  # constant -> 0
-        out = ((image.astype(np.float64) - lo) * scale).astype(np.float32)
-        return np.clip(out, 0.0, 255.0, out=out)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0, float32 overflow
+            out = ((image.astype(np.float64) - lo) * scale).astype(np.float32)
+        np.clip(out, 0.0, 255.0, out=out)  # +/-inf -> 255 / 0; NaN stays NaN
+        if image.dtype.kind not in "biu":  # integers are never NaN
+            np.nan_to_num(out, copy=False, nan=0.0)
+        return out
 
     __call__ = apply
 

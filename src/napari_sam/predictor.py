@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -123,6 +124,7 @@ class SAMPredictor:
     def __init__(self, model, preprocessing: Callable | None = None):
         self.model = model
         cfg = model.cfg
+        self._default_preprocessing = preprocessing is None
         self.preprocessing = preprocessing or default_preprocessing(cfg)
         self.input_size = tuple(cfg.input_size)
         self._embed, self._prepare, self._decode = _graphs(model)
@@ -144,6 +146,12 @@ class SAMPredictor:
         """Resize, normalise and pad an (H0, W0, C) image to the model input (H, W, C).
 
         Returns the model input and the :class:`ImageResizer` that maps back.
+
+        Raises
+        ------
+        ValueError
+            If the image has the wrong shape, is not numeric, or contains NaN or infinite
+            values (they would make the whole embedding NaN).
         """
         image = np.asarray(image)
         if image.ndim == 2 and self.model.cfg.in_channels == 1:
@@ -153,6 +161,13 @@ class SAMPredictor:
             raise ValueError(f"image must be an (H, W, {c}) array, got shape {image.shape}")
         if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
             raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        if image.dtype.kind in "fc" and not np.isfinite(image).all():
+            bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+            raise ValueError(
+                f"image: contains NaN or infinite values ({bad} of {image.size}); SAM would "
+                "return a NaN embedding. Replace them (e.g. np.nan_to_num) or use napari_sam's "
+                "Normalization, which maps NaN to 0"
+            )
         resizer = ImageResizer(image.shape[:2], self.input_size)
         x = self.preprocessing(resizer.scale_image(image).astype(np.float32))
         return resizer.pad_image(np.asarray(x, np.float32)), resizer
@@ -161,8 +176,36 @@ class SAMPredictor:
         """Compute and store the embedding of an (H, W, C) image with values in [0, 255].
 
         The image can be any size; it is resized and padded to the model input size.
+        Values are used as they are (as Meta's ``SamPredictor`` does): a float image with all
+        values in ``[0, 1]`` (and not all zero) gets a :class:`UserWarning`, since SAM then
+        sees a nearly black image and predicts empty masks; multiply it by 255 or use
+        :class:`~napari_sam.normalize.Normalization`. No warning is given with a custom
+        ``preprocessing``.
+
+        Parameters
+        ----------
+        image : ndarray
+            (H, W, C) image, or (H, W) for a one-channel model, values in ``[0, 255]``.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`preprocess_image`, e.g. for an image with NaN or infinite values.
         """
-        x, resizer = self.preprocess_image(image)
+        image = np.asarray(image)
+        x, resizer = self.preprocess_image(image)  # validates: finite from here on
+        if (
+            self._default_preprocessing
+            and image.dtype.kind == "f"
+            and 0 < image.max() <= 1.0
+            and image.min() >= 0
+        ):
+            warnings.warn(
+                "image: float values in [0, 1]; SAMPredictor expects [0, 255] — multiply by "
+                "255 or use napari_sam's Normalization",
+                UserWarning,
+                stacklevel=2,
+            )
         self.set_embedding(self._embed(x[None]).numpy(), resizer.src_size)
 
     def set_embedding(self, embedding: np.ndarray, original_size: tuple[int, int]) -> None:
@@ -209,9 +252,10 @@ class SAMPredictor:
         points : ndarray, optional
             (M1, 2) point prompts (x, y) in original image pixels, or (N, M1, 2) batched.
         labels : ndarray, optional
-            (M1,) or (N, M1) point labels: 1 foreground, 0 background.
+            (M1,) or (N, M1) point labels: 1 foreground, 0 background (no other values).
         boxes : ndarray, optional
-            (M2, 4) boxes (left, top, right, bottom) in original pixels, or (N, M2, 4).
+            (M2, 4) boxes (left, top, right, bottom) in original pixels, or (N, M2, 4),
+            with left <= right and top <= bottom.
             Unbatched, several boxes are several objects: the result gets a leading
             object axis of length M2 (points and masks are shared by all boxes).
         masks : ndarray, optional

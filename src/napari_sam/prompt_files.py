@@ -169,6 +169,9 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
     return list(objects.values())
 
 
+_JSON_KEYS = ("slice", "points", "labels", "box", "object")
+
+
 def _read_json(path: Path, view) -> list[ObjectPrompt]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -183,26 +186,62 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
         where = f"{path.name} object {n}"
         if not isinstance(item, dict) or not ({"points", "box"} & set(item)):
             raise PromptFileError(f"{where}: expected {{'points': [[x, y], ...]}} and/or 'box'")
+        unknown = sorted(str(k) for k in set(item) - set(_JSON_KEYS))
+        if unknown:  # a misspelt "labels" would silently make every point foreground
+            raise PromptFileError(
+                f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; expected "
+                f"{', '.join(map(repr, _JSON_KEYS))}"
+            )
         s = item.get("slice", 0 if len(view.stack_shape) <= 1 else None)
         if s is None:
             raise PromptFileError(f"{where}: 'slice' is required for axes {view.slice_axes!r}")
+        if isinstance(s, (dict, bool)) or (
+            isinstance(s, list) and any(isinstance(v, (list, dict, bool)) for v in s)
+        ):
+            raise PromptFileError(
+                f"{where}: 'slice' must be a slice number or a list of one number per slice "
+                f"axis ({view.slice_axes!r}), got {s!r}"
+            )
         sl = _slice_index(s if isinstance(s, list) else [s], view, where) if view.stack_shape \
             else ()  # fmt: skip
-        key = str(item.get("object", f"\0{n}"))  # same "object" on several slices: one id
-        points = item.get("points") or []
-        labels = item.get("labels", [1] * len(points))
-        if not isinstance(points, list) or len(labels) != len(points):
-            raise PromptFileError(f"{where}: 'labels' must have one value per point")
+        key = item.get("object", f"\0{n}")  # same "object" on several slices: one id
+        if isinstance(key, bool) or not isinstance(key, (str, int, float)):
+            raise PromptFileError(f"{where}: 'object' must be a name or a number, got {key!r}")
+        key = str(key)
+        points = item.get("points")
+        points = [] if points is None else points
+        if not isinstance(points, list):
+            raise PromptFileError(
+                f"{where}: 'points' must be a list of [x, y] points, got {points!r}"
+            )
+        labels = item.get("labels")
+        labels = [1] * len(points) if labels is None else labels
+        if not isinstance(labels, list):
+            raise PromptFileError(
+                f"{where}: 'labels' must be a list of 1 (foreground) or 0 (background), one "
+                f"per point, got {labels!r}"
+            )
+        if len(labels) != len(points):
+            raise PromptFileError(
+                f"{where}: 'labels' must have one value per point, got {len(labels)} for "
+                f"{len(points)} point(s)"
+            )
         for p, lab in zip(points, labels, strict=True):
             if not isinstance(p, list) or len(p) != 2:
-                raise PromptFileError(f"{where}: a point must be [x, y], got {p!r}")
+                raise PromptFileError(
+                    f"{where}: 'points' must be a list of [x, y] points; a point is {p!r}"
+                )
             pt = tuple(_num(v, "point coordinate", where) for v in p)
+            if isinstance(lab, bool) or not isinstance(lab, (int, float, str)):
+                raise PromptFileError(f"{where}: label {lab!r} must be 1 (foreground) or 0")
             _add(objects, key, sl, where, pt, _num(lab, "label", where))
-        if item.get("box") is not None:
-            box = item["box"]
+        box = item.get("box")
+        if box is not None:
             if not isinstance(box, list) or len(box) != 4:
                 raise PromptFileError(f"{where}: 'box' must be [x0, y0, x1, y1], got {box!r}")
             _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box])
+        if not points and box is None:
+            raise PromptFileError(f"{where}: no point (in 'points') and no 'box'")
     return list(objects.values())
 
 

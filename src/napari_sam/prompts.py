@@ -32,6 +32,13 @@ def batch_prompts(points, labels, boxes, masks, image_size, mask_size):
 
     Returns the four arrays and whether the caller gave one unbatched object (so the
     leading axis of the results should be removed).
+
+    Raises
+    ------
+    ValueError
+        For arrays of the wrong shape, NaN or infinite values, labels other than 1
+        (foreground) and 0 (background), inverted boxes (``x1 < x0`` or ``y1 < y0``), or
+        points and boxes outside the image.
     """
     batched = any(
         v is not None and np.ndim(v) == d for v, d in ((points, 3), (boxes, 3), (masks, 4))
@@ -46,6 +53,18 @@ def batch_prompts(points, labels, boxes, masks, image_size, mask_size):
     lbl = None if labels is None else _array(labels, "labels", (2,) if batched else (1,))
     if pts is not None and lbl.shape != pts.shape[:-1]:
         raise ValueError(f"labels must have shape {pts.shape[:-1]}, got {lbl.shape}")
+    if lbl is not None and not np.isin(lbl, (0.0, 1.0)).all():
+        bad = np.unique(lbl[~np.isin(lbl, (0.0, 1.0))])
+        shown = ", ".join(f"{v:g}" for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(f"labels must be 1 (foreground) or 0 (background), got {shown}")
+    if bxs is not None and bxs.size:
+        inverted = (bxs[..., 2] < bxs[..., 0]) | (bxs[..., 3] < bxs[..., 1])
+        if inverted.any():
+            first = bxs[inverted][0]
+            raise ValueError(
+                "boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, got "
+                f"{int(inverted.sum())} inverted, e.g. [{', '.join(f'{v:g}' for v in first)}]"
+            )
     if msk is not None and msk.shape[-2:] != tuple(mask_size):
         raise ValueError(
             f"masks must be low resolution logits of size {tuple(mask_size)} (H', W'), "

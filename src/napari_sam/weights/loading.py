@@ -93,13 +93,14 @@ def read_checkpoint(path: str | os.PathLike, native_copy: bool = True) -> dict[s
 def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoint") -> None:
     """Fill every variable of ``model`` from ``state`` (Meta's key names).
 
-    All keys, variables and shapes are checked first; nothing is assigned unless the whole
-    checkpoint fits, so no half-loaded model is left behind.
+    All keys, variables, shapes and values are checked first; nothing is assigned unless the
+    whole checkpoint fits, so no half-loaded model is left behind.
 
     Raises
     ------
     CheckpointError
-        Lists missing keys, unexpected keys, unfilled variables and shape mismatches.
+        Lists missing keys, unexpected keys, unfilled variables, shape mismatches and float
+        tensors with NaN or infinite values (a model with them predicts only NaN).
     """
     entries = sam_key_map(model)
     mapped = {id(e.variable) for e in entries}
@@ -114,10 +115,14 @@ def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoi
         problems.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
     if unfilled:
         problems.append(f"model variables with no checkpoint key: {_short(unfilled)}")
-    values, bad_shapes = [], []
+    values, bad_shapes, non_finite, checked = [], [], [], set()
     for e in entries:
         if e.key not in state:
             continue
+        if e.key not in checked:
+            checked.add(e.key)
+            if not _all_finite(np.asarray(state[e.key])):
+                non_finite.append(e.key)
         value = np.asarray(e.transform(np.asarray(state[e.key])))
         if tuple(value.shape) != tuple(e.variable.shape):
             bad_shapes.append(
@@ -127,12 +132,28 @@ def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoi
         values.append((e.variable, value))
     if bad_shapes:
         problems.append(f"wrong shapes ({len(bad_shapes)}): {_short(bad_shapes, 3)}")
-    if problems:
-        raise CheckpointError(
-            f"{source}: checkpoint does not match the model: " + "; ".join(problems)
+    if non_finite:
+        problems.append(
+            f"tensors with NaN or infinite values ({len(non_finite)}): {_short(non_finite, 3)}"
         )
+    if problems:
+        only_values = len(problems) == 1 and non_finite
+        what = "checkpoint is damaged" if only_values else "checkpoint does not match the model"
+        raise CheckpointError(f"{source}: {what}: " + "; ".join(problems))
     for variable, value in values:
         variable.assign(value.astype(variable.dtype))
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether a float tensor has only finite values (integer and bool tensors always do)."""
+    if array.dtype.kind in "fc":
+        return bool(np.isfinite(array).all())
+    if array.dtype.kind == "V":  # ml_dtypes' bfloat16 and float8 types
+        try:
+            return bool(np.isfinite(array).all())
+        except TypeError:  # a structured dtype: not a tensor of numbers
+            return True
+    return True
 
 
 def _short(items, n=5):
