@@ -2,10 +2,11 @@
 
 Importing the model (``napari_sam.model.sam``, loaded on first use of
 ``SegmentAnythingModel``; the configuration needs no TensorFlow) turns off TensorFlow's
-TF32 matrix mode (on by default on NVIDIA GPUs since Ampere): in TF32, float32 matrix products keep 10 mantissa bits and SAM's masks drift from
-Meta's. Call ``tf.config.experimental.enable_tensor_float_32_execution(True)`` afterwards to
-trade that parity for speed, or use the bfloat16 encoder (``create_model(...,
-dtype="bfloat16")``). It changes nothing on CPUs.
+TF32 matrix mode (on by default on NVIDIA GPUs since Ampere): in TF32, float32 matrix
+products keep 10 mantissa bits and SAM's masks drift from Meta's. Call
+``tf.config.experimental.enable_tensor_float_32_execution(True)`` afterwards to trade that
+parity for speed, or use the bfloat16 encoder (``create_model(..., dtype="bfloat16")``).
+It changes nothing on CPUs.
 """
 
 from .config import SegmentAnythingModelConfig
