@@ -27,3 +27,34 @@ def write_atomic(path, write: Callable[[BinaryIO], object], fsync: bool = False)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Remove the temporary files :func:`write_atomic` left in ``folder`` when its process
+    was killed; those of processes still running (another writer) are left alone.
+
+    Returns the files removed.
+    """
+    removed = []
+    for f in Path(folder).iterdir():
+        name = f.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        pid = name[: -len(".tmp")].rpartition(".")[2]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        f.unlink(missing_ok=True)
+        removed.append(f)
+    return removed

@@ -17,7 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["CLIError", "main", "parse_channels", "parse_normalization", "parse_overrides"]
+__all__ = [
+    "CLIError",
+    "check_model",
+    "check_weights",
+    "check_writable",
+    "main",
+    "parse_channels",
+    "parse_normalization",
+    "parse_overrides",
+    "setup_error_arg",
+]
 
 PROG = "napari-sam"
 _MAX_MESSAGE = 500
@@ -153,6 +163,56 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
+def check_weights(text: str | None) -> Path | None:
+    """The ``--weights`` file, checked to be a readable, non-empty file (None stays None)."""
+    if text is None:
+        return None
+    path = Path(text)
+    if path.is_dir():
+        raise CLIError(
+            "--weights", f"{text!r} is a directory; expected a checkpoint file (Meta's .pth "
+            "or a converted .npz)"
+        )  # fmt: skip
+    if not path.is_file():
+        raise CLIError("--weights", f"{text!r}: no such file")
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as err:
+        raise CLIError("--weights", f"cannot read {text!r} ({err.strerror or err})") from None
+    if empty:
+        raise CLIError("--weights", f"{text!r} is empty; expected a checkpoint file")
+    return path
+
+
+def check_writable(path: Path, arg: str) -> None:
+    """Fail unless files can be created in folder ``path`` or, if it does not exist yet, in
+    its nearest existing parent (a probe file is created and removed at once)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CLIError(arg, f"cannot write to {str(path)!r}: {str(folder)!r} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".napari-sam-probe-"):
+            pass
+    except OSError as err:
+        raise CLIError(arg, f"cannot write to {str(folder)!r} ({err.strerror or err})") from None
+
+
+def check_model(name: str, in_channels: int, overrides: dict) -> None:
+    """``--model`` is registered and the ``--override`` values make a valid configuration
+    (no TensorFlow needed)."""
+    from .weights.registry import list_models, model_config
+
+    if name not in list_models():
+        raise CLIError("--model", f"unknown model {name!r}; available: {', '.join(list_models())}")
+    try:
+        model_config(name, in_channels, **overrides)
+    except (ValueError, TypeError) as err:
+        raise CLIError("--override", err) from None
+
+
 def _import_tensorflow() -> None:
     """Import TensorFlow with its start-up log lines (printed before logging is set up, to
     file descriptor 2) held back; they are shown only if the import fails."""
@@ -210,6 +270,16 @@ def _open_input(path: Path, axes: str | None):
             f"cannot read {str(path)!r} as a TIFF file, .npy file or zarr array directory "
             f"({type(err).__name__}: {err})",
         ) from None
+    try:  # a truncated file fails here, not minutes later in the middle of the run
+        for i in {0, len(view) - 1}:
+            view.get_slice(i)
+    except Exception as err:
+        view.close()
+        raise CLIError(
+            "INPUT",
+            f"cannot read the pixels of {str(path)!r}: the file is truncated or damaged "
+            f"({type(err).__name__}: {err})",
+        ) from None
     return view
 
 
@@ -218,14 +288,17 @@ def _run_embed(args) -> int:
 
     channels = parse_channels(args.channels)
     normalization = parse_normalization(args.normalization)
+    overrides = parse_overrides(args.override)
     if args.batch_size < 1:
         raise CLIError("--batch-size", f"expected a positive integer, got {args.batch_size}")
-    out = Path(args.out)
+    out, inp = Path(args.out), Path(args.input)
     if out.exists() and not out.is_dir():
         raise CLIError("--out", f"{str(out)!r} is a file; expected a store directory")
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise CLIError("--weights", f"{args.weights!r}: no such file")
-    view = _open_input(Path(args.input), args.axes)
+    if inp.exists() and out.resolve() == inp.resolve():
+        raise CLIError("--out", f"{str(out)!r} is the input; give the store another path")
+    check_writable(out, "--out")
+    weights = check_weights(args.weights)
+    view = _open_input(inp, args.axes)
     with view:
         from .channels import ChannelSpec
 
@@ -234,10 +307,10 @@ def _run_embed(args) -> int:
             channels = channels.resolve(view.n_channels)
         except ValueError as err:
             raise CLIError("--channels", err) from None
-        in_channels = view.n_channels if channels.mode == "adapt" else 3
+        in_channels = channels.out_channels(view.n_channels)
+        check_model(args.model, in_channels, overrides)
         _import_tensorflow()  # slow: after the quick checks
-        overrides = parse_overrides(args.override)
-        model = _create_model(args.model, args.weights, in_channels, overrides)
+        model = _create_model(args.model, weights, in_channels, overrides)
 
         from .embedding_store import EmbeddingStore
         from .stack_predictor import StackPredictor
@@ -248,26 +321,47 @@ def _run_embed(args) -> int:
         except StoreMismatchError as err:
             msg = str(err).replace("pass overwrite=True", "pass --overwrite")
             raise CLIError("--out", msg) from None
+        except OSError as err:
+            msg = f"cannot write the store {str(out)!r} ({_reason(err)})"
+            raise CLIError("--out", msg) from None
         except ValueError as err:
-            arg = "--normalization" if "vmin" in str(err) else "--channels"
-            raise CLIError(arg, err) from None
+            raise CLIError(setup_error_arg(err), err) from None
         print(f"{PROG}: {len(view)} slice(s) of {view!r} -> {out}", file=sys.stderr)
-        with TqdmProgress(desc="embedding", unit="slice", file=sys.stderr) as bar:
-            res = sp.precompute(progress=bar, batch_size=args.batch_size)
-    print(f"computed {res.computed} slice(s), reused {res.reused} of {res.total}; store: {out}")
+        try:
+            with TqdmProgress(desc="embedding", unit="slice", file=sys.stderr) as bar:
+                res = sp.precompute(progress=bar, batch_size=args.batch_size)
+        except OSError as err:  # the slices done so far are kept; a rerun resumes
+            raise CLIError(
+                "--out", f"cannot write the store {str(out)!r} ({_reason(err)}); the slices "
+                "done so far are kept: free space and run the same command again to resume"
+            ) from None  # fmt: skip
+    repaired = f" ({res.repaired} damaged slice(s) recomputed)" if res.repaired else ""
+    print(
+        f"computed {res.computed} slice(s), reused {res.reused} of {res.total}{repaired}; "
+        f"store: {out}"
+    )
     return 0
 
 
+def setup_error_arg(err: ValueError) -> str:
+    """The argument a ValueError of setting up a stack (normalisation, channels) is about."""
+    text = str(err)
+    if text.startswith("image:"):  # e.g. a channel without one finite pixel value
+        return "INPUT"
+    return "--normalization" if text.startswith(("vmin", "normalization")) else "--channels"
+
+
+def _reason(err: OSError) -> str:
+    """The short reason of an OS error, e.g. 'No space left on device'."""
+    return err.strerror or str(err)
+
+
 def _create_model(name: str, weights, in_channels: int, overrides: dict):
-    from .weights import create_model, list_models, model_config
+    """The model with its weights (the arguments are checked first, without TensorFlow)."""
+    from .weights import create_model
     from .weights.download import WeightsUnavailableError
 
-    if name not in list_models():
-        raise CLIError("--model", f"unknown model {name!r}; available: {', '.join(list_models())}")
-    try:
-        model_config(name, in_channels, **overrides)
-    except (ValueError, TypeError) as err:
-        raise CLIError("--override", err) from None
+    check_model(name, in_channels, overrides)
     try:
         return create_model(name, pretrained=weights or True, in_channels=in_channels, **overrides)
     except (ValueError, OSError, WeightsUnavailableError) as err:  # bad checkpoint, download
@@ -302,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_commands(sub)
     add_train_command(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "-v", "--verbose", action="store_true",
+            help="show the full error (Python traceback) when something fails",
+        )  # fmt: skip
     return parser
 
 
@@ -315,17 +414,41 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "verbose", False):
+        import warnings
+
+        warnings.showwarning = _show_warning
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return args.run(args)
     except CLIError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        _error(args, str(err))
+        return 2
+    except OSError as err:  # a file the checks could not foresee (disk full, a lost mount)
+        where = f" {str(err.filename)!r}" if err.filename else ""
+        _error(args, f"cannot read or write{where} ({_reason(err)})")
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line ``napari-sam: warning: ...``, printed above any progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _error(args, message: str) -> None:
+    """Print ``napari-sam: error: message`` (with the traceback first when ``-v`` is given)."""
+    if getattr(args, "verbose", False):
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,40 @@ from .cli import (
     _create_model,
     _import_tensorflow,
     _open_input,
+    _reason,
+    check_model,
+    check_weights,
+    check_writable,
     parse_channels,
     parse_normalization,
     parse_overrides,
+    setup_error_arg,
 )
 
-__all__ = ["add_batch_commands", "process_file", "run_files"]
+__all__ = ["add_batch_commands", "input_stem", "label_name", "process_file", "run_files"]
 
 _SUFFIXES = (".tif", ".tiff", ".npy")
+_MULTI_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
+LABEL_SUFFIX = "_labels.tif"
+
+
+def input_stem(path: Path) -> str:
+    """The name of an input without its file type: ``cell.1.tif`` -> ``cell.1``,
+    ``plate.ome.tif`` -> ``plate``, ``stack.zarr`` -> ``stack``.
+
+    Every per-input name (label image, embedding store, prompt file) is built from it.
+    """
+    name = path.name
+    for suffix in _MULTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem if path.suffix else name
+
+
+def label_name(path: Path) -> str:
+    """The label image written for an input in a folder run: ``<stem>_labels.tif``."""
+    return input_stem(path) + LABEL_SUFFIX
+
 
 _COMMON = [
     (("input",), dict(metavar="INPUT", help="a TIFF or .npy file, a zarr array directory, a "
@@ -107,39 +133,99 @@ def _inputs(text: str) -> tuple[list[Path], bool]:
     return [path], False
 
 
-def _outputs(inputs: list[Path], many: bool, out: Path) -> list[Path]:
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _outputs(inputs: list[Path], many: bool, out: Path) -> tuple[list[Path], list[Path]]:
+    """(inputs, label images to write), checked: outputs never collide or replace an input.
+
+    In a folder run, inputs that are the label images of other inputs (a run whose output
+    folder is its input folder, run again) are outputs, not inputs: they are left out.
+    """
     if many or out.is_dir():
+        if out.exists() and not out.is_dir():
+            raise CLIError(
+                "--out", f"cannot create folder {str(out)!r} (a file of that name exists)"
+            )
+        check_writable(out, "--out")
+        from .label_io import is_label_output
+
+        targets = {p: out / label_name(p) for p in inputs}
+        made = {t.resolve(): p for p, t in targets.items()}
+        for p in inputs:
+            if p.resolve() in made and not is_label_output(p):
+                raise CLIError(
+                    "--out", f"the label image of input {made[p.resolve()].name!r} would "
+                    f"replace input {p.name!r}; give another --out folder"
+                )  # fmt: skip
+        inputs = [p for p in inputs if p.resolve() not in made]  # our outputs of a past run
+        if not inputs:
+            raise CLIError("INPUT", "every input is a label image written by napari-sam")
+        seen: dict[Path, Path] = {}
+        for p in inputs:
+            key = Path(str(targets[p].resolve()).casefold())
+            if key in seen:
+                raise CLIError(
+                    "--out", f"inputs {seen[key].name!r} and {p.name!r} would both be written "
+                    f"to {targets[p].name!r}; rename one or run them into separate folders"
+                )  # fmt: skip
+            seen[key] = p
+        outputs = [targets[p] for p in inputs]
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise CLIError("--out", f"cannot create folder {str(out)!r} ({err.strerror})") from None
-        targets = [out / f"{p.name.split('.')[0]}_labels.tif" for p in inputs]
+            raise CLIError("--out", f"cannot create folder {str(out)!r} ({_reason(err)})") from None
     else:
-        targets = [out]
-    folder = targets[0].parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise CLIError(
-            "--out", f"cannot write to {str(folder)!r} (no such folder or no permission)"
-        )
-    return targets
+        if _same(out, inputs[0]):
+            raise CLIError("--out", f"{str(out)!r} is the input; give the labels another name")
+        if not out.parent.is_dir():
+            raise CLIError(
+                "--out", f"cannot write to {str(out.parent)!r} (no such folder)"
+            )  # fmt: skip
+        check_writable(out.parent, "--out")
+        outputs = [out]
+    return inputs, outputs
 
 
 def _store_for(args, inp: Path, many: bool):
     if args.store is None:
         return None
     store = Path(args.store)
-    return store / f"{inp.name.split('.')[0]}.emb.zarr" if many else store
+    return store / f"{input_stem(inp)}.emb.zarr" if many else store
 
 
 def _prompt_file(args, inp: Path, many: bool) -> Path:
     prompts = Path(args.prompts)
     if not many:
         return prompts
-    stem = inp.name.split(".")[0]
+    stem = input_stem(inp)
     for suffix in (".csv", ".json"):
         if (prompts / f"{stem}{suffix}").is_file():
             return prompts / f"{stem}{suffix}"
     raise CLIError("--prompts", f"no {stem}.csv or {stem}.json in folder {str(prompts)!r}")
+
+
+def _check_options(args, auto: bool) -> None:
+    """Every option value, before any file is opened or TensorFlow imported."""
+    parse_channels(args.channels)
+    parse_normalization(args.normalization)
+    check_model(args.model, 3, parse_overrides(args.override))
+    check_weights(args.weights)
+    if not auto:
+        return
+    positive = ("points_per_side", "min_slices")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')}",
+                           f"expected a positive integer, got {getattr(args, name)}")  # fmt: skip
+    if args.max_gap < 0:
+        raise CLIError("--max-gap", f"expected an integer >= 0, got {args.max_gap}")
+    for name in ("pred_iou_thresh", "stability_score_thresh", "min_overlap"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise CLIError(f"--{name.replace('_', '-')}",
+                           f"expected a number in [0, 1], got {value:g}")  # fmt: skip
 
 
 def _run_batch(args, auto: bool) -> int:
@@ -167,22 +253,17 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
     """
     from tqdm import tqdm
 
-    parse_channels(args.channels)
-    parse_normalization(args.normalization)
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise CLIError("--weights", f"{args.weights!r}: no such file")
-    if auto and args.points_per_side < 1:
-        raise CLIError(
-            "--points-per-side", f"expected a positive integer, got {args.points_per_side}"
-        )
-    if auto and args.max_gap < 0:
-        raise CLIError("--max-gap", f"expected an integer >= 0, got {args.max_gap}")
-    if auto and args.min_slices < 1:
-        raise CLIError("--min-slices", f"expected a positive integer, got {args.min_slices}")
+    _check_options(args, auto)
     inputs, many = _inputs(args.input)
     if not auto and many and not Path(args.prompts).is_dir():
         raise CLIError("--prompts", "with several inputs, give a folder of <name>.csv/.json files")
-    outputs = _outputs(inputs, many, Path(args.out))
+    if not auto and not many and _same(Path(args.out), Path(args.prompts)):
+        raise CLIError("--out", f"{args.out!r} is the prompts file; give the labels another name")
+    n_found = len(inputs)
+    inputs, outputs = _outputs(inputs, many, Path(args.out))
+    if len(inputs) < n_found:
+        print(f"{PROG}: left out {n_found - len(inputs)} input(s) that are label images of "
+              f"other inputs ('*{LABEL_SUFFIX}')", file=sys.stderr)  # fmt: skip
     todo = [
         (i, o) for i, o in zip(inputs, outputs, strict=True) if args.overwrite or not o.exists()
     ]
@@ -235,7 +316,7 @@ def process_file(args, auto: bool, inp: Path, out: Path, many: bool, state: dict
                 raise CLIError("--prompts", err) from None
         if state.get("model") is None:
             _import_tensorflow()
-            in_channels = view.n_channels if chans.mode == "adapt" else 3
+            in_channels = chans.out_channels(view.n_channels)
             state["model"] = _create_model(
                 args.model, args.weights, in_channels, parse_overrides(args.override)
             )
@@ -249,16 +330,35 @@ def process_file(args, auto: bool, inp: Path, out: Path, many: bool, state: dict
             labels, partial = _auto(sp, args, inp, out)
             note = f"; {partial.computed} slice(s) computed, {partial.reused} resumed"
         else:
-            labels = _segment(sp, prompts)
+            labels = _write_errors(lambda: _segment(sp, prompts), args)
         axes = view.slice_axes + "YX"
         try:
             write_label_tiff(out, labels, axes, like=inp)
+            if partial is not None:
+                partial.discard()  # after the output: a kill in between leaves it complete
         except OSError as err:
-            raise CLIError("--out", f"cannot write {str(out)!r} ({err.strerror or err})") from None
-        if partial is not None:
-            partial.discard()  # after the output: a kill in between leaves a complete output
+            raise CLIError("--out", f"cannot write {str(out)!r} ({_reason(err)})") from None
+        finally:
+            if partial is not None:
+                partial.close()  # the work folder's lock
     print(f"{PROG}: {inp} -> {out} ({int(labels.max())} object(s){note})", file=sys.stderr)
     return int(labels.max())
+
+
+def _write_errors(run, args):
+    """``run()``, with a failed write (disk full, ...) to the store or the work folder as a
+    one-line error; what was finished so far is kept for a rerun."""
+    try:
+        return run()
+    except OSError as err:
+        where, arg = (Path(err.filename), None) if err.filename else (None, None)
+        store = getattr(args, "store", None)
+        if store and where is not None and where.resolve().is_relative_to(Path(store).resolve()):
+            arg = "--store"
+        arg = arg or "--out"
+        what = f" {str(where)!r}" if where is not None else ""
+        kept = "; the slices done so far are kept: run the same command again to resume"
+        raise CLIError(arg, f"cannot write{what} ({_reason(err)}){kept}") from None
 
 
 def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder):
@@ -273,8 +373,10 @@ def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder
         raise CLIError(
             "--store", str(err).replace("pass overwrite=True", "run 'napari-sam embed --overwrite'")
         ) from None
+    except OSError as err:
+        raise CLIError("--store", f"cannot open the store ({_reason(err)})") from None
     except ValueError as err:
-        raise CLIError("--channels", err) from None
+        raise CLIError(setup_error_arg(err), err) from None
 
 
 # AutomaticMaskGenerator attributes the per-slice labels depend on (with points_per_side)
@@ -340,7 +442,7 @@ def _auto(sp, args, inp: Path, out: Path):
     except PartialMismatchError as err:
         raise CLIError("--out", err) from None
     except OSError as err:
-        raise CLIError("--out", f"cannot create {str(folder)!r} ({err.strerror or err})") from None
+        raise CLIError("--out", f"cannot create {str(folder)!r} ({_reason(err)})") from None
     if partial.discarded:
         print(f"{PROG}: discarded the partial results in {folder}: {partial.discarded}",
               file=sys.stderr)  # fmt: skip
@@ -348,12 +450,16 @@ def _auto(sp, args, inp: Path, out: Path):
     if done:
         print(f"{PROG}: resuming {inp}: {done} of {len(view)} slice(s) already segmented "
               f"({folder})", file=sys.stderr)  # fmt: skip
-    with tqdm(total=len(view), desc="slices", unit="slice", file=sys.stderr) as bar:
-        labels = segment_stack(
-            sp, gen, link_3d=not args.no_link_3d, min_overlap=args.min_overlap,
-            max_gap=args.max_gap, min_slices=args.min_slices,
-            progress=lambda done, total: bar.update(done - bar.n), cache=partial,
-        )  # fmt: skip
+    try:
+        with tqdm(total=len(view), desc="slices", unit="slice", file=sys.stderr) as bar:
+            labels = _write_errors(lambda: segment_stack(
+                sp, gen, link_3d=not args.no_link_3d, min_overlap=args.min_overlap,
+                max_gap=args.max_gap, min_slices=args.min_slices,
+                progress=lambda done, total: bar.update(done - bar.n), cache=partial,
+            ), args)  # fmt: skip
+    except BaseException:
+        partial.close()
+        raise
     return labels, partial
 
 

@@ -19,6 +19,10 @@ from .cli import (
     _create_model,
     _import_tensorflow,
     _open_input,
+    _reason,
+    check_model,
+    check_weights,
+    check_writable,
     parse_channels,
     parse_normalization,
     parse_overrides,
@@ -112,11 +116,25 @@ def _run_train(args) -> int:
     for name in ("steps", "batch_size", "objects_per_image"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')}", "expected a positive integer")
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise CLIError("--weights", f"{args.weights!r}: no such file")
+    overrides = parse_overrides(args.override)
+    norm_settings = parse_normalization(args.normalization)
+    weights = check_weights(args.weights)
     out = Path(args.out)
-    if out.suffix != ".npz" or not out.parent.is_dir():
+    if out.suffix.lower() != ".npz" or not out.parent.is_dir():
         raise CLIError("--out", f"{args.out!r}: expected a .npz path in an existing folder")
+    if out.is_dir():
+        raise CLIError("--out", f"{args.out!r} is a folder; expected a .npz file path")
+    inputs = {"IMAGES": Path(args.images), "LABELS": Path(args.labels)}
+    if weights is not None:
+        inputs["--weights"] = weights
+    for name, path in inputs.items():
+        if path.exists() and out.resolve() == path.resolve():
+            raise CLIError("--out", f"{args.out!r} is {name}; give the weights another name")
+    check_writable(out.parent, "--out")
+    workdir = Path(args.workdir) if args.workdir else out.with_suffix(".run")
+    if workdir.exists() and not workdir.is_dir():
+        raise CLIError("--workdir", f"{str(workdir)!r} is a file; expected a folder")
+    check_writable(workdir, "--workdir")
     view = _open_input(Path(args.images), args.axes)
     labels = _read_labels(Path(args.labels))
     expected = (*view.stack_shape, *view.slice_shape)
@@ -129,16 +147,19 @@ def _run_train(args) -> int:
         channels = channels.resolve(view.n_channels)
     except ValueError as err:
         raise CLIError("--channels", err) from None
-    norm = parse_normalization(args.normalization).fit(view)
-    in_channels = view.n_channels if channels.mode == "adapt" else 3
+    try:
+        norm = norm_settings.fit(view)
+    except ValueError as err:
+        raise CLIError("IMAGES", err) from None
+    in_channels = channels.out_channels(view.n_channels)
+    check_model(args.model, in_channels, overrides)
     _import_tensorflow()
-    overrides = parse_overrides(args.override)
     if args.from_scratch:
         from .weights import create_model
 
         model = create_model(args.model, pretrained=False, in_channels=in_channels, **overrides)
     else:
-        model = _create_model(args.model, args.weights, in_channels, overrides)
+        model = _create_model(args.model, weights, in_channels, overrides)
     from .training import TrainConfig, Trainer
     from .weights.key_map import export_state_dict
 
@@ -149,12 +170,23 @@ def _run_train(args) -> int:
         learning_rate=args.learning_rate, freeze_image_encoder=args.freeze_image_encoder,
         seed=args.seed, warmup_steps=min(100, args.steps // 10),
     )  # fmt: skip
-    workdir = Path(args.workdir) if args.workdir else out.with_suffix(".run")
     sampler = _sampler(view, np.asarray(labels), channels, norm, size, pad_value)
-    trainer = Trainer(model, sampler, config, workdir=workdir)
-    losses = trainer.fit()
+    import tensorflow as tf
+
+    try:
+        trainer = Trainer(model, sampler, config, workdir=workdir)
+        losses = trainer.fit()
+    except (OSError, tf.errors.OpError) as err:  # TensorFlow's checkpoint writer: OpError
+        reason = _reason(err) if isinstance(err, OSError) else err.message.split(";")[0]
+        raise CLIError(
+            "--workdir", f"cannot write the checkpoints in {str(workdir)!r} ({reason}); "
+            "the last complete checkpoint is kept: run the same command again to resume"
+        ) from None  # fmt: skip
     state = export_state_dict(model)
-    write_atomic(out, lambda f: np.savez(f, **state))
+    try:
+        write_atomic(out, lambda f: np.savez(f, **state))
+    except OSError as err:
+        raise CLIError("--out", f"cannot write {str(out)!r} ({_reason(err)})") from None
     done = f"{len(losses)} step(s), last loss {losses[-1]:.4f}" if losses else "nothing to do"
     print(f"{PROG}: trained ({done}); weights: {out}", file=sys.stderr)
     return 0

@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
+import warnings
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import write_atomic
+from ._atomic import remove_stale_temps, write_atomic
 from .channels import ChannelSpec
 from .normalize import FittedNormalization, Normalization
 
@@ -43,7 +45,6 @@ __all__ = [
 ]
 
 FORMAT = 1
-_PARTS = ("zarr.json", "c", "records")  # all a store directory holds
 _ARRAY = {"dtype": "float32", "fill_value": 0.0, "compressors": None, "zarr_format": 3}
 _LABELS = {
     "format": "store format",
@@ -58,6 +59,46 @@ _LABELS = {
 
 class StoreMismatchError(ValueError):
     """An on-disk store was made for another encoder, settings, version or stack."""
+
+
+_RECORD = re.compile(r"\d+\.json")
+_CHUNK = ("0", "0", "0")  # c/<i>/0/0/0: one chunk per slice
+
+
+def _files_in(path: Path) -> list[str]:
+    """Every file below ``path`` (empty folders do not count)."""
+    return [os.path.join(root, n) for root, _, names in os.walk(path) for n in names]
+
+
+def _is_store_file(path: Path, f: Path) -> bool:
+    """Whether ``f`` is a file of the store layout: zarr.json, c/<i>/0/0/0, records/<i>.json
+    (or a record's temporary file)."""
+    parts = f.relative_to(path).parts
+    if parts == ("zarr.json",):
+        return True
+    if len(parts) == 2 and parts[0] == "records":
+        return bool(_RECORD.fullmatch(parts[1])) or parts[1].endswith(".tmp")
+    return len(parts) == 5 and parts[0] == "c" and parts[1].isdigit() and parts[2:] == _CHUNK
+
+
+def _discard_store(path: Path) -> None:
+    """Delete the records, chunks and metadata of the store at ``path``: only files of the
+    store's own layout; anything else stops it, with nothing of the user's removed.
+
+    Records go first, so whatever a kill leaves, no record outlives its chunk; ``zarr.json``
+    goes last, so a half-discarded store is still recognised as one.
+    """
+    foreign = [f for f in _files_in(path) if not _is_store_file(path, Path(f))]
+    if foreign:
+        raise StoreMismatchError(
+            f"path: {path} holds files that are not part of an embedding store "
+            f"({', '.join(sorted(foreign)[:3])}); nothing was deleted: move them away or use "
+            "another path"
+        )
+    for folder in (path / "records", path / "c"):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    (path / "zarr.json").unlink(missing_ok=True)
 
 
 def package_version() -> str:
@@ -95,6 +136,7 @@ class PrecomputeResult:
     reused: int
     total: int
     cancelled: bool = False
+    repaired: int = 0  # of ``computed``: slices whose stored embedding was damaged
 
     def __iter__(self):
         return iter((self.computed, self.reused))
@@ -147,6 +189,7 @@ class EmbeddingStore:
         self._lock = threading.RLock()
         self._array = None
         self.key = self.metadata = self.view = self.encoder = None
+        self.damaged = 0  # stored embeddings found damaged (and computed again)
 
     @classmethod
     def open(cls, view, encoder, channels=None, normalization=None, path=None, **kwargs):
@@ -223,8 +266,13 @@ class EmbeddingStore:
                 raise StoreMismatchError(f"path: {path} holds a zarr array that is no store")
         elif path.exists() and not path.is_dir():
             raise StoreMismatchError(f"path: {path} is a file, not an embedding store directory")
-        elif path.exists() and set(os.listdir(path)) - set(_PARTS):  # only our leftovers
-            raise StoreMismatchError(f"path: {path} is a non-empty directory, not a store")
+        elif path.exists() and not all(_is_store_file(path, Path(f)) for f in _files_in(path)):
+            # without zarr.json, only files of the store's layout (what a reset killed
+            # half-way leaves) are taken over; anything else is the user's
+            raise StoreMismatchError(
+                f"path: {path} is a non-empty directory, not a store; give an empty or new "
+                "directory"
+            )
         diff = [k for k in _LABELS if stored is not None and stored.get(k) != meta[k]]
         if diff and not self.overwrite:
             lines = "; ".join(
@@ -235,21 +283,18 @@ class EmbeddingStore:
                 f"pass overwrite=True to discard it, or use another path"
             )
         if stored is None or diff:
-            # records first: whatever a kill here leaves, no record outlives its chunk
-            shutil.rmtree(path / "records", ignore_errors=True)
-            shutil.rmtree(path / "c", ignore_errors=True)
-            (path / "zarr.json").unlink(missing_ok=True)
+            _discard_store(path)
             shape = (meta["n_slices"], *meta["embedding_shape"])
             attrs = {"napari_sam": meta}
             self._array = zarr.create_array(
                 str(path), shape=shape, chunks=(1, *shape[1:]), attributes=attrs, **_ARRAY
             )
         (path / "records").mkdir(exist_ok=True)
+        remove_stale_temps(path / "records")  # left by a killed writer (not a live one's)
         self._records = {}
         for f in (path / "records").iterdir():
             if f.name.startswith("."):
-                f.unlink(missing_ok=True)  # temp file left by a killed writer
-                continue
+                continue  # a live writer's temp file
             try:
                 rec = json.loads(f.read_text())
                 if rec["key"] == key and f.name == f"{rec['index']}.json":
@@ -272,13 +317,21 @@ class EmbeddingStore:
             return None
         try:
             emb = np.ascontiguousarray(self._array[i], dtype="<f4")
-        except Exception:  # truncated / undecodable chunk
-            return None
+        except Exception as err:  # truncated / undecodable chunk
+            return self._damaged(i, f"unreadable chunk: {type(err).__name__}")
         if zlib.crc32(emb) != rec["crc32"]:
-            return None
+            return self._damaged(i, "checksum mismatch")
         emb.flags.writeable = False
         self._mem_put(i, content, emb)
         return emb
+
+    def _damaged(self, i: int, why: str) -> None:
+        self.damaged += 1
+        warnings.warn(
+            f"embedding store {self.path}: the stored embedding of slice {i} is damaged "
+            f"({why}); it is computed again",
+            stacklevel=3,
+        )
 
     def _lookup(self, i: int, content: str) -> np.ndarray | None:
         with self._lock:
@@ -392,7 +445,7 @@ class EmbeddingStore:
             raise ValueError("view, encoder: needed when the store is not bound yet")
         self.bind(view, encoder, channels, normalization)
         is_cancelled = getattr(cancel, "is_set", cancel) or (lambda: False)
-        total, pending = len(self.view), []
+        total, pending, damaged = len(self.view), [], self.damaged
         res = PrecomputeResult(0, 0, total)
         for i in range(total):
             if is_cancelled():
@@ -412,4 +465,5 @@ class EmbeddingStore:
                 continue  # nothing new is done yet
             if progress:
                 progress(res.computed + res.reused, total)
+        res.repaired = self.damaged - damaged
         return res

@@ -8,9 +8,24 @@ import numpy as np
 
 from ._atomic import write_atomic
 
-__all__ = ["tiff_metadata", "write_label_tiff"]
+__all__ = ["is_label_output", "tiff_metadata", "write_label_tiff"]
 
 _IMAGEJ_ORDER = "TZCYXS"
+SOFTWARE = "napari-sam"  # the TIFF Software tag of the label images written here
+
+
+def is_label_output(path) -> bool:
+    """Whether ``path`` is a label TIFF written by :func:`write_label_tiff` (its Software tag)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages[0].software == SOFTWARE
+    except Exception:  # not a TIFF we can read: not ours
+        return False
 
 
 def tiff_metadata(path) -> dict:
@@ -72,5 +87,8 @@ def write_label_tiff(path, labels: np.ndarray, axes: str, like=None) -> Path:
     kwargs = {"resolution": extra["resolution"]} if "resolution" in extra else {}
     data = labels.astype(dtype)
     return write_atomic(
-        path, lambda f: tifffile.imwrite(f, data, imagej=imagej, metadata=meta, **kwargs)
+        path,
+        lambda f: tifffile.imwrite(
+            f, data, imagej=imagej, metadata=meta, software=SOFTWARE, **kwargs
+        ),
     )

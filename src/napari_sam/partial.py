@@ -4,6 +4,8 @@ Layout of the work folder (``<output>.partial/``)::
 
     key.json             what the results were computed from (input file, model, settings)
                          and the hash of it; written before any slice
+    .lock                held (an OS file lock) by the one run writing the folder; a second
+                         run on the same output stops with :class:`PartialLockedError`
     slice_<n>.npy        the 2-D label image of slice n (its position in the view's slice
                          order), before 3-D linking; each written to a temporary file first,
                          then renamed with ``os.replace``
@@ -22,17 +24,41 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from ._atomic import write_atomic
+from ._atomic import remove_stale_temps, write_atomic
 
-__all__ = ["PartialMismatchError", "PartialResults", "remove_work_folder", "work_folder"]
+__all__ = [
+    "PartialLockedError",
+    "PartialMismatchError",
+    "PartialResults",
+    "remove_work_folder",
+    "work_folder",
+]
 
 FORMAT = 1
 _SLICE = re.compile(r"slice_(\d+)\.npy")
+_LOCK = ".lock"
 
 
 class PartialMismatchError(ValueError):
     """The work folder holds files that are not partial results: it is left alone."""
+
+
+class PartialLockedError(PartialMismatchError):
+    """Another run is writing the work folder (it holds the folder's lock)."""
+
+
+def _acquire(path: Path) -> FileLock:
+    lock = FileLock(path / _LOCK, is_singleton=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PartialLockedError(
+            f"another napari-sam run is writing {path} (the same output); wait for it to "
+            "finish or give another output"
+        ) from None
+    return lock
 
 
 def _key_of(fields: dict) -> str:
@@ -51,7 +77,7 @@ def _check_ours(path: Path) -> None:
         raise PartialMismatchError(f"{path} exists and is not a work folder")
     foreign = [
         f.name for f in path.iterdir()
-        if f.name != "key.json" and not _SLICE.fullmatch(f.name)
+        if f.name not in ("key.json", _LOCK) and not _SLICE.fullmatch(f.name)
         and not (f.name.startswith(".") and f.name.endswith(".tmp"))
     ]  # fmt: skip
     if foreign:
@@ -61,15 +87,36 @@ def _check_ours(path: Path) -> None:
         )
 
 
-def remove_work_folder(path) -> bool:
-    """Delete a work folder if it exists (after checking it holds only partial results)."""
+def remove_work_folder(path, lock: FileLock | None = None) -> bool:
+    """Delete a work folder if it exists (after checking it holds only partial results).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The work folder.
+    lock : filelock.FileLock, optional
+        The folder's lock, held by the caller; default: taken here.
+
+    Raises
+    ------
+    PartialMismatchError
+        The folder holds other files (it is left alone).
+    PartialLockedError
+        Another run holds the folder's lock.
+    """
     path = Path(path)
     if not path.exists():
         return False
-    _check_ours(path)
-    # the key first: a kill half way leaves a folder that is discarded next time
-    (path / "key.json").unlink(missing_ok=True)
-    shutil.rmtree(path)
+    _check_ours(path)  # a file, or a folder of other files: left alone
+    own = lock is None
+    lock = _acquire(path) if own else lock
+    try:
+        # the key first: a kill half way leaves a folder that is discarded next time
+        (path / "key.json").unlink(missing_ok=True)
+        shutil.rmtree(path)
+    finally:
+        if own:
+            lock.release()
     return True
 
 
@@ -101,6 +148,9 @@ class PartialResults:
     ------
     PartialMismatchError
         If ``path`` exists but is not a work folder (a file, or a folder holding other files).
+    PartialLockedError
+        If another run is writing the folder. The lock is held until :meth:`discard` or
+        :meth:`close` (or the end of a ``with`` block).
     """
 
     def __init__(self, path, fields: dict, n_slices: int, shape, overwrite: bool = False):
@@ -112,6 +162,16 @@ class PartialResults:
         self.discarded = None
         if self.path.exists():
             _check_ours(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire(self.path)
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, overwrite: bool) -> None:
+        if (self.path / "key.json").exists() or self.done():
             stored = self._stored_key()
             if overwrite:
                 self.discarded = "--overwrite"
@@ -123,15 +183,18 @@ class PartialResults:
                               if old.get(k) != self.fields.get(k))  # fmt: skip
                 self.discarded = "made with other settings (" + ", ".join(diff or ["format"]) + ")"
             if self.discarded is not None:
-                self.discard()
-        if not self.path.exists():
-            self.path.mkdir(parents=True)
+                self._clear()
         if not (self.path / "key.json").exists():
             record = json.dumps({"key": self.key, "fields": self.fields}, indent=1, default=str)
             write_atomic(self.path / "key.json", lambda f: f.write(record.encode()), fsync=True)
+        remove_stale_temps(self.path)  # left by a killed writer (we hold the lock)
+
+    def _clear(self) -> None:
+        """Delete the results and the key (keeping the folder and its lock)."""
+        (self.path / "key.json").unlink(missing_ok=True)  # first: see remove_work_folder
         for f in self.path.iterdir():
-            if f.name.startswith(".") and f.name.endswith(".tmp"):
-                f.unlink(missing_ok=True)  # left by a killed writer
+            if _SLICE.fullmatch(f.name):
+                f.unlink()
 
     def _stored_key(self) -> dict | None:
         try:
@@ -168,4 +231,19 @@ class PartialResults:
 
     def discard(self) -> None:
         """Delete the work folder (after checking it holds only partial results)."""
-        remove_work_folder(self.path)
+        try:
+            remove_work_folder(self.path, lock=self._lock)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the folder's lock (the results stay for a later run)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> PartialResults:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -23,6 +23,18 @@ _CHANNEL = "CS"
 _UNKNOWN_TIFF_AXES = "QI"
 
 
+def _suggest_axes(file_axes: str) -> str:
+    """tifffile's axes with each unknown letter (Q, I) replaced by an unused slice letter,
+    e.g. ``QYX`` -> ``ZYX``, ``IQYX`` -> ``TZYX``, ``QQYX`` -> ``ZTYX`` (always valid)."""
+    out = ""
+    for a in file_axes:
+        if a in _UNKNOWN_TIFF_AXES:
+            prefer = {"Q": "Z", "I": "T"}[a] + "ZT" + SLICE_AXES
+            a = next(b for b in prefer if b not in file_axes and b not in out)
+        out += a
+    return out
+
+
 class SliceIndexError(IndexError, ValueError):
     """A slice index is out of range (both an ``IndexError`` and a ``ValueError``)."""
 
@@ -105,13 +117,19 @@ class StackView:
                 raise ValueError(f"axes: pass the axes of {path.name!r} (shape {data.shape})")
             return data, axes or "YX"
         data, file_axes, self._closer = _open_tiff(path)
+        if 0 in data.shape:
+            self.close()
+            raise ValueError(
+                f"data: {path.name!r} holds no pixels (shape {tuple(data.shape)}); expected an "
+                "image or a stack"
+            )
         bad = sorted(set(file_axes) & set(_UNKNOWN_TIFF_AXES))
         if axes is None and bad:
             self.close()
             raise ValueError(
                 f"axes: cannot tell what the axes {bad} of {path.name!r} (tifffile axes "
                 f"{file_axes!r}, shape {tuple(data.shape)}) mean; pass them explicitly with "
-                f"--axes / axes=, e.g. {file_axes.replace('Q', 'Z').replace('I', 'T')!r}"
+                f"--axes / axes=, e.g. {_suggest_axes(file_axes)!r}"
             )
         return data, axes or file_axes
 

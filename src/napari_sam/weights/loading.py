@@ -71,9 +71,11 @@ def read_checkpoint(path: str | os.PathLike, native_copy: bool = True) -> dict[s
         The file is missing, truncated, hostile or not a checkpoint; the message names it.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; expected a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         return _read_npz(path)
     copy = _native_copy_path(path) if native_copy else None
     if copy is not None and copy.is_file():
