@@ -284,7 +284,7 @@ def _open_input(path: Path, axes: str | None):
 
 
 def _run_embed(args) -> int:
-    from .embedding_store import StoreMismatchError, TqdmProgress
+    from .embedding_store import StoreMismatchError, TqdmProgress, check_store_path
 
     channels = parse_channels(args.channels)
     normalization = parse_normalization(args.normalization)
@@ -296,6 +296,10 @@ def _run_embed(args) -> int:
         raise CLIError("--out", f"{str(out)!r} is a file; expected a store directory")
     if inp.exists() and out.resolve() == inp.resolve():
         raise CLIError("--out", f"{str(out)!r} is the input; give the store another path")
+    try:
+        check_store_path(out)
+    except StoreMismatchError as err:
+        raise CLIError("--out", err) from None
     check_writable(out, "--out")
     weights = check_weights(args.weights)
     view = _open_input(inp, args.axes)

@@ -40,6 +40,7 @@ __all__ = [
     "PrecomputeResult",
     "StoreMismatchError",
     "TqdmProgress",
+    "check_store_path",
     "package_version",
     "slice_hash",
 ]
@@ -79,6 +80,35 @@ def _is_store_file(path: Path, f: Path) -> bool:
     if len(parts) == 2 and parts[0] == "records":
         return bool(_RECORD.fullmatch(parts[1])) or parts[1].endswith(".tmp")
     return len(parts) == 5 and parts[0] == "c" and parts[1].isdigit() and parts[2:] == _CHUNK
+
+
+def check_store_path(path) -> None:
+    """Fail unless ``path`` is new, an empty folder, or (by its files) an embedding store.
+
+    Cheap (no zarr, no TensorFlow): the CLI calls it before loading a model. Without
+    ``zarr.json``, a folder of only the store's own files (what a reset killed half-way
+    leaves) is a store too; anything else is the user's.
+
+    Raises
+    ------
+    StoreMismatchError
+        If ``path`` is a file, a zarr array that is not a store, or a folder of other files.
+    """
+    path = Path(path)
+    meta = path / "zarr.json"
+    if meta.is_file():
+        try:
+            attrs = json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, ValueError, AttributeError):
+            return  # unreadable metadata: reported (and discarded on overwrite) when opened
+        if isinstance(attrs, dict) and "napari_sam" not in attrs:
+            raise StoreMismatchError(f"path: {path} holds a zarr array that is no store")
+    elif path.exists() and not path.is_dir():
+        raise StoreMismatchError(f"path: {path} is a file, not an embedding store directory")
+    elif path.exists() and not all(_is_store_file(path, Path(f)) for f in _files_in(path)):
+        raise StoreMismatchError(
+            f"path: {path} is a non-empty directory, not a store; give an empty or new directory"
+        )
 
 
 def _discard_store(path: Path) -> None:
@@ -256,6 +286,7 @@ class EmbeddingStore:
         import zarr
 
         path, stored = self.path, None
+        check_store_path(path)
         if (path / "zarr.json").exists():
             try:
                 self._array = zarr.open_array(str(path), mode="r+")
@@ -264,15 +295,6 @@ class EmbeddingStore:
                 stored = {"format": f"unreadable ({err})"}
             if stored is None:
                 raise StoreMismatchError(f"path: {path} holds a zarr array that is no store")
-        elif path.exists() and not path.is_dir():
-            raise StoreMismatchError(f"path: {path} is a file, not an embedding store directory")
-        elif path.exists() and not all(_is_store_file(path, Path(f)) for f in _files_in(path)):
-            # without zarr.json, only files of the store's layout (what a reset killed
-            # half-way leaves) are taken over; anything else is the user's
-            raise StoreMismatchError(
-                f"path: {path} is a non-empty directory, not a store; give an empty or new "
-                "directory"
-            )
         diff = [k for k in _LABELS if stored is not None and stored.get(k) != meta[k]]
         if diff and not self.overwrite:
             lines = "; ".join(
