@@ -261,6 +261,14 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
         raise CLIError("--out", f"{args.out!r} is the prompts file; give the labels another name")
     n_found = len(inputs)
     inputs, outputs = _outputs(inputs, many, Path(args.out))
+    if args.store is not None:
+        from .embedding_store import StoreMismatchError, check_store_path
+
+        try:
+            for inp in inputs:
+                check_store_path(_store_for(args, inp, many))
+        except StoreMismatchError as err:
+            raise CLIError("--store", err) from None
     if len(inputs) < n_found:
         print(f"{PROG}: left out {n_found - len(inputs)} input(s) that are label images of "
               f"other inputs ('*{LABEL_SUFFIX}')", file=sys.stderr)  # fmt: skip
