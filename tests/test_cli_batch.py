@@ -14,7 +14,15 @@ from napari_sam.encoder import ModelEncoder
 from napari_sam.linking import segment_stack
 from napari_sam.stack_predictor import StackPredictor
 from napari_sam.weights import create_model
-from test_cli_embed import SMALL, cli, overrides, run_main, stack, write_weights
+from test_cli_embed import (
+    SMALL,
+    assert_labels_agree,
+    cli,
+    overrides,
+    run_main,
+    stack,
+    write_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,9 @@ def test_segment_napari_csv_same_as_stack_predictor(files, tmp_path, capsys, mon
     masks, scores, _ = sp.predict(2, points=[[40.5, 30.0]], labels=[1])
     want[2][masks[np.argmax(scores)]] = 2
     assert want[0].any() and want[2].any()
-    np.testing.assert_array_equal(got, want)
+    # the CLI ran in another process: its float rounding may differ (oneDNN's depends on the
+    # batch shape and the CPU kind), which can flip a pixel at the threshold
+    assert_labels_agree(got, want)
     # run again (in process: faster): the complete output is skipped
     argv = ["segment", d / "stack.tif", "--prompts", csv, "--out", out, *model_args(weights)]
     code, stdout, err = run_main(capsys, *argv)
@@ -70,7 +80,7 @@ def test_segment_napari_csv_same_as_stack_predictor(files, tmp_path, capsys, mon
     monkeypatch.setattr(ModelEncoder, "encode", lambda *a: pytest.fail("encoded again"))
     code, stdout, err = run_main(capsys, *argv, "--store", store, "--overwrite")
     assert code == 0 and "wrote 1 label image(s)" in stdout, err
-    np.testing.assert_array_equal(tifffile.imread(out), want)
+    assert_labels_agree(tifffile.imread(out), want)  # another model's graphs, as above
 
 
 def test_segment_json_boxes_objects_on_several_slices(files, tmp_path, capsys):
@@ -98,7 +108,9 @@ def test_segment_json_boxes_objects_on_several_slices(files, tmp_path, capsys):
     m, _, _ = sp.predict(1, boxes=[[10, 10, 60, 45]], multimask_output=False)
     want[1][m[0, 0] if m.ndim == 4 else m[0]] = 1  # object "a" again, drawn last
     assert set(np.unique(want)) == {0, 1, 2}
-    np.testing.assert_array_equal(got, want)
+    # the CLI may decode the objects of a slice in one batch, here one at a time: oneDNN's
+    # rounding depends on the batch shape, so a pixel at the threshold may flip
+    assert_labels_agree(got, want)
 
 
 def test_auto_folder_of_stacks_and_resume(files, tmp_path, capsys):
@@ -120,7 +132,8 @@ def test_auto_folder_of_stacks_and_resume(files, tmp_path, capsys):
     sp = StackPredictor(model, inp / "a.tif")
     gen = AutomaticMaskGenerator(sp.predictor, points_per_side=4, pred_iou_thresh=0,
                                  stability_score_thresh=0)  # fmt: skip
-    np.testing.assert_array_equal(got, segment_stack(sp, gen))
+    # another process (and batch shapes): to float rounding, see assert_labels_agree
+    assert_labels_agree(got, segment_stack(sp, gen))
     (out / "b_labels.tif").unlink()  # as if interrupted before b was written
     code, stdout, err = run_main(capsys, *argv)  # in process: faster
     assert code == 0 and "wrote 1 label image(s), skipped 1" in stdout, err

@@ -14,11 +14,12 @@ import tifffile
 
 from napari_sam.partial import PartialResults
 from test_cli_batch import model_args
-from test_cli_embed import SMALL, kill_9_when, run_main, stack, write_weights
+from test_cli_embed import SMALL, assert_labels_agree, kill_9_when, run_main, stack, write_weights
 
-N = 10  # slices
-# 16 x 16 prompts on 96 x 128 slices: some 0.1-0.5 s a slice, so the kill lands half way
-SETTINGS = ["--points-per-side", "16", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+N = 6  # slices
+# 8 x 8 prompts on 96 x 128 slices: some 0.05-0.2 s a slice, far longer than the 10 ms the
+# killer polls at, so the kill lands half way (after 2 slices) on any machine
+SETTINGS = ["--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,10 @@ def test_auto_kill_9_then_resume(files, tmp_path, capsys):
                                  *model_args(weights), *SETTINGS)  # fmt: skip
     assert code == 0, err
     assert counts("\n".join(err)) == (N, 0)
-    np.testing.assert_array_equal(got, tifffile.imread(ref))
+    # the resumed labels come from two killed / restarted processes, the reference from this
+    # one: oneDNN's rounding can differ between runs and CPU kinds (it depends on the batch
+    # shape), so thresholded logits may flip a pixel or a near-tie pick another candidate
+    assert_labels_agree(got, tifffile.imread(ref))
     assert sorted(p.name for p in ref.parent.iterdir()) == ["labels.tif"]
 
 
@@ -146,4 +150,5 @@ def test_empty_work_folder_without_key_is_taken_over(tmp_path):
     assert partial.discarded is None and partial.done() == []
     assert (folder / "key.json").is_file()
     partial.put(1, np.ones((4, 5), np.uint32))
+    partial.close()  # the folder's lock: one run at a time
     assert PartialResults(folder, {"a": 1}, 3, (4, 5)).get(1).sum() == 20

@@ -40,6 +40,30 @@ SLOW = dict(SMALL, input_size=[512, 512])
 N_SLOW = 12
 
 
+def assert_labels_agree(got, want, min_agreement=0.99):
+    """Label images of two separate TensorFlow computations agree up to a few pixels.
+
+    For outputs of other processes, runs or batch shapes: oneDNN's float rounding depends on
+    the batch shape and the CPU kind (AVX2 vs AVX-512), so a logit at the mask threshold can
+    flip a pixel, and a near-tie can change an argmax-chosen candidate or the order of ids.
+    Each id of ``got`` is matched one to one with the id of ``want`` it overlaps most
+    (background with background); at least ``min_agreement`` of the pixels must agree then.
+    """
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)  # ids compared, not dtypes
+    pairs, overlap = np.unique(np.stack([got.ravel(), want.ravel()]), axis=1, return_counts=True)
+    used_got, used_want, agree = set(), set(), 0
+    for k in np.argsort(-overlap, kind="stable"):
+        a, b = (int(v) for v in pairs[:, k])
+        if a in used_got or b in used_want or (a == 0) != (b == 0):
+            continue
+        used_got.add(a)
+        used_want.add(b)
+        agree += int(overlap[k])
+    fraction = agree / got.size
+    assert fraction >= min_agreement, f"labels agree on {fraction:.2%} of the pixels only"
+
+
 def overrides(cfg: dict) -> list[str]:
     out = []
     for k, v in cfg.items():
@@ -142,7 +166,10 @@ def test_embed_kill_9_then_resume(tmp_path):
     assert f"computed {N_SLOW - done} slice(s), reused {done} of {N_SLOW}" in res.stdout
     assert f"{N_SLOW}/{N_SLOW}" in res.stderr  # the progress bar finished
     assert not [line for line in res.stderr.splitlines() if re.match(r"[IWE]\d{4} ", line)]
-    # every slice equals a fresh in-process computation
+    # every slice equals a fresh in-process computation, to float rounding: the stored slices
+    # come from two other processes (oneDNN's rounding can differ between runs, batch shapes
+    # and CPU kinds), so not bit for bit (the store's own bit-exact round trip is tested in
+    # test_embedding_store.py and test_stack_predictor.py)
     model = create_model("sam_vit_b", pretrained=weights, **SLOW)
     enc = ModelEncoder(model)
     view = StackView(tmp_path / "big.tif")
@@ -153,7 +180,7 @@ def test_embed_kill_9_then_resume(tmp_path):
     got = [stored.get(i) for i in range(N_SLOW)]
     assert calls == [], "the resumed store was incomplete"
     for i in range(N_SLOW):
-        np.testing.assert_array_equal(got[i], fresh.get(i))
+        np.testing.assert_allclose(got[i], fresh.get(i), rtol=1e-4, atol=1e-5)
     assert len(calls) == N_SLOW
     # other settings in a real process: exactly one line on stderr (TensorFlow's start-up
     # log held back), exit code 2, and the complete store is left as it was

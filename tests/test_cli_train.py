@@ -32,11 +32,13 @@ def test_train_writes_weights_that_load_and_changed(tmp_path):
     np.savez(tmp_path / "init.npz", **init)
     res = run(
         "img.tif", "lab.tif", "--model", "sam_tiny_nuclei", "--weights", "init.npz",
-        "--out", "out.npz", "--steps", 2, "--batch-size", 1, "--objects-per-image", 2,
+        "--out", "out.npz", "--steps", 1, "--batch-size", 1, "--objects-per-image", 2,
         "--learning-rate", 1e-3, cwd=tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "trained (2 step(s)" in res.stderr
+    # one step is enough to change the weights (test_training.py trains for longer; every
+    # step of the subprocess costs a trace of the training graph)
+    assert "trained (1 step(s)" in res.stderr
     trained = export_state_dict(
         create_model("sam_tiny_nuclei", pretrained=tmp_path / "out.npz", **TINY)
     )

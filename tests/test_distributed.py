@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from napari_sam import distributed
-from test_cli_embed import SMALL, overrides, run_main, stack, write_weights
+from test_cli_embed import SMALL, assert_labels_agree, overrides, run_main, stack, write_weights
 
 pytest.importorskip("dask.distributed")
 
@@ -38,7 +38,9 @@ def test_cluster_gives_local_labels_and_loads_model_once_per_worker(data):
     for a, b in zip(local, written, strict=True):
         want = tifffile.imread(a)
         assert want.max() > 0
-        np.testing.assert_array_equal(tifffile.imread(b), want)
+        # worker processes vs this one: to float rounding (oneDNN's depends on the CPU kind and
+        # batch shape; a pixel at the threshold may flip), see assert_labels_agree
+        assert_labels_agree(tifffile.imread(b), want)
     # 3 files on 2 workers: one worker labelled several, yet each loaded the model once
     assert len(stats) == 2 and sum(s["tasks"] for s in stats) == 3, stats
     assert all(s["loads"] == (s["tasks"] > 0) for s in stats), stats
@@ -62,7 +64,8 @@ def test_scheduler_option_and_errors_from_workers(data, capsys):
         assert code == 0 and "wrote 3 label image(s), skipped 0" in out, err
         for name in ("a", "b", "c"):
             want = tifffile.imread(d / "one" / f"{name}_labels.tif")
-            np.testing.assert_array_equal(tifffile.imread(d / "two" / f"{name}_labels.tif"), want)
+            # a worker's own model and graphs: to float rounding, as above
+            assert_labels_agree(tifffile.imread(d / "two" / f"{name}_labels.tif"), want)
         code, out, err = run_main(
             capsys, "auto", bad, "--out", d / "bad_out", "--weights", weights,
             *address, "--points-per-side", "2",
@@ -88,4 +91,4 @@ def test_segment_with_prompt_files_on_a_cluster(data, tmp_path):
     for a, b in zip(local, written, strict=True):
         want = tifffile.imread(a)
         assert set(np.unique(want)) == {0, 1, 2}
-        np.testing.assert_array_equal(tifffile.imread(b), want)
+        assert_labels_agree(tifffile.imread(b), want)  # a worker's own model: as above
