@@ -237,6 +237,7 @@ class Trainer:
             labels = np.ones((n, 1))
         seed = rng.integers(0, 2**31 - 1, size=2)
         use_mask = cfg.mask_prompt_probability >= 1 or rng.random() < cfg.mask_prompt_probability
+        use_mask = use_mask and cfg.correction_rounds > 0  # no rounds: the same graph
         if (use_box, use_mask) not in self._step:
             self._step[use_box, use_mask] = self._graph_step(use_box, use_mask)
         f32 = np.float32
