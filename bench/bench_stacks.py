@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sam.embedding_store import EmbeddingStore
-from napari_sam.normalize import Normalization
 from napari_sam.stacks import StackView
+from napari_sam.stacks.normalize import Normalization
+from napari_sam.stacks.store import EmbeddingStore
 
 EMB = (64, 64, 256)
 
@@ -88,7 +88,7 @@ def bench_reads(tmp: Path, view: StackView, reads: int) -> dict:
 
 
 def bench_overhead(tmp: Path, view: StackView, model, repeats: int) -> dict:
-    from napari_sam.encoder import ModelEncoder
+    from napari_sam.stacks.encoder import ModelEncoder
 
     enc = ModelEncoder(model)
     norm = Normalization().fit(view)
@@ -121,7 +121,7 @@ def bench_overhead(tmp: Path, view: StackView, model, repeats: int) -> dict:
         assert res.computed == len(view)
     sp_ms = None
     if enc.embedding_shape == EMB:
-        from napari_sam.stack_predictor import StackPredictor
+        from napari_sam.stacks.stack_predictor import StackPredictor
 
         sp = StackPredictor(model, view, store=tmp / "overhead-0.emb", memory_budget=0, encoder=enc)
         sp_ms = median_ms(lambda i: sp.set_slice(i % len(view)), 20)

@@ -22,8 +22,8 @@ import tifffile  # noqa: E402
 
 from napari_sam import SAMPredictor, create_model  # noqa: E402
 from napari_sam.cli import main as cli_main  # noqa: E402
-from napari_sam.evaluation import evaluate_on_synthetic, instance_f1  # noqa: E402
-from napari_sam.synthetic import make_nuclei_3d  # noqa: E402
+from napari_sam.train.evaluation import evaluate_on_synthetic, instance_f1  # noqa: E402
+from napari_sam.train.synthetic import make_nuclei_3d  # noqa: E402
 
 
 def _range(text: str) -> range:

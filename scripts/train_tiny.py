@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from napari_sam._atomic import write_atomic  # noqa: E402
-from napari_sam.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
-from napari_sam.training import TrainConfig, Trainer  # noqa: E402
+from napari_sam.train.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
+from napari_sam.train.training import TrainConfig, Trainer  # noqa: E402
 from napari_sam.weights import create_model, model_config  # noqa: E402
 from napari_sam.weights.key_map import export_state_dict  # noqa: E402
 from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS  # noqa: E402

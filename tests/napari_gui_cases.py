@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from napari_sam.evaluation import iou, object_centre
-from napari_sam.synthetic import make_sample_stack
+from napari_sam.train.evaluation import iou, object_centre
+from napari_sam.train.synthetic import make_sample_stack
 
 from napari_fixtures import sam_widget, tiny_random_model, viewer, wait_until, xvfb_display
 

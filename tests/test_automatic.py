@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from napari_sam import create_model
-from napari_sam.amg_utils import box_nms, mask_to_box, remove_small_regions
-from napari_sam.automatic import AutomaticMaskGenerator, to_label_image
-from napari_sam.linking import drop_short_objects, link_slices, match_labels
+from napari_sam.segment.amg_utils import box_nms, mask_to_box, remove_small_regions
+from napari_sam.segment.automatic import AutomaticMaskGenerator, to_label_image
+from napari_sam.segment.linking import drop_short_objects, link_slices, match_labels
 from napari_sam.weights import model_config
 
 from ref_models import build_reference, save_like_official

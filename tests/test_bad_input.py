@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sam.label_io import is_label_output, write_label_tiff
-from napari_sam.partial import PartialLockedError, PartialResults
+from napari_sam.io.labels import is_label_output, write_label_tiff
+from napari_sam.segment.partial import PartialLockedError, PartialResults
 from test_cli_embed import SMALL, cli, overrides, run_main, stack, write_weights
 
 
@@ -174,7 +174,7 @@ def test_a_user_image_named_like_an_output_is_never_replaced(weights, tmp_path, 
 
 
 def test_one_nan_pixel_does_not_poison_the_store(weights, tmp_path, capsys):
-    from napari_sam.embedding_store import EmbeddingStore
+    from napari_sam.stacks.store import EmbeddingStore
 
     img, store = tmp_path / "nan.npy", tmp_path / "s.zarr"
     data = stack(2).astype(np.float32)

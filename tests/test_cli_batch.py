@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sam.automatic import AutomaticMaskGenerator
-from napari_sam.encoder import ModelEncoder
-from napari_sam.linking import segment_stack
-from napari_sam.stack_predictor import StackPredictor
+from napari_sam.segment.automatic import AutomaticMaskGenerator
+from napari_sam.segment.linking import segment_stack
+from napari_sam.stacks.encoder import ModelEncoder
+from napari_sam.stacks.stack_predictor import StackPredictor
 from napari_sam.weights import create_model
 from test_cli_embed import (
     SMALL,
@@ -245,7 +245,7 @@ def test_help_explains_every_option(capsys):
 
 
 def test_write_label_tiff_dtypes_and_axes(tmp_path):
-    from napari_sam.label_io import write_label_tiff
+    from napari_sam.io.labels import write_label_tiff
 
     small = np.arange(2 * 3 * 4, dtype=np.uint32).reshape(2, 3, 4)
     write_label_tiff(tmp_path / "a.tif", small, "ZYX")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sam.partial import PartialResults
+from napari_sam.segment.partial import PartialResults
 from test_cli_batch import model_args
 from test_cli_embed import SMALL, assert_labels_agree, kill_9_when, run_main, stack, write_weights
 

@@ -15,9 +15,9 @@ import pytest
 import tifffile
 
 from napari_sam.cli import main
-from napari_sam.embedding_store import EmbeddingStore
-from napari_sam.encoder import ModelEncoder
 from napari_sam.stacks import StackView
+from napari_sam.stacks.encoder import ModelEncoder
+from napari_sam.stacks.store import EmbeddingStore
 from napari_sam.weights import create_model
 from napari_sam.weights.key_map import export_state_dict
 

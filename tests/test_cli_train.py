@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from napari_sam.model import SegmentAnythingModel
-from napari_sam.synthetic import make_nuclei_3d
+from napari_sam.train.synthetic import make_nuclei_3d
 from napari_sam.weights import create_model, model_config
 from napari_sam.weights.key_map import export_state_dict
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from napari_sam import embedding_store as es
-from napari_sam.channels import ChannelSpec
-from napari_sam.embedding_store import EmbeddingStore, StoreMismatchError, TqdmProgress
-from napari_sam.normalize import Normalization
 from napari_sam.stacks import StackView
+from napari_sam.stacks.channels import ChannelSpec
+from napari_sam.stacks.normalize import Normalization
+from napari_sam.stacks.store import EmbeddingStore, StoreMismatchError, TqdmProgress
 
 N, SIZE, EMB = 6, 32, (8, 8, 16)
 FIXED = Normalization.fixed(0, 4095)  # stack-independent, so one slice can change alone
@@ -314,7 +314,7 @@ _CHILD = """
 import sys, time
 sys.path[:0] = [{src!r}, {tests!r}]
 from pathlib import Path
-import napari_sam.embedding_store as es
+import napari_sam.stacks.store as es
 from test_embedding_store import FIXED, FakeEncoder, make_stack
 from napari_sam.stacks import StackView
 hold = {hold}

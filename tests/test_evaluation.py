@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.evaluation import instance_f1
+from napari_sam.train.evaluation import instance_f1
 
 
 def _blobs():

@@ -101,7 +101,7 @@ def _oracle_session(truth, nid, beyond=None):
 
 
 def test_propagation_follows_the_object_and_stops_where_it_ends():
-    from napari_sam.synthetic import make_sample_stack
+    from napari_sam.train.synthetic import make_sample_stack
 
     _, truth = make_sample_stack(0)
     nid = int(np.bincount(truth[5].ravel())[1:].argmax() + 1)

@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_sam.normalize import Normalization, sample_pixels
 from napari_sam.stacks import StackView
+from napari_sam.stacks.normalize import Normalization, sample_pixels
 
 
 def _u8_stack(seed=0, shape=(6, 40, 48, 3)):

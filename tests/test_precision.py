@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_sam import SAMPredictor, create_model
-from napari_sam.encoder import ModelEncoder
+from napari_sam.stacks.encoder import ModelEncoder
 
 from small_configs import TINY
 

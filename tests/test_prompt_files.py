@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from napari_sam.prompt_files import PromptFileError, read_prompts
+from napari_sam.io.prompt_files import PromptFileError, read_prompts
 from napari_sam.stacks import StackView
 
 

@@ -1,4 +1,4 @@
-"""Tests for napari_sam.resizer.ImageResizer, against Meta's ResizeLongestSide and Sam."""
+"""Tests for napari_sam.predict.resizer.ImageResizer, against Meta's ResizeLongestSide and Sam."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from napari_sam.resizer import ImageResizer, resize_bilinear
+from napari_sam.predict.resizer import ImageResizer, resize_bilinear
 
 from reference import import_segment_anything
 

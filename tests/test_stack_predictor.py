@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from napari_sam import SAMPredictor
-from napari_sam.channels import ChannelSpec
-from napari_sam.embedding_store import EmbeddingStore, StoreMismatchError
-from napari_sam.encoder import ModelEncoder, weights_hash
-from napari_sam.normalize import Normalization
-from napari_sam.stack_predictor import StackPredictor
 from napari_sam.stacks import SliceIndexError, StackView
+from napari_sam.stacks.channels import ChannelSpec
+from napari_sam.stacks.encoder import ModelEncoder, weights_hash
+from napari_sam.stacks.normalize import Normalization
+from napari_sam.stacks.stack_predictor import StackPredictor
+from napari_sam.stacks.store import EmbeddingStore, StoreMismatchError
 from napari_sam.weights import create_model
 
 from small_configs import TINY

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 import zarr
 
-from napari_sam.channels import ChannelSpec
 from napari_sam.stacks import SliceIndexError, StackView
+from napari_sam.stacks.channels import ChannelSpec
 
 
 def _data(shape, dtype=np.uint16, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_sam.synthetic import (
+from napari_sam.train.synthetic import (
     NucleiParams,
     generate_nuclei,
     make_nuclei_2d,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_sam import SAMPredictor, create_model, list_models
-from napari_sam.evaluation import evaluate_on_synthetic, iou, normalised_rgb, object_centre
-from napari_sam.synthetic import make_nuclei_2d
+from napari_sam.train.evaluation import evaluate_on_synthetic, iou, normalised_rgb, object_centre
+from napari_sam.train.synthetic import make_nuclei_2d
 from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
 
 HELD_OUT_SEEDS = range(100, 106)  # training draws seeds >= 1_000_000
@@ -64,8 +64,8 @@ def test_auto_finds_the_nuclei_of_a_held_out_3d_stack(tmp_path, capsys):
     import tifffile
 
     from napari_sam.cli import main
-    from napari_sam.evaluation import instance_f1
-    from napari_sam.synthetic import make_nuclei_3d
+    from napari_sam.train.evaluation import instance_f1
+    from napari_sam.train.synthetic import make_nuclei_3d
 
     image, truth = make_nuclei_3d((16, 256, 256), seed=AUTO_SEED)
     tifffile.imwrite(tmp_path / "stack.tif", image, imagej=True, metadata={"axes": "ZYX"})

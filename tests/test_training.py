@@ -8,8 +8,8 @@ import pytest
 
 from napari_sam import create_model
 from napari_sam.model import SegmentAnythingModel
-from napari_sam.synthetic import make_nuclei_2d
-from napari_sam.training import TrainConfig, Trainer, focal_loss, mask_iou
+from napari_sam.train.synthetic import make_nuclei_2d
+from napari_sam.train.training import TrainConfig, Trainer, focal_loss, mask_iou
 from napari_sam.weights import model_config
 from napari_sam.weights.key_map import export_state_dict
 

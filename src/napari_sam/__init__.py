@@ -13,15 +13,19 @@ except PackageNotFoundError:  # running from a source tree
 _LAZY = {
     "SegmentAnythingModel": "napari_sam.model",
     "SegmentAnythingModelConfig": "napari_sam.model",
-    "SAMPredictor": "napari_sam.predictor",
-    "ImageResizer": "napari_sam.resizer",
-    "StackPredictor": "napari_sam.stack_predictor",
-    "AutomaticMaskGenerator": "napari_sam.automatic",
+    "SAMPredictor": "napari_sam.predict.predictor",
+    "ImageResizer": "napari_sam.predict.resizer",
+    "StackPredictor": "napari_sam.stacks.stack_predictor",
+    "AutomaticMaskGenerator": "napari_sam.segment.automatic",
     "create_model": "napari_sam.weights",
     "list_models": "napari_sam.weights",
 }
 
 __all__ = ["__version__", *_LAZY]
+
+from . import _compat  # noqa: E402  (the module names of 0.1, for one release)
+
+_compat.install()
 
 
 def __getattr__(name):

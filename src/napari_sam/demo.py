@@ -23,8 +23,9 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from . import SAMPredictor, create_model, list_models
-    from .evaluation import iou, normalised_rgb, object_centre
-    from .synthetic import make_nuclei_2d
+    from .masks import iou, object_centre
+    from .train.evaluation import normalised_rgb
+    from .train.synthetic import make_nuclei_2d
 
     print("models:", ", ".join(list_models()))
     image, labels = make_nuclei_2d((256, 256), seed=args.seed)

@@ -9,7 +9,7 @@ def make_sample_data(seed: int = 0):
     The channel axis comes first so that (Z, Y, X) Labels layers align with the image; the
     nuclei are in channel 0, which the widget uses by default (mode ``single``).
     """
-    from ..synthetic import make_sample_stack
+    from ..train.synthetic import make_sample_stack
 
     image, labels = make_sample_stack(seed)
     image = image.transpose(1, 0, 2, 3)  # (Z, C, Y, X) -> (C, Z, Y, X)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..channels import ChannelSpec
-from ..evaluation import bounding_box, iou, object_centre
-from ..stacks import SLICE_AXES
+from ..masks import bounding_box, iou, object_centre
+from ..stacks.channels import ChannelSpec
+from ..stacks.view import SLICE_AXES
 
 __all__ = ["Geometry", "ObjectPrompt", "Prediction", "Session", "propagation_prompts"]
 
@@ -189,7 +189,7 @@ def propagation_prompts(mask: np.ndarray) -> ObjectPrompt:
 
 
 class Session:
-    """A :class:`~napari_sam.stack_predictor.StackPredictor` on an image layer's data.
+    """A :class:`~napari_sam.stacks.stack_predictor.StackPredictor` on an image layer's data.
 
     Parameters
     ----------
@@ -206,7 +206,7 @@ class Session:
     """
 
     def __init__(self, model, data, geometry: Geometry, channels=None, store=None):
-        from ..stack_predictor import StackPredictor  # TensorFlow: imported on first use
+        from ..stacks.stack_predictor import StackPredictor  # TensorFlow: imported on first use
 
         self.geometry = geometry
         channels = channels or ChannelSpec.default_for(geometry.n_channels)

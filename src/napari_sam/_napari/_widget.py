@@ -209,8 +209,8 @@ class SAMWidget(SAMActions, QWidget):
         return image, Geometry(image.data.shape, 0 if axis == "first axis" else None, image.rgb)
 
     def channels(self, geometry):
-        """The :class:`~napari_sam.channels.ChannelSpec` chosen in the widget."""
-        from ..channels import ChannelSpec
+        """The :class:`~napari_sam.stacks.channels.ChannelSpec` chosen in the widget."""
+        from ..stacks.channels import ChannelSpec
 
         mode = self.channel_mode.currentText()
         if geometry.n_channels == 1 and mode != "adapt":

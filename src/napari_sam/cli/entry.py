@@ -1,9 +1,9 @@
 """The ``napari-sam`` command line.
 
 ``napari-sam embed``: precompute the SAM embeddings of every slice of a stack into an on-disk
-store that the napari plugin and :class:`~napari_sam.stack_predictor.StackPredictor` reuse.
+store that the napari plugin and :class:`~napari_sam.stacks.stack_predictor.StackPredictor` reuse.
 ``napari-sam auto`` / ``napari-sam segment``: label images, automatically or from prompt files
-(see :mod:`napari_sam.cli_batch`).
+(see :mod:`napari_sam.cli.batch_commands`).
 
 TensorFlow is imported only inside the commands, so ``napari-sam --help`` stays fast.
 """
@@ -94,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_channels(text: str | None):
     """``rgb``, ``rgb:0,2``, ``single:1`` or ``adapt`` -> a ChannelSpec (None -> None)."""
-    from .channels import ChannelSpec
+    from ..stacks.channels import ChannelSpec
 
     if text is None:
         return None
@@ -112,7 +112,7 @@ def parse_channels(text: str | None):
 
 def parse_normalization(text: str):
     """``auto``, ``percentile[:LOW,HIGH]``, ``minmax``, ``dtype``, ``fixed:VMIN,VMAX``, ``none``."""
-    from .normalize import Normalization
+    from ..stacks.normalize import Normalization
 
     mode, _, args = text.partition(":")
     mode = mode.strip().lower()
@@ -140,7 +140,7 @@ def parse_overrides(items: list[str] | None) -> dict:
     """``["key=JSON", ...]`` -> config overrides; keys must be model configuration fields."""
     import dataclasses
 
-    from .model.config import SegmentAnythingModelConfig
+    from ..model.config import SegmentAnythingModelConfig
 
     fields = {f.name for f in dataclasses.fields(SegmentAnythingModelConfig)}
     out = {}
@@ -203,7 +203,7 @@ def check_writable(path: Path, arg: str) -> None:
 def check_model(name: str, in_channels: int, overrides: dict) -> None:
     """``--model`` is registered and the ``--override`` values make a valid configuration
     (no TensorFlow needed)."""
-    from .weights.registry import list_models, model_config
+    from ..weights.registry import list_models, model_config
 
     if name not in list_models():
         raise CLIError("--model", f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -240,7 +240,7 @@ def _import_tensorflow() -> None:
 def _open_input(path: Path, axes: str | None):
     import numpy as np
 
-    from .stacks import StackView
+    from ..stacks.view import StackView
 
     if not path.exists():
         raise CLIError("INPUT", f"{str(path)!r} does not exist")
@@ -284,7 +284,7 @@ def _open_input(path: Path, axes: str | None):
 
 
 def _run_embed(args) -> int:
-    from .embedding_store import StoreMismatchError, TqdmProgress, check_store_path
+    from ..stacks.store import StoreMismatchError, TqdmProgress, check_store_path
 
     channels = parse_channels(args.channels)
     normalization = parse_normalization(args.normalization)
@@ -304,7 +304,7 @@ def _run_embed(args) -> int:
     weights = check_weights(args.weights)
     view = _open_input(inp, args.axes)
     with view:
-        from .channels import ChannelSpec
+        from ..stacks.channels import ChannelSpec
 
         try:
             channels = channels or ChannelSpec.default_for(view.n_channels)
@@ -316,8 +316,8 @@ def _run_embed(args) -> int:
         _import_tensorflow()  # slow: after the quick checks
         model = _create_model(args.model, weights, in_channels, overrides)
 
-        from .embedding_store import EmbeddingStore
-        from .stack_predictor import StackPredictor
+        from ..stacks.stack_predictor import StackPredictor
+        from ..stacks.store import EmbeddingStore
 
         try:
             store = EmbeddingStore(out, overwrite=args.overwrite, memory_budget=0)
@@ -362,8 +362,8 @@ def _reason(err: OSError) -> str:
 
 def _create_model(name: str, weights, in_channels: int, overrides: dict):
     """The model with its weights (the arguments are checked first, without TensorFlow)."""
-    from .weights import create_model
-    from .weights.download import WeightsUnavailableError
+    from ..weights import create_model
+    from ..weights.download import WeightsUnavailableError
 
     check_model(name, in_channels, overrides)
     try:
@@ -395,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     for names, kwargs in _EMBED_OPTIONS:
         embed.add_argument(*names, **kwargs)
     embed.set_defaults(run=_run_embed)
-    from .cli_batch import add_batch_commands
-    from .cli_train import add_train_command
+    from .batch_commands import add_batch_commands
+    from .train_command import add_train_command
 
     add_batch_commands(sub)
     add_train_command(sub)
@@ -453,11 +453,3 @@ def _error(args, message: str) -> None:
 
         traceback.print_exc(file=sys.stderr)
     print(f"{PROG}: error: {message}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    # ``python -m napari_sam.cli``: run the package module, not this ``__main__`` copy, so that
-    # the subcommand modules and this one share one CLIError class.
-    from napari_sam.cli import main as _main
-
-    sys.exit(_main())

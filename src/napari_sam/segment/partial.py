@@ -12,7 +12,7 @@ Layout of the work folder (``<output>.partial/``)::
 
 A folder whose key differs from the current one is discarded, never reused. The folder is
 deleted once the output is written. Used by ``napari-sam auto`` through the ``cache``
-argument of :func:`napari_sam.linking.segment_stack`.
+argument of :func:`napari_sam.segment.linking.segment_stack`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ._atomic import remove_stale_temps, write_atomic
+from .._atomic import remove_stale_temps, write_atomic
 
 __all__ = [
     "PartialLockedError",

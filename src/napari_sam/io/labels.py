@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import write_atomic
+from .._atomic import write_atomic
 
 __all__ = ["is_label_output", "tiff_metadata", "write_label_tiff"]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import remove_stale_temps, write_atomic
+from .._atomic import remove_stale_temps, write_atomic
 from .channels import ChannelSpec
 from .normalize import FittedNormalization, Normalization
 

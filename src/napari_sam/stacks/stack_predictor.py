@@ -1,7 +1,7 @@
 """``StackPredictor``: SAM prompts on any slice of an N-D stack, with cached embeddings.
 
-Each slice's embedding comes from an :class:`~napari_sam.embedding_store.EmbeddingStore`
-(memory, then disk, else computed on demand by a :class:`~napari_sam.encoder.ModelEncoder`);
+Each slice's embedding comes from an :class:`~napari_sam.stacks.store.EmbeddingStore`
+(memory, then disk, else computed on demand by a :class:`~napari_sam.stacks.encoder.ModelEncoder`);
 prompts are decoded by a :class:`~napari_sam.SAMPredictor` given that embedding.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 
 from .channels import ChannelSpec
-from .embedding_store import EmbeddingStore, PrecomputeResult
 from .encoder import ModelEncoder
-from .stacks import StackView
+from .store import EmbeddingStore, PrecomputeResult
+from .view import StackView
 
 __all__ = ["StackPredictor", "check_channels"]
 
@@ -54,7 +54,7 @@ class StackPredictor:
         The stack; anything else is wrapped as ``StackView(view, axes)``.
     channels : ChannelSpec, optional
         How slice channels become model channels; default
-        :meth:`ChannelSpec.default_for <napari_sam.channels.ChannelSpec.default_for>`.
+        :meth:`ChannelSpec.default_for <napari_sam.stacks.channels.ChannelSpec.default_for>`.
     normalization : Normalization or FittedNormalization, optional
         Intensity mapping to ``[0, 255]``, fitted on the whole stack; default ``"auto"``.
     store : None, str, os.PathLike or EmbeddingStore
@@ -64,11 +64,12 @@ class StackPredictor:
         Bytes of embeddings kept in memory (for a store created here).
     overwrite : bool
         Discard an on-disk store made with other settings instead of raising
-        :class:`~napari_sam.embedding_store.StoreMismatchError`.
+        :class:`~napari_sam.stacks.store.StoreMismatchError`.
     axes : str, optional
         Axes of ``view`` when it is not a :class:`StackView` yet.
     preprocessing, preprocessing_id
-        A custom model preprocessing and its name, see :class:`~napari_sam.encoder.ModelEncoder`.
+        A custom model preprocessing and its name, see
+        :class:`~napari_sam.stacks.encoder.ModelEncoder`.
     encoder : ModelEncoder, optional
         An encoder of ``model`` to reuse, e.g. ``other.encoder`` of a predictor on another
         stack: its traced functions (encoder and prompt decoder) are shared instead of traced
@@ -128,7 +129,7 @@ class StackPredictor:
 
     @property
     def normalization(self):
-        """The fitted normalisation (:class:`~napari_sam.normalize.FittedNormalization`)."""
+        """The fitted normalisation (:class:`~napari_sam.stacks.normalize.FittedNormalization`)."""
         return self.store.normalization
 
     def __len__(self) -> int:
@@ -192,12 +193,12 @@ class StackPredictor:
 
     def precompute(self, progress=None, cancel=None, batch_size: int = 1) -> PrecomputeResult:
         """Embed every slice not yet stored (see :meth:`EmbeddingStore.precompute
-        <napari_sam.embedding_store.EmbeddingStore.precompute>`).
+        <napari_sam.stacks.store.EmbeddingStore.precompute>`).
 
         Parameters
         ----------
         progress : callable, optional
-            ``progress(done, total)``, e.g. a :class:`~napari_sam.embedding_store.TqdmProgress`.
+            ``progress(done, total)``, e.g. a :class:`~napari_sam.stacks.store.TqdmProgress`.
         cancel : threading.Event or callable, optional
             Checked between batches; stops early when set.
         batch_size : int

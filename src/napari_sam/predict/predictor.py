@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from .model.sam import upscale_logits, upscale_logits_x4
+from ..model.sam import upscale_logits, upscale_logits_x4
 from .prompts import batch_prompts
 from .resizer import ImageResizer
 
@@ -179,7 +179,7 @@ class SAMPredictor:
         Values are used as they are (as Meta's ``SamPredictor`` does): a float image with all
         values in ``[0, 1]`` (and not all zero) gets a :class:`UserWarning`, since SAM then
         sees a nearly black image and predicts empty masks; multiply it by 255 or use
-        :class:`~napari_sam.normalize.Normalization`. No warning is given with a custom
+        :class:`~napari_sam.stacks.normalize.Normalization`. No warning is given with a custom
         ``preprocessing``.
 
         Parameters

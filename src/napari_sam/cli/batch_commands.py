@@ -1,6 +1,7 @@
 """``napari-sam auto`` and ``napari-sam segment``: label images of one stack or many.
 
-TensorFlow is imported only after the quick checks of the arguments (see :mod:`napari_sam.cli`).
+TensorFlow is imported only after the quick checks of the arguments (see
+:mod:`napari_sam.cli.entry`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import (
+from .entry import (
     PROG,
     CLIError,
     _create_model,
@@ -149,7 +150,7 @@ def _outputs(inputs: list[Path], many: bool, out: Path) -> tuple[list[Path], lis
                 "--out", f"cannot create folder {str(out)!r} (a file of that name exists)"
             )
         check_writable(out, "--out")
-        from .label_io import is_label_output
+        from ..io.labels import is_label_output
 
         targets = {p: out / label_name(p) for p in inputs}
         made = {t.resolve(): p for p, t in targets.items()}
@@ -243,7 +244,7 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
     auto : bool
         Automatic segmentation (``auto``) rather than prompts (``segment``).
     client : dask.distributed.Client, optional
-        Spread the files over this cluster (see :mod:`napari_sam.distributed`); default: the
+        Spread the files over this cluster (see :mod:`napari_sam.batch.cluster`); default: the
         cluster at ``args.scheduler`` if given, else this process.
 
     Returns
@@ -262,7 +263,7 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
     n_found = len(inputs)
     inputs, outputs = _outputs(inputs, many, Path(args.out))
     if args.store is not None:
-        from .embedding_store import StoreMismatchError, check_store_path
+        from ..stacks.store import StoreMismatchError, check_store_path
 
         try:
             for inp in inputs:
@@ -276,7 +277,7 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
         (i, o) for i, o in zip(inputs, outputs, strict=True) if args.overwrite or not o.exists()
     ]
     if auto:  # a run killed after writing an output but before removing its work folder
-        from .partial import PartialMismatchError, remove_work_folder, work_folder
+        from ..segment.partial import PartialMismatchError, remove_work_folder, work_folder
 
         for o in set(outputs) - {o for _, o in todo}:
             try:
@@ -285,7 +286,7 @@ def run_files(args, auto: bool, client=None) -> list[Path]:
                 pass  # not ours: left alone
     skipped = len(inputs) - len(todo)
     if client is not None or getattr(args, "scheduler", None):
-        from .distributed import map_files
+        from ..batch.cluster import map_files
 
         map_files(args, auto, todo, many, client=client)
     else:
@@ -304,9 +305,9 @@ def process_file(args, auto: bool, inp: Path, out: Path, many: bool, state: dict
     ``state`` holds the model (created on first use, counted in ``state["loads"]``) and the
     encoder, reused for the next files.
     """
-    from .channels import ChannelSpec
-    from .label_io import write_label_tiff
-    from .prompt_files import PromptFileError, read_prompts
+    from ..io.labels import write_label_tiff
+    from ..io.prompt_files import PromptFileError, read_prompts
+    from ..stacks.channels import ChannelSpec
 
     channels = parse_channels(args.channels)
     normalization = parse_normalization(args.normalization)
@@ -370,8 +371,8 @@ def _write_errors(run, args):
 
 
 def _stack_predictor(model, view, chans, normalization, args, inp, many, encoder):
-    from .embedding_store import StoreMismatchError
-    from .stack_predictor import StackPredictor
+    from ..stacks.stack_predictor import StackPredictor
+    from ..stacks.store import StoreMismatchError
 
     try:
         return StackPredictor(
@@ -397,7 +398,7 @@ _GENERATOR_SETTINGS = (
 
 def _thresholds(args) -> dict:
     """The automatic-segmentation thresholds: given on the command line, else the model's."""
-    from .weights import auto_settings
+    from ..weights import auto_settings
 
     given = {"pred_iou_thresh": args.pred_iou_thresh,
              "stability_score_thresh": args.stability_score_thresh}  # fmt: skip
@@ -421,9 +422,9 @@ def _auto(sp, args, inp: Path, out: Path):
     """Segment every slice, resuming from ``<out>.partial``; (labels, PartialResults)."""
     from tqdm import tqdm
 
-    from .automatic import AutomaticMaskGenerator
-    from .linking import segment_stack
-    from .partial import PartialMismatchError, PartialResults, work_folder
+    from ..segment.automatic import AutomaticMaskGenerator
+    from ..segment.linking import segment_stack
+    from ..segment.partial import PartialMismatchError, PartialResults, work_folder
 
     gen = AutomaticMaskGenerator(
         sp.predictor, points_per_side=args.points_per_side,

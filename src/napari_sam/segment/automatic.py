@@ -4,16 +4,17 @@ A grid of single-point prompts is decoded by a :class:`~napari_sam.SAMPredictor`
 per point); masks with a low predicted IoU or stability score are dropped, duplicates removed
 by box non-maximum suppression, optionally on overlapping crops too. :func:`to_label_image`
 turns the masks into a label image; :func:`segment_stack` does it for every slice of a stack
-and links objects across neighbouring slices into 3-D labels (see :mod:`napari_sam.linking`).
+and links objects across neighbouring slices into 3-D labels (see
+:mod:`napari_sam.segment.linking`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..predict.predictor import SAMPredictor
 from . import amg_utils as amg
 from .linking import link_slices, segment_stack
-from .predictor import SAMPredictor
 
 __all__ = ["AutomaticMaskGenerator", "link_slices", "segment_stack", "to_label_image"]
 

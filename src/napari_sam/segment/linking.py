@@ -140,7 +140,8 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     progress : callable, optional
         ``progress(done, total)`` after each slice.
     cache : object, optional
-        Per-slice results kept between runs (e.g. :class:`napari_sam.partial.PartialResults`):
+        Per-slice results kept between runs (e.g.
+        :class:`napari_sam.segment.partial.PartialResults`):
         ``cache.get(n)`` returns the 2-D label image of slice ``n`` (its position in
         ``view.slice_indices``) computed earlier, or None; ``cache.put(n, labels)`` is called
         with each slice computed here, before linking. Slices it has are not computed again.

@@ -1,6 +1,6 @@
 """``napari-sam train``: fine-tune SAM on a stack and its instance labels.
 
-Uses :class:`napari_sam.training.Trainer` (point/box prompts with corrective rounds, focal +
+Uses :class:`napari_sam.train.training.Trainer` (point/box prompts with corrective rounds, focal +
 dice + IoU loss); slices are normalised and channel-mapped exactly as for segmentation.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import write_atomic
-from .cli import (
+from .._atomic import write_atomic
+from .entry import (
     PROG,
     CLIError,
     _create_model,
@@ -92,7 +92,7 @@ def _sampler(view, labels, channels, norm, size, pad_value):
     """
     from PIL import Image
 
-    from .resizer import ImageResizer
+    from ..predict.resizer import ImageResizer
 
     stack = labels.reshape(len(view), *view.slice_shape)
     usable = [i for i in range(len(view)) if stack[i].max() > 0]
@@ -140,7 +140,7 @@ def _run_train(args) -> int:
     expected = (*view.stack_shape, *view.slice_shape)
     if labels.size != int(np.prod(expected)) or labels.shape[-2:] != view.slice_shape:
         raise CLIError("LABELS", f"shape {labels.shape} does not fit IMAGES {expected}")
-    from .channels import ChannelSpec
+    from ..stacks.channels import ChannelSpec
 
     try:
         channels = parse_channels(args.channels) or ChannelSpec.default_for(view.n_channels)
@@ -155,13 +155,13 @@ def _run_train(args) -> int:
     check_model(args.model, in_channels, overrides)
     _import_tensorflow()
     if args.from_scratch:
-        from .weights import create_model
+        from ..weights import create_model
 
         model = create_model(args.model, pretrained=False, in_channels=in_channels, **overrides)
     else:
         model = _create_model(args.model, weights, in_channels, overrides)
-    from .training import TrainConfig, Trainer
-    from .weights.key_map import export_state_dict
+    from ..train.training import TrainConfig, Trainer
+    from ..weights.key_map import export_state_dict
 
     size = tuple(model.cfg.input_size)
     pad_value = (255 * np.asarray(model.cfg.mean)).astype(np.float32)

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 from scipy import ndimage as ndi
 
-from .model.sam import upscale_logits
-from .predictor import default_preprocessing
+from ..model.sam import upscale_logits
+from ..predict.predictor import default_preprocessing
 
 
 @dataclass

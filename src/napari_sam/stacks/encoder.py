@@ -1,6 +1,6 @@
 """``ModelEncoder``: a SAM image encoder behind the embedding store's encoder protocol.
 
-The :class:`~napari_sam.embedding_store.EmbeddingStore` normalises a slice and maps its channels
+The :class:`~napari_sam.stacks.store.EmbeddingStore` normalises a slice and maps its channels
 (float32, values in ``[0, 255]``) and calls ``encoder.encode``; it keys every stored embedding on
 ``encoder.signature``. :class:`ModelEncoder` resizes and pads each slice exactly as
 :meth:`SAMPredictor.preprocess_image <napari_sam.SAMPredictor.preprocess_image>` does and runs a
@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from .embedding_store import package_version
-from .predictor import SAMPredictor
+from ..predict.predictor import SAMPredictor
+from .store import package_version
 
 __all__ = ["ModelEncoder", "weights_hash"]
 

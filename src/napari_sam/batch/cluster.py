@@ -2,13 +2,13 @@
 
 Each worker process loads the model once (cached in this module, keyed by the model name,
 weights file and overrides) and labels its files with the very function the local run uses
-(:func:`napari_sam.cli_batch.process_file`), which writes each output atomically.
+(:func:`napari_sam.cli.batch_commands.process_file`), which writes each output atomically.
 ``dask.distributed`` is imported only here, only when a cluster is used.
 
 Examples
 --------
 >>> from dask.distributed import Client, LocalCluster
->>> from napari_sam.distributed import auto
+>>> from napari_sam.batch.cluster import auto
 >>> with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
 ...     auto("stacks/", "labels/", weights="sam_vit_b_01ec64.pth", client=client)
 """
@@ -45,10 +45,10 @@ def _state_for(args) -> dict:
 def _task(args, auto: bool, inp: Path, out: Path, many: bool):
     """Run on a worker: label one file; ``("ok", n_objects)`` or ``("error", arg, message)``.
 
-    A :class:`~napari_sam.cli.CLIError` does not survive pickling, so it travels as a tuple.
+    A :class:`~napari_sam.cli.entry.CLIError` does not survive pickling, so it travels as a tuple.
     """
-    from .cli import CLIError
-    from .cli_batch import process_file
+    from ..cli.batch_commands import process_file
+    from ..cli.entry import CLIError
 
     state = _state_for(args)
     try:
@@ -85,10 +85,10 @@ def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
 
     Raises
     ------
-    napari_sam.cli.CLIError
+    napari_sam.cli.entry.CLIError
         The first user error met by a task (the other tasks are cancelled).
     """
-    from .cli import CLIError
+    from ..cli.entry import CLIError
 
     try:
         from dask.distributed import Client, as_completed
@@ -125,8 +125,8 @@ def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
 
 
 def _run(command: str, inputs, out, client, options: dict) -> list[Path]:
-    from .cli import build_parser
-    from .cli_batch import run_files
+    from ..cli.batch_commands import run_files
+    from ..cli.entry import build_parser
 
     argv = [command, str(inputs), "--out", str(out)]
     for name, value in options.items():

@@ -1,0 +1,1 @@
+"""Files the user reads and writes: label TIFFs and prompt files (no TensorFlow)."""

@@ -1,0 +1,35 @@
+"""Stacks: the slice view, channels, normalisation, the encoder, the embedding store and the
+stack predictor.
+
+``napari_sam.stacks`` keeps the names of the former module of that name (``StackView``,
+``SLICE_AXES``, ``SliceIndexError``); the TensorFlow parts load when first used.
+"""
+
+from .view import SLICE_AXES, SliceIndexError, StackView
+
+__all__ = [
+    "SLICE_AXES",
+    "ChannelSpec",
+    "EmbeddingStore",
+    "ModelEncoder",
+    "Normalization",
+    "SliceIndexError",
+    "StackPredictor",
+    "StackView",
+]
+
+_LAZY = {
+    "ChannelSpec": "channels",
+    "Normalization": "normalize",
+    "EmbeddingStore": "store",
+    "ModelEncoder": "encoder",
+    "StackPredictor": "stack_predictor",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
