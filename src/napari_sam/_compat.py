@@ -30,8 +30,8 @@ MOVED = {
     "napari_sam.training": "napari_sam.train.training",
     "napari_sam.synthetic": "napari_sam.train.synthetic",
     "napari_sam.evaluation": "napari_sam.train.evaluation",
-    "napari_sam.cli_batch": "napari_sam.cli.batch_commands",
-    "napari_sam.cli_train": "napari_sam.cli.train_command",
+    "napari_sam.cli_batch": "napari_sam.batch.label",
+    "napari_sam.cli_train": "napari_sam.batch.train",
     "napari_sam.distributed": "napari_sam.batch.cluster",
 }
 

@@ -2,7 +2,8 @@
 
 Each worker process loads the model once (cached in this module, keyed by the model name,
 weights file and overrides) and labels its files with the very function the local run uses
-(:func:`napari_sam.cli.batch_commands.process_file`), which writes each output atomically.
+(:func:`napari_sam.batch.label.label_file`), which writes each output atomically. Tasks
+carry the frozen :class:`~napari_sam.batch.settings.LabelSettings`, nothing parsed again.
 ``dask.distributed`` is imported only here, only when a cluster is used.
 
 Examples
@@ -15,11 +16,12 @@ Examples
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import threading
 from pathlib import Path
+
+from .errors import InputError
+from .settings import LabelSettings, overrides_as_options
 
 __all__ = ["auto", "map_files", "segment", "worker_stats"]
 
@@ -35,44 +37,44 @@ def worker_stats() -> dict:
     return {key: sum(state.get(key, 0) for state in _STATES.values()) for key in ("tasks", "loads")}
 
 
-def _state_for(args) -> dict:
-    weights = None if args.weights is None else str(Path(args.weights).resolve())
-    key = (args.model, weights, tuple(args.override or ()), args.channels)
+def _state_for(settings: LabelSettings) -> dict:
+    weights = None if settings.weights is None else str(Path(settings.weights).resolve())
+    key = (settings.model, weights, tuple(settings.override), settings.channels)
     with _LOCK:
         return _STATES.setdefault(key, {"lock": threading.Lock()})
 
 
-def _task(args, auto: bool, inp: Path, out: Path, many: bool):
+def _task(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool):
     """Run on a worker: label one file; ``("ok", n_objects)`` or ``("error", arg, message)``.
 
-    A :class:`~napari_sam.cli.entry.CLIError` does not survive pickling, so it travels as a tuple.
+    An :class:`~napari_sam.batch.errors.InputError` does not survive pickling, so it travels
+    as a tuple.
     """
-    from ..cli.batch_commands import process_file
-    from ..cli.entry import CLIError
+    from .label import label_file
 
-    state = _state_for(args)
+    state = _state_for(settings)
     try:
         with state["lock"]:  # one model per process: its threads take turns
             state["tasks"] = state.get("tasks", 0) + 1
-            return ("ok", process_file(args, auto, inp, out, many, state))
-    except CLIError as err:
+            return ("ok", label_file(settings, auto, inp, out, many, state))
+    except InputError as err:
         arg, _, message = str(err).partition(": ")
         return ("error", arg, message)
 
 
-def _absolute(args):
+def _absolute(settings: LabelSettings) -> LabelSettings:
     paths = {k: str(Path(v).resolve()) for k in ("weights", "prompts", "store")
-             if (v := getattr(args, k, None)) is not None}  # fmt: skip
-    return argparse.Namespace(**{**vars(args), **paths, "run": None})
+             if (v := getattr(settings, k)) is not None}  # fmt: skip
+    return settings.replace(**paths)
 
 
-def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
+def map_files(settings: LabelSettings, auto: bool, todo, many: bool, client=None) -> list[int]:
     """Label the ``(input, output)`` pairs ``todo`` on a dask cluster; objects per file.
 
     Parameters
     ----------
-    args : argparse.Namespace
-        Parsed ``napari-sam auto`` or ``segment`` arguments (``args.scheduler`` is used when
+    settings : LabelSettings
+        The ``napari-sam auto`` or ``segment`` settings (``settings.scheduler`` is used when
         ``client`` is None).
     auto : bool
         Automatic segmentation rather than prompt files.
@@ -81,31 +83,31 @@ def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
     many : bool
         Several inputs (folder or glob): prompt files and stores are looked up per input.
     client : dask.distributed.Client, optional
-        The cluster to use; default: a client of ``args.scheduler``, closed afterwards.
+        The cluster to use; default: a client of ``settings.scheduler``, closed afterwards.
 
     Raises
     ------
-    napari_sam.cli.entry.CLIError
+    InputError
         The first user error met by a task (the other tasks are cancelled).
     """
-    from ..cli.entry import CLIError
-
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
-        raise CLIError(
+        raise InputError(
             "--scheduler", "needs dask's distributed scheduler: pip install 'dask[distributed]'"
         ) from None
     own = client is None
     if own:
         try:
-            client = Client(args.scheduler, timeout="20s")
+            client = Client(settings.scheduler, timeout="20s")
         except OSError as err:
-            raise CLIError("--scheduler", f"cannot reach {args.scheduler!r} ({err})") from None
-    args = _absolute(args)  # workers may run in another directory
+            raise InputError(
+                "--scheduler", f"cannot reach {settings.scheduler!r} ({err})"
+            ) from None
+    settings = _absolute(settings)  # workers may run in another directory
     try:
         futures = [
-            client.submit(_task, args, auto, inp.resolve(), out.resolve(), many, pure=False)
+            client.submit(_task, settings, auto, inp.resolve(), out.resolve(), many, pure=False)
             for inp, out in todo
         ]
         index = {f.key: i for i, f in enumerate(futures)}
@@ -114,7 +116,7 @@ def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
             result = future.result()
             if result[0] == "error":
                 client.cancel(futures)
-                raise CLIError(result[1], result[2])
+                raise InputError(result[1], result[2])
             inp, out = todo[index[future.key]]
             counts[index[future.key]] = result[1]
             print(f"{inp} -> {out} ({result[1]} object(s))", file=sys.stderr)
@@ -124,23 +126,13 @@ def map_files(args, auto: bool, todo, many: bool, client=None) -> list[int]:
             client.close()
 
 
-def _run(command: str, inputs, out, client, options: dict) -> list[Path]:
-    from ..cli.batch_commands import run_files
-    from ..cli.entry import build_parser
+def _run(auto: bool, inputs, out, client, options: dict) -> list[Path]:
+    from .label import run_files
 
-    argv = [command, str(inputs), "--out", str(out)]
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif name == "override":
-            argv += [a for k, v in value.items() for a in (flag, f"{k}={json.dumps(v)}")]
-        else:
-            argv += [flag, str(value)]
-    args = build_parser().parse_args(argv)
-    return run_files(args, auto=command == "auto", client=client)
+    if "override" in options:
+        options = dict(options, override=overrides_as_options(options["override"]))
+    settings = LabelSettings(input=str(inputs), out=str(out), **options)
+    return run_files(settings, auto=auto, client=client)
 
 
 def auto(inputs, out, *, client=None, **options) -> list[Path]:
@@ -164,7 +156,7 @@ def auto(inputs, out, *, client=None, **options) -> list[Path]:
     list of Path
         The label images written (those already there are skipped unless ``overwrite``).
     """
-    return _run("auto", inputs, out, client, options)
+    return _run(True, inputs, out, client, options)
 
 
 def segment(inputs, out, prompts, *, client=None, **options) -> list[Path]:
@@ -173,4 +165,4 @@ def segment(inputs, out, prompts, *, client=None, **options) -> list[Path]:
     Parameters are those of :func:`auto`, plus ``prompts``: a CSV/JSON prompt file, or a folder
     of ``<name>.csv``/``<name>.json`` files for several inputs.
     """
-    return _run("segment", inputs, out, client, dict(options, prompts=prompts))
+    return _run(False, inputs, out, client, dict(options, prompts=str(prompts)))

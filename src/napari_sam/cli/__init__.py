@@ -1,4 +1,5 @@
-"""The ``napari-sam`` command line (argparse only; the work is in :mod:`napari_sam.batch`).
+"""The ``napari-sam`` command line: argparse only, one module per subcommand, one option
+table (:mod:`napari_sam.cli.options`); the work is in :mod:`napari_sam.batch`.
 
 TensorFlow is imported only inside the commands, so ``napari-sam --help`` stays fast.
 """

@@ -1,0 +1,93 @@
+"""``napari-sam embed``: the embeddings of every slice of a stack into an on-disk store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .checks import (
+    check_model,
+    check_weights,
+    check_writable,
+    os_reason,
+    parse_channels,
+    parse_normalization,
+    parse_overrides,
+    setup_error_arg,
+)
+from .errors import InputError
+from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+from .settings import EmbedSettings
+
+__all__ = ["embed"]
+
+
+def embed(settings: EmbedSettings, progress_file=None):
+    """Embed every slice not validly stored yet; resumable, atomic per slice.
+
+    Parameters
+    ----------
+    settings : EmbedSettings
+        What to embed, with which model, into which store.
+    progress_file : file, optional
+        Where the progress bar goes; default ``sys.stderr``.
+
+    Returns
+    -------
+    PrecomputeResult
+        Slices computed, reused and repaired.
+
+    Raises
+    ------
+    InputError
+        Bad input, named by its argument; nothing complete-looking is left behind.
+    """
+    from ..stacks.store import StoreMismatchError, TqdmProgress, check_store_path
+
+    s, progress_file = settings, progress_file or sys.stderr
+    channels = parse_channels(s.channels)
+    normalization = parse_normalization(s.normalization)
+    overrides = parse_overrides(s.override)
+    if s.batch_size < 1:
+        raise InputError("--batch-size", f"expected a positive integer, got {s.batch_size}")
+    out, inp = Path(s.out), Path(s.input)
+    if out.exists() and not out.is_dir():
+        raise InputError("--out", f"{str(out)!r} is a file; expected a store directory")
+    if inp.exists() and out.resolve() == inp.resolve():
+        raise InputError("--out", f"{str(out)!r} is the input; give the store another path")
+    try:
+        check_store_path(out)
+    except StoreMismatchError as err:
+        raise InputError("--out", err) from None
+    check_writable(out, "--out")
+    weights = check_weights(s.weights)
+    with open_input(inp, s.axes) as view:
+        channels = resolve_channels(channels, view)
+        in_channels = channels.out_channels(view.n_channels)
+        check_model(s.model, in_channels, overrides)
+        import_tensorflow()  # slow: after the quick checks
+        model = load_model(s.model, weights, in_channels, overrides)
+
+        from ..stacks.stack_predictor import StackPredictor
+        from ..stacks.store import EmbeddingStore
+
+        try:
+            store = EmbeddingStore(out, overwrite=s.overwrite, memory_budget=0)
+            sp = StackPredictor(model, view, channels, normalization, store=store)
+        except StoreMismatchError as err:
+            msg = str(err).replace("pass overwrite=True", "pass --overwrite")
+            raise InputError("--out", msg) from None
+        except OSError as err:
+            msg = f"cannot write the store {str(out)!r} ({os_reason(err)})"
+            raise InputError("--out", msg) from None
+        except ValueError as err:
+            raise InputError(setup_error_arg(err), err) from None
+        print(f"napari-sam: {len(view)} slice(s) of {view!r} -> {out}", file=progress_file)
+        try:
+            with TqdmProgress(desc="embedding", unit="slice", file=progress_file) as bar:
+                return sp.precompute(progress=bar, batch_size=s.batch_size)
+        except OSError as err:  # the slices done so far are kept; a rerun resumes
+            raise InputError(
+                "--out", f"cannot write the store {str(out)!r} ({os_reason(err)}); the slices "
+                "done so far are kept: free space and run the same command again to resume"
+            ) from None  # fmt: skip

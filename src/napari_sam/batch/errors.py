@@ -1,0 +1,22 @@
+"""The error every batch function raises for bad input: it names the argument."""
+
+from __future__ import annotations
+
+__all__ = ["InputError"]
+
+MAX_MESSAGE = 500
+
+
+class InputError(Exception):
+    """A user error, naming the argument: shown as one line ``napari-sam: error: ARG:
+    message`` (exit code 2) by the command line, raised as is from Python."""
+
+    def __init__(self, arg: str, message):
+        message = " ".join(str(message).split())  # one line
+        for known in (f"{arg.lstrip('-')}: ", "data: ", "axes: ", "channels: ", "path: "):
+            if message.startswith(known):
+                message = message[len(known) :]
+                break
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[: MAX_MESSAGE - 40].rstrip()} ... ({len(message)} characters)"
+        super().__init__(f"{arg}: {message}")

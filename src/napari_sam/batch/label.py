@@ -1,0 +1,219 @@
+"""``napari-sam segment`` and ``napari-sam auto``: label images of one stack or many.
+
+One file's way (:func:`label_file`) is one straight sequence: open the input, read its
+prompts, load the model (once per process), normalise and embed (or load the embeddings from
+the store), segment (and link slices in 3-D), write the label image atomically.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .auto import segment_automatically, write_errors
+from .checks import (
+    check_model,
+    check_weights,
+    os_reason,
+    parse_channels,
+    parse_normalization,
+    parse_overrides,
+    setup_error_arg,
+)
+from .errors import InputError
+from .files import (
+    LABEL_SUFFIX,
+    find_inputs,
+    plan_outputs,
+    prompt_file_for,
+    same_file,
+    store_for,
+)
+from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+from .settings import LabelSettings
+
+__all__ = ["check_label_settings", "label_file", "run_files", "segment_prompts"]
+
+
+def check_label_settings(settings: LabelSettings, auto: bool) -> None:
+    """Every option value, before any file is opened or TensorFlow imported."""
+    s = settings
+    parse_channels(s.channels)
+    parse_normalization(s.normalization)
+    check_model(s.model, 3, parse_overrides(s.override))
+    check_weights(s.weights)
+    if not auto:
+        if s.prompts is None:
+            raise InputError("--prompts", "required: a CSV or JSON file of prompts")
+        return
+    for name in ("points_per_side", "min_slices"):
+        if getattr(s, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')}",
+                             f"expected a positive integer, got {getattr(s, name)}")  # fmt: skip
+    if s.max_gap < 0:
+        raise InputError("--max-gap", f"expected an integer >= 0, got {s.max_gap}")
+    for name in ("pred_iou_thresh", "stability_score_thresh", "min_overlap"):
+        value = getattr(s, name)
+        if value is not None and not 0 <= value <= 1:
+            raise InputError(f"--{name.replace('_', '-')}",
+                             f"expected a number in [0, 1], got {value:g}")  # fmt: skip
+
+
+def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
+    """Check the settings, then label every input not done yet; the outputs written.
+
+    Parameters
+    ----------
+    settings : LabelSettings
+        What to label, how, and where the label images go.
+    auto : bool
+        Automatic segmentation (``auto``) rather than prompts (``segment``).
+    client : dask.distributed.Client, optional
+        Spread the files over this cluster (see :mod:`napari_sam.batch.cluster`); default: the
+        cluster at ``settings.scheduler`` if given, else this process.
+
+    Returns
+    -------
+    list of Path
+        The label images written (existing ones skipped unless ``settings.overwrite``).
+
+    Raises
+    ------
+    InputError
+        Bad input, named by its argument.
+    """
+    from tqdm import tqdm
+
+    s = settings
+    check_label_settings(s, auto)
+    inputs, many = find_inputs(s.input)
+    if not auto and many and not Path(s.prompts).is_dir():
+        raise InputError(
+            "--prompts", "with several inputs, give a folder of <name>.csv/.json files"
+        )
+    if not auto and not many and same_file(Path(s.out), Path(s.prompts)):
+        raise InputError("--out", f"{s.out!r} is the prompts file; give the labels another name")
+    n_found = len(inputs)
+    inputs, outputs = plan_outputs(inputs, many, Path(s.out))
+    if s.store is not None:
+        from ..stacks.store import StoreMismatchError, check_store_path
+
+        try:
+            for inp in inputs:
+                check_store_path(store_for(s, inp, many))
+        except StoreMismatchError as err:
+            raise InputError("--store", err) from None
+    if len(inputs) < n_found:
+        print(f"napari-sam: left out {n_found - len(inputs)} input(s) that are label images of "
+              f"other inputs ('*{LABEL_SUFFIX}')", file=sys.stderr)  # fmt: skip
+    todo = [(i, o) for i, o in zip(inputs, outputs, strict=True) if s.overwrite or not o.exists()]
+    if auto:  # a run killed after writing an output but before removing its work folder
+        from ..segment.partial import PartialMismatchError, remove_work_folder, work_folder
+
+        for o in set(outputs) - {o for _, o in todo}:
+            try:
+                remove_work_folder(work_folder(o))
+            except PartialMismatchError:
+                pass  # not ours: left alone
+    skipped = len(inputs) - len(todo)
+    if client is not None or s.scheduler:
+        from .cluster import map_files
+
+        map_files(s, auto, todo, many, client=client)
+    else:
+        state: dict = {}
+        for inp, out in tqdm(
+            todo, desc="files", unit="file", file=sys.stderr, disable=len(todo) < 2
+        ):
+            label_file(s, auto, inp, out, many, state)
+    print(f"wrote {len(todo)} label image(s), skipped {skipped} already done")
+    return [o for _, o in todo]
+
+
+def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool,
+               state: dict) -> int:  # fmt: skip
+    """Label one input file and write ``out`` atomically; the number of objects.
+
+    ``state`` holds the model (created on first use, counted in ``state["loads"]``) and the
+    encoder, reused for the next files.
+    """
+    from ..io.labels import write_label_tiff
+    from ..io.prompt_files import PromptFileError, read_prompts
+
+    s = settings
+    normalization = parse_normalization(s.normalization)
+    with open_input(inp, s.axes) as view:  # 1. open (readable: first and last slice read)
+        channels = resolve_channels(parse_channels(s.channels), view)
+        prompts = None
+        if not auto:  # 2. prompts, checked against the stack
+            try:
+                prompts = read_prompts(prompt_file_for(s, inp, many), view)
+            except PromptFileError as err:
+                raise InputError("--prompts", err) from None
+        if state.get("model") is None:  # 3. the model, once per process
+            import_tensorflow()
+            state["model"] = load_model(s.model, s.weights, channels.out_channels(view.n_channels),
+                                        parse_overrides(s.override))  # fmt: skip
+            state["loads"] = state.get("loads", 0) + 1
+        # 4. normalisation fitted on the whole stack; embeddings from the store or computed
+        sp = _stack_predictor(state, view, channels, normalization, store_for(s, inp, many))
+        partial, note = None, ""
+        if auto:  # 5. segment every slice (resumable) and link in 3-D
+            labels, partial = segment_automatically(sp, s, inp, out)
+            note = f"; {partial.computed} slice(s) computed, {partial.reused} resumed"
+        else:
+            labels = write_errors(lambda: segment_prompts(sp, prompts), s)
+        try:  # 6. write atomically, then drop the work folder
+            write_label_tiff(out, labels, view.slice_axes + "YX", like=inp)
+            if partial is not None:
+                partial.discard()  # after the output: a kill in between leaves it complete
+        except OSError as err:
+            raise InputError("--out", f"cannot write {str(out)!r} ({os_reason(err)})") from None
+        finally:
+            if partial is not None:
+                partial.close()  # the work folder's lock
+    print(f"napari-sam: {inp} -> {out} ({int(labels.max())} object(s){note})", file=sys.stderr)
+    return int(labels.max())
+
+
+def _stack_predictor(state, view, channels, normalization, store):
+    from ..stacks.stack_predictor import StackPredictor
+    from ..stacks.store import StoreMismatchError
+
+    try:
+        sp = StackPredictor(state["model"], view, channels, normalization, store=store,
+                            encoder=state.get("encoder"))  # fmt: skip
+    except StoreMismatchError as err:
+        raise InputError(
+            "--store", str(err).replace("pass overwrite=True", "run 'napari-sam embed --overwrite'")
+        ) from None
+    except OSError as err:
+        raise InputError("--store", f"cannot open the store ({os_reason(err)})") from None
+    except ValueError as err:
+        raise InputError(setup_error_arg(err), err) from None
+    state["encoder"] = sp.encoder
+    return sp
+
+
+def segment_prompts(sp, prompts):
+    """Labels of the prompted objects: one id per object (the same on every slice)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    labels = np.zeros((*sp.view.stack_shape, *sp.view.slice_shape), np.uint32)
+    ids: dict[str, int] = {}
+    for obj in tqdm(prompts, desc="objects", unit="object", file=sys.stderr):
+        pts, lbl, box = obj.arrays()
+        single_point = box is None and len(pts) == 1
+        masks, scores, _ = sp.predict(
+            obj.slice,
+            points=None if pts is None else pts[None],  # batched: one object
+            labels=None if lbl is None else lbl[None],
+            boxes=None if box is None else box[None],
+            multimask_output=single_point,
+        )
+        masks, scores = masks[0], scores[0]
+        mask = masks[int(np.argmax(scores))] if single_point else masks[0]
+        key = obj.key or f"\0{obj.slice}"  # no object column: one object per slice
+        labels[obj.slice][mask] = ids.setdefault(key, len(ids) + 1)
+    return labels

@@ -1,0 +1,111 @@
+"""The slow steps every command shares: TensorFlow, the input stack, the model."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .checks import check_model
+from .errors import InputError
+
+__all__ = ["import_tensorflow", "load_model", "open_input", "resolve_channels"]
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow with its start-up log lines (printed before logging is set up, to
+    file descriptor 2) held back; they are shown only if the import fails."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device probing logs too
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def open_input(path: Path, axes: str | None):
+    import numpy as np
+
+    from ..stacks.view import StackView
+
+    if not path.exists():
+        raise InputError("INPUT", f"{str(path)!r} does not exist")
+    try:
+        if path.suffix.lower() == ".npy" and path.is_file():
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+            if axes is None and data.ndim == 2:
+                axes = "YX"
+            if axes is None:
+                raise InputError(
+                    "--axes",
+                    f"required for {path.name!r} (a .npy array of shape {data.shape}); "
+                    f"give one letter per dimension, e.g. --axes ZYX",
+                )
+            return StackView(data, axes)
+        if path.is_dir() and not (path / "zarr.json").exists() and not (path / ".zarray").exists():
+            raise InputError("INPUT", f"{str(path)!r} is a directory but not a zarr array")
+        view = StackView(path, axes)
+    except InputError:
+        raise
+    except ValueError as err:
+        arg = "--axes" if str(err).startswith("axes:") else "INPUT"
+        raise InputError(arg, err) from None
+    except Exception as err:
+        raise InputError(
+            "INPUT",
+            f"cannot read {str(path)!r} as a TIFF file, .npy file or zarr array directory "
+            f"({type(err).__name__}: {err})",
+        ) from None
+    try:  # a truncated file fails here, not minutes later in the middle of the run
+        for i in {0, len(view) - 1}:
+            view.get_slice(i)
+    except Exception as err:
+        view.close()
+        raise InputError(
+            "INPUT",
+            f"cannot read the pixels of {str(path)!r}: the file is truncated or damaged "
+            f"({type(err).__name__}: {err})",
+        ) from None
+    return view
+
+
+def load_model(name: str, weights, in_channels: int, overrides: dict):
+    """The model with its weights (the arguments are checked first, without TensorFlow)."""
+    from ..weights import create_model
+    from ..weights.download import WeightsUnavailableError
+
+    check_model(name, in_channels, overrides)
+    try:
+        return create_model(name, pretrained=weights or True, in_channels=in_channels, **overrides)
+    except (ValueError, OSError, WeightsUnavailableError) as err:  # bad checkpoint, download
+        if "does not match the model" in str(err):
+            err = (
+                f"the checkpoint does not fit model {name!r} with in_channels={in_channels}"
+                f"{' and the given --override values' if overrides else ''}: {err}"
+            )
+        raise InputError("--weights", err) from None
+
+
+def resolve_channels(channels, view):
+    """The channel mapping for ``view``: ``channels`` (a ChannelSpec, or None for the default
+    of its number of channels) checked against it."""
+    from ..stacks.channels import ChannelSpec
+
+    try:
+        return (channels or ChannelSpec.default_for(view.n_channels)).resolve(view.n_channels)
+    except ValueError as err:
+        raise InputError("--channels", err) from None
