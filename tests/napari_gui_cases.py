@@ -335,3 +335,60 @@ def test_widget_and_cli_give_the_same_labels(viewer, sam_widget, qtbot, tmp_path
     a, b = got == 1, out.data == 1
     iou = np.logical_and(a, b).sum() / np.logical_or(a, b).sum()
     assert iou >= 0.99, iou
+
+
+def test_closing_the_widget_unbinds_its_keys(viewer, qtbot):
+    """Closing the dock (napari's close button) or the widget removes its key bindings."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    from napari_sam._napari._commands import active_widget
+    from napari_sam._napari._widget import KEYS, SAMWidget
+
+    def mine(v):
+        pass
+
+    viewer.bind_key("Shift-X", mine)  # a binding of the user's, overwritten by the widget
+    before = dict(viewer.keymap)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
+    viewer.open_sample("napari-sam", "nuclei_stack")
+    widget.image_box.setCurrentText("nuclei stack")
+    points = widget.setup_layers()[0]
+    ours = [coerce_keybinding(KEYS[k]) for k in ("commit", "cycle_mask", "propagate")]
+    clear, toggle = coerce_keybinding(KEYS["clear_prompts"]), coerce_keybinding(KEYS["toggle"])
+    assert all(k in viewer.keymap for k in ours) and viewer.keymap[clear] is not mine
+    assert toggle in points.keymap and active_widget() is widget
+    dock.destroyOnClose()  # what the dock's close button does
+    qtbot.wait(50)
+    assert viewer.keymap == before and viewer.keymap[clear] is mine  # the user's is back
+    assert toggle not in points.keymap
+    assert active_widget() is not widget
+    widget.update_preview()  # a closed widget no longer reacts to the viewer, but works
+    viewer.dims.set_current_step(1, 3)
+    qtbot.wait(50)
+    assert widget.idle
+
+    other = SAMWidget(viewer)  # and closing a widget itself
+    other.image_box.setCurrentText("nuclei stack")
+    other.points_box.setCurrentText(points.name)
+    assert all(k in viewer.keymap for k in ours) and toggle in points.keymap
+    other.close()
+    assert viewer.keymap == before and toggle not in points.keymap
+
+
+def test_previews_asked_for_while_busy_run_once_afterwards(
+    viewer, sam_widget, tiny_random_model, qtbot
+):
+    points, _, _, _ = _open_sample(viewer, sam_widget)
+    sam_widget.set_model(tiny_random_model)
+    runs = []  # whether each preview ran with no job running
+    sam_widget._timer.timeout.connect(lambda: runs.append(sam_widget._worker is None))
+    assert sam_widget.embed_stack() is not None
+    runs.clear()  # napari's progress bar may process events (the timer of the slice change)
+    points.add([Z, 40, 40])  # the preview waits for the embedding
+    for _ in range(3):
+        sam_widget.update_preview()
+    assert sam_widget._preview_pending and not sam_widget.idle
+    _idle(qtbot, sam_widget)
+    assert runs.count(True) == 1 and not sam_widget._preview_pending
+    assert len(sam_widget.predictions) == 1 and sam_widget.preview_index == (Z,)
+    assert sam_widget.session.has_embedding((0,))  # the worker's session was adopted

@@ -4,11 +4,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from napari_sam._napari._session import Geometry, propagation_prompts, split_prompts
+from napari_sam._napari._session import Geometry, Session, propagation_prompts, split_prompts
 
 SRC = Path(__file__).parents[1] / "src" / "napari_sam"
 GUI_IMPORT = re.compile(
@@ -30,7 +31,8 @@ def test_manifest_is_valid_and_points_into_the_plugin_package():
 
 def test_core_never_imports_napari_or_qt():
     code = (
-        "import sys, napari_sam, napari_sam._napari._session, napari_sam.stacks; "
+        "import sys, napari_sam, napari_sam._napari._session, napari_sam._napari.annotator, "
+        "napari_sam.stacks; "
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy')]; "
         "print(bad); sys.exit(bool(bad))"
@@ -118,3 +120,148 @@ def test_propagation_follows_the_object_and_stops_where_it_ends():
     got = [i for i, _ in session.propagate((5,), truth[5] == nid, limits=(5, 6))]
     assert got == [(6,)]
     assert list(session.propagate((5,), truth[5] == nid, cancel=lambda: True)) == []
+
+
+# ---------------------------------------------------------------------- the Qt-free annotator
+class _FakeSession:
+    """A session whose predictor returns the masks of ``truth`` at the prompted pixel."""
+
+    def __init__(self, truth):
+        self.truth, self.embedded = truth, []
+        self.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:-2]))
+
+    def embed(self, index):
+        self.embedded.append(tuple(index))
+
+    def has_embedding(self, index):
+        return tuple(index) in self.embedded
+
+    def predict(self, index, obj, multimask=True):
+        from napari_sam._napari._session import Prediction
+
+        plane = self.truth[tuple(index)]
+        x, y = (obj.points[0] if obj.points is not None else obj.box[:2] + 1).astype(int)
+        m = plane == plane[y, x]
+        masks = np.stack([m, np.zeros_like(m), m]) if multimask else m[None]
+        return Prediction(masks, np.linspace(0.9, 0.5, len(masks)), np.zeros((len(masks), 4, 4)))
+
+    def mask_prompt(self, index, mask):
+        return propagation_prompts(mask)
+
+    propagate = Session.propagate
+
+
+def _truth():
+    truth = np.zeros((5, 32, 32), np.int32)
+    truth[:, 4:12, 4:12] = 1  # an object through every slice
+    truth[1:4, 20:28, 18:30] = 2  # one on slices 1..3
+    return truth
+
+
+def _point(x, y):
+    from napari_sam._napari._session import ObjectPrompt
+
+    return ObjectPrompt(np.array([[x, y]], np.float32), np.ones(1, np.float32))
+
+
+def test_annotator_commit_gives_new_ids_and_writes_only_the_masks():
+    from napari_sam._napari.annotator import Annotator
+
+    truth = _truth()
+    annot, session = Annotator(), _FakeSession(truth)
+    labels = np.zeros(truth.shape, np.int32)
+    labels[2, 0:2, 0:2] = 5  # an existing label
+    labels[2, 4, 4] = 5  # inside the first object: kept (no overwrite)
+    before = labels.copy()
+    preds = annot.predict(session, (2,), [_point(8, 8), _point(24, 24)])
+    assert len(preds) == 2 and annot.preview_index == (2,) and annot.predictions == preds
+    assert annot.scores_text() == "0.90 (1/3), 0.90 (1/3)"
+    preview = np.zeros_like(labels)
+    annot.render_preview(preview)
+    assert set(np.unique(preview[2])) == {0, 1, 2} and not preview[[0, 1, 3, 4]].any()
+    done = annot.commit(labels)
+    assert done.ids == [6, 7] and done.index == (2,) and annot.last_committed == ((2,), [6, 7])
+    changed = labels != before
+    assert not changed[[0, 1, 3, 4]].any()  # only the previewed slice
+    np.testing.assert_array_equal(
+        changed[2], ((truth[2] == 1) | (truth[2] == 2)) & (before[2] == 0)
+    )
+    assert labels[2, 4, 4] == 5 and done.pixels == changed.sum()
+    assert annot.predictions == [] and annot.commit(labels) is None  # preview cleared
+    annot.predict(session, (2,), [_point(8, 8)])
+    annot.commit(labels, overwrite=True)
+    assert labels[2, 4, 4] == 8  # overwrite
+
+
+def test_annotator_cycle_refine_keeps_the_id_and_polarity_state():
+    from napari_sam._napari.annotator import Annotator
+
+    truth = _truth()
+    annot, session = Annotator(), _FakeSession(truth)
+    assert annot.positive_mode and annot.refine_id is None
+    labels = np.zeros(truth.shape, np.int32)
+    labels[3, 20:24, 18:22] = 4  # a rough label 4 of object 2
+    annot.predict(session, (3,), [_point(8, 8)])
+    assert annot.cycle_masks()[0].choice == 1 and not annot.predictions[0].mask.any()
+    assert annot.cycle_masks()[0].choice == 2
+    assert not annot.refine(labels, (3,), 9)  # not on the slice
+    assert annot.refine(labels, (3,), 4) and annot.refining((3,)) and not annot.refining((2,))
+    annot.predict(session, (3,), [], labels)  # the label itself is the prompt
+    done = annot.commit(labels)
+    assert done.ids == [4] and annot.refine_id is None
+    np.testing.assert_array_equal(labels[3] == 4, truth[3] == 2)  # replaced, same id
+    assert labels.max() == 4
+
+
+def test_annotator_propagation_yields_slices_and_embedding_counts():
+    from napari_sam._napari._session import Geometry
+    from napari_sam._napari.annotator import Annotator
+
+    truth = _truth()
+    annot, session = Annotator(), _FakeSession(truth)
+    geo = Geometry(truth.shape)
+    labels = np.where(truth == 2, 3, 0).astype(np.int32) * (np.arange(5) == 2)[:, None, None]
+    got = list(annot.propagate(session, labels, (2,), 3, geo, stop_iou=0.5))
+    assert sorted(i for i, _ in got) == [(1,), (3,)]  # object 2 lives on slices 1..3
+    assert annot.propagated == [(3,), (1,)]
+    np.testing.assert_array_equal(labels == 3, truth == 2)
+    job = annot.start_propagation(labels, (2,), 3, geo, axis=5, limits=(2, 3))
+    assert job.axis == 0 and [i for i, _ in job.run(session)] == [(3,)]
+    with pytest.raises(ValueError, match="not on this slice"):
+        next(annot.propagate(session, labels, (0,), 3, geo))
+    with pytest.raises(ValueError, match="no slice axis"):
+        annot.start_propagation(labels[0], (), 3, Geometry((32, 32)))
+    steps = annot.embed(session, [(0,), (1,), (2,)], cancel=lambda: len(session.embedded) >= 2)
+    assert list(steps) == [1, 2] and session.embedded == [(0,), (1,)]
+
+
+def test_annotator_sessions_are_made_by_plain_functions_and_adopted():
+    """The worker's function makes the model and session; only ``adopt`` changes state."""
+    from napari_sam._napari._tf import ensure_tensorflow
+
+    ensure_tensorflow()
+    from napari_sam._napari._jobs import embed_one, with_session
+    from napari_sam._napari._session import Geometry
+    from napari_sam._napari.annotator import Annotator, Built, SessionSpec
+    from napari_sam.stacks.channels import ChannelSpec
+    from napari_sam.weights import create_model
+
+    from small_configs import TINY
+
+    data = np.random.default_rng(0).integers(0, 255, (3, 40, 48)).astype(np.uint8)
+    geo = Geometry(data.shape)
+    spec = SessionSpec(data, geo, ChannelSpec("single", (0,)).resolve(1))
+    annot = Annotator(create_model("sam_vit_b", in_channels=3, **TINY))
+    assert annot.session_for(spec) is None
+    items = list(with_session(None, annot.builder(spec), lambda s: embed_one(s, (1,))))
+    assert annot.session is None and len(items) == 1 and isinstance(items[0], Built)
+    session = annot.adopt(items[0])
+    assert annot.session_for(spec) is session and session.has_embedding((1,))
+    assert annot.model is items[0].model and annot.open_session(spec) is session
+    other = SessionSpec(data[:2], Geometry((2, 40, 48)), spec.channels)
+    assert annot.open_session(other) is not session and annot.model is items[0].model
+    labels = np.zeros(geo.label_shape, np.int32)
+    preds = annot.predict(annot.session, (0,), [_point(20, 20)])
+    assert preds[0].masks.shape == (3, 40, 48)
+    done = annot.commit(labels)  # random weights may predict nothing
+    assert (done is None and not labels.any()) or (done.ids == [1] and labels.max() == 1)

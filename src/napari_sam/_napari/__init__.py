@@ -1,6 +1,7 @@
 """The napari plugin of napari-sam (the only part of the package that imports napari or Qt).
 
-``_session`` holds the GUI-free logic (layer geometry, prompts, preview, propagation) and imports
-neither napari nor Qt; ``_widget`` is the dock widget, ``_sample`` the sample data and
-``_commands`` the manifest commands.
+``annotator`` (the annotation state and operations) and ``_session`` (layer geometry, prompts,
+the stack predictor session) import neither napari nor Qt; ``_widget`` is the thin dock widget
+on an annotator (``_controls`` its Qt pieces), ``_sample`` the sample data and ``_commands``
+the manifest commands.
 """

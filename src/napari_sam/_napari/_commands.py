@@ -12,6 +12,11 @@ def register(widget) -> None:
     _WIDGETS.append(weakref.ref(widget))
 
 
+def unregister(widget) -> None:
+    """Forget ``widget`` (it was closed)."""
+    _WIDGETS[:] = [r for r in _WIDGETS if r() is not None and r() is not widget]
+
+
 def active_widget():
     """The most recently opened widget still alive, or None."""
     while _WIDGETS:

@@ -120,27 +120,10 @@ def remove_slice_prompts(points, boxes, index) -> None:
 
 
 def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | None = None):
-    """Write 2-D ``masks`` of slice ``index`` with ``ids`` in one undoable step.
+    """Write 2-D ``masks`` of slice ``index`` into a Labels layer in one undoable step.
 
-    Pixels that already hold another label are kept unless ``overwrite``; ``clear_id``
-    (a refined object) is removed from the slice where its new mask does not reach.
-    Returns the number of pixels written.
+    See :func:`napari_sam._napari.annotator.write_objects`; returns the pixels written.
     """
-    plane = np.asarray(labels.data[tuple(index)])
-    value = np.zeros(plane.shape, labels.data.dtype)
-    claimed = np.zeros(plane.shape, bool)
-    if clear_id is not None:
-        value[plane == clear_id] = 0
-    for mask, i in zip(masks, ids, strict=True):
-        free = mask & ~claimed & ((plane == 0) | (plane == i) | overwrite)
-        if clear_id is not None:
-            free |= mask & ~claimed & (plane == clear_id)
-        value[free] = i
-        claimed |= free
-    change = claimed | ((plane == clear_id) if clear_id is not None else False)
-    rows, cols = np.nonzero(change)
-    if not len(rows):
-        return 0
-    full = tuple(np.full(len(rows), i) for i in index) + (rows, cols)
-    labels.data_setitem(full, value[rows, cols])
-    return len(rows)
+    from .annotator import write_objects as write
+
+    return write(labels.data, index, masks, ids, overwrite, clear_id, labels.data_setitem)

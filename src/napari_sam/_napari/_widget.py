@@ -1,172 +1,156 @@
-"""The "Segment Anything" dock widget: prompts, live preview, commit, propagation."""
+"""The "Segment Anything" dock widget: Qt controls on a Qt-free :class:`Annotator`.
+
+The widget reads its controls into plain values (:class:`~.annotator.Settings`,
+:class:`~.annotator.SessionSpec`), asks the annotator, and runs long work (making the model
+and session, embedding, propagation) in napari ``thread_worker``s whose functions take plain
+values and yield or return their results. Only the workers' ``yielded`` / ``returned``
+handlers, on the Qt thread, touch layers and the annotator's state.
+"""
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
-from napari.layers import Image, Labels, Points, Shapes
 from napari.qt.threading import thread_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)  # fmt: skip
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, QTimer
 
 from . import _layers as L
-from ._actions import SAMActions
-from ._commands import register
-from ._session import Geometry, Session
-from ._tf import ensure_tensorflow
+from ._commands import register, unregister
+from ._controls import ControlsPanel, KeyBindings
+from ._jobs import Built, embed_one, embed_slices, with_session
+from .annotator import Annotator
 
 KEYS = {"commit": "Shift-C", "cycle_mask": "Shift-M", "propagate": "Shift-P",
         "clear_prompts": "Shift-X", "toggle": "T"}  # fmt: skip
 
 
-class _LayerBox(QComboBox):
-    """A combo box of the viewer's layers of one type."""
+def _delegate(name: str):
+    """A property of the widget that is the annotator's attribute ``name``."""
 
-    def __init__(self, viewer, kind, exclude=()):
-        super().__init__()
-        self.viewer, self.kind, self.exclude = viewer, kind, exclude
+    def get(self):
+        return getattr(self.annotator, name)
 
-    def refresh(self):
-        current = self.currentText()
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, self.kind)]
-        names = [n for n in names if n not in self.exclude]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
+    def set_(self, value):
+        setattr(self.annotator, name, value)
 
-    def layer(self):
-        name = self.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+    return property(get, set_, doc=f"The annotator's ``{name}``.")
 
 
-def _channels_first(image) -> bool:
-    """Guess whether the first axis of an image layer holds channels.
-
-    Yes if its axis label says so (``c``, ``ch``, ``channel``); otherwise for a 4-D or
-    larger, non-RGB image whose first axis has at most 4 entries.
-    """
-    if image.rgb:
-        return False
-    labels = [str(a).lower() for a in getattr(image, "axis_labels", ())]
-    if labels and labels[0] in ("c", "ch", "channel", "channels"):
-        return True
-    if any(a in ("c", "ch", "channel", "channels") for a in labels):
-        return False  # labelled, and not first: the user must transpose
-    return image.ndim >= 4 and image.data.shape[0] <= 4
-
-
-class SAMWidget(SAMActions, QWidget):
+class SAMWidget(ControlsPanel):
     """Segment objects of an image layer with SAM from Points and Shapes prompts.
+
+    The controls come from :class:`ControlsPanel`; the state and logic from ``annotator``.
 
     Parameters
     ----------
     napari_viewer : napari.Viewer
         The viewer (injected by napari).
+
+    Attributes
+    ----------
+    annotator : Annotator
+        The state and logic (model, session, preview, refine target, polarity, ...); the
+        widget's ``predictions``, ``positive_mode``, ``session``, ... are its attributes.
     """
 
-    def __init__(self, napari_viewer):
-        super().__init__()
-        ensure_tensorflow()  # before any core module that imports TensorFlow
-        from ..weights import list_models
+    model = _delegate("model")
+    session = _delegate("session")
+    predictions = _delegate("predictions")
+    preview_index = _delegate("preview_index")
+    refine_id = _delegate("refine_id")
+    refine_index = _delegate("refine_index")
+    positive_mode = _delegate("positive_mode")
+    last_committed = _delegate("last_committed")
+    propagated = _delegate("propagated")
 
-        self.viewer = napari_viewer
-        self.session = self.model = self._session_key = self._model_key = None
-        self.predictions, self.preview_index, self.refine_id = [], None, None
-        self.refine_index, self.last_committed, self.propagated = None, None, []
-        self.positive_mode, self.busy, self._cancel = True, False, threading.Event()
-        self._worker = self._pbar = None
-        form = QFormLayout(self)
-        self.model_box = QComboBox()
-        self.model_box.addItems(list_models())
-        self.model_box.setCurrentText("sam_tiny_nuclei")
-        self.checkpoint = QLineEdit(placeholderText="optional .npz / .pth checkpoint file")
-        self.image_box = _LayerBox(self.viewer, Image)
-        self.channel_axis = QComboBox()
-        self.channel_axis.addItems(["auto", "none", "first axis"])
-        self.channel_mode = QComboBox()
-        self.channel_mode.addItems(["single", "rgb", "adapt"])
-        self.channel_idx = QLineEdit("0", placeholderText="channel indices, e.g. 0 or 0,1")
-        self.cache = QLineEdit(placeholderText="embedding cache folder (empty: memory only)")
-        self.points_box = _LayerBox(self.viewer, Points)
-        self.boxes_box = _LayerBox(self.viewer, Shapes)
-        self.output_box = _LayerBox(self.viewer, Labels, exclude=(L.PREFIX + "preview",))
-        self.multimask = QCheckBox("several candidate masks")
-        self.multimask.setChecked(True)
-        self.overwrite = QCheckBox("overwrite existing labels")
-        self.iou_label = QLabel("predicted IoU: -")
-        self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
-        self.z_from, self.z_to = QSpinBox(maximum=99999), QSpinBox(maximum=99999, value=99999)
-        self.prop_axis = QSpinBox(minimum=0, maximum=8)
-        rows = [("model", self.model_box), ("checkpoint", self.checkpoint),
-                ("image", self.image_box), ("channel axis", self.channel_axis),
-                ("channels", self.channel_mode), ("channel indices", self.channel_idx),
-                ("cache", self.cache), ("points", self.points_box), ("boxes", self.boxes_box),
-                ("output labels", self.output_box), ("", self.multimask), ("", self.overwrite),
-                ("", self.iou_label)]  # fmt: skip
-        for label, w in rows:
-            form.addRow(label, w)
-        buttons = [("Set up layers", self.setup_layers, ""),
-                   ("Embed stack", self.embed_stack, "embed every slice in the background"),
-                   ("Next mask", self.cycle_mask, KEYS["cycle_mask"]),
-                   ("Commit", self.commit, KEYS["commit"]),
-                   ("Refine label", self.refine_selected, "selected label of the output"),
-                   ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"]),
-                   ("Propagate", self.propagate, KEYS["propagate"]),
-                   ("Cancel", self.cancel, "stop embedding / propagation")]  # fmt: skip
-        self.buttons = {}
-        for i, (text, slot, tip) in enumerate(buttons):
-            if i % 2 == 0:
-                row = QHBoxLayout()
-                form.addRow(row)
-            b = QPushButton(text)
-            b.setToolTip(f"{slot.__doc__.strip().splitlines()[0]} [{tip}]" if tip else "")
-            b.clicked.connect(lambda _=False, s=slot: s())
-            row.addWidget(b)
-            self.buttons[text] = b
-        form.addRow("slice axis", self.prop_axis)
-        form.addRow("stop below IoU", self.stop_iou)
-        zr = QHBoxLayout()
-        zr.addWidget(self.z_from)
-        zr.addWidget(self.z_to)
-        form.addRow("slice range", zr)
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)  # the controls (imports TensorFlow first)
+        self.annotator = Annotator()
+        self.busy, self._cancel, self._worker, self._pbar = False, threading.Event(), None, None
+        self._preview_pending, self._docked, self._closed = False, False, False
+        self.add_buttons([
+            ("Set up layers", self.setup_layers, ""),
+            ("Embed stack", self.embed_stack, "embed every slice in the background"),
+            ("Next mask", self.cycle_mask, KEYS["cycle_mask"]),
+            ("Commit", self.commit, KEYS["commit"]),
+            ("Refine label", self.refine_selected, "selected label of the output"),
+            ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"]),
+            ("Propagate", self.propagate, KEYS["propagate"]),
+            ("Cancel", self.cancel, "stop embedding / propagation"),
+        ])  # fmt: skip
         self.setToolTip("Points: positive/negative toggled with T (lime/magenta); "
                         "Shapes rectangles are boxes, one object each. "
                         + ", ".join(f"{k}: {v}" for k, v in KEYS.items()))  # fmt: skip
         self._timer = QTimer(singleShot=True, interval=20)
         self._timer.timeout.connect(self.update_preview)
-        self._connected = []
-        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            ev.connect(self._refresh_boxes)
-        self.viewer.dims.events.current_step.connect(lambda e: self._timer.start())
+        self._connected, self._keys = [], KeyBindings()
+        self._viewer_events = [(self.viewer.layers.events.inserted, self._refresh_boxes),
+                               (self.viewer.layers.events.removed, self._refresh_boxes),
+                               (self.viewer.dims.events.current_step, self._on_step)]  # fmt: skip
+        for ev, cb in self._viewer_events:
+            ev.connect(cb)
         for box in (self.points_box, self.boxes_box):
             box.currentTextChanged.connect(self._connect_prompts)
         for name in ("commit", "cycle_mask", "propagate", "clear_prompts"):
-            self.viewer.bind_key(KEYS[name], lambda v, n=name: getattr(self, n)(), overwrite=True)
+            self._keys.bind(self.viewer, KEYS[name], self._key(name))
+        keys = self._keys  # a closure on the bindings, not the widget (gone by then)
+        self.destroyed.connect(lambda *_: keys.unbind())
         self._refresh_boxes()
         register(self)
 
-    # ---------------------------------------------------------------- layers and settings
+    # ---------------------------------------------------------------- life cycle
+    def _key(self, name):
+        """The key handler of the action ``name`` (a named function: napari reads names)."""
+
+        def handler(viewer=None):
+            getattr(self, name)()
+
+        handler.__name__ = handler.__qualname__ = f"segment_anything_{name}"
+        return handler
+
+    def close_widget(self) -> None:
+        """Unbind the widget's keys (restoring earlier bindings) and disconnect it.
+
+        Called when the widget is closed or taken out of its dock (napari's close button);
+        safe to call more than once.
+        """
+        if self._closed:
+            return
+        self._closed, self._preview_pending = True, False
+        self._timer.stop()
+        self._cancel.set()
+        self._keys.unbind()
+        for ev, cb in self._viewer_events + self._connected:
+            ev.disconnect(cb)
+        self._viewer_events, self._connected = [], []
+        unregister(self)
+
+    def closeEvent(self, event):  # noqa: N802 (Qt's name)
+        """Qt's close event: :meth:`close_widget`, then close."""
+        self.close_widget()
+        super().closeEvent(event)
+
+    def event(self, event):
+        """Qt's events; leaving the dock (napari removes the dock widget) closes the widget."""
+        if event.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.close_widget()
+        return super().event(event)
+
     @property
     def idle(self) -> bool:
         """No job running and no preview pending (scripts and tests wait for this)."""
-        return self._worker is None and not self._timer.isActive()
+        return self._worker is None and not self._timer.isActive() and not self._preview_pending
+
+    # ---------------------------------------------------------------- layers and settings
+    def _on_step(self, event=None):
+        self._timer.start()
 
     def _refresh_boxes(self, event=None):
         for box in (self.image_box, self.points_box, self.boxes_box, self.output_box):
@@ -178,6 +162,8 @@ class SAMWidget(SAMActions, QWidget):
         self._connect_prompts()
 
     def _connect_prompts(self, *_):
+        if self._closed:
+            return
         for ev, cb in self._connected:
             ev.disconnect(cb)
         self._connected = []
@@ -187,8 +173,11 @@ class SAMWidget(SAMActions, QWidget):
                 layer.events.data.connect(self._on_prompts)
         points = self.points_box.layer()
         if points is not None:
-            points.bind_key(KEYS["toggle"], lambda ly: self.toggle_polarity(), overwrite=True)
+            self._keys.bind(points, KEYS["toggle"], self._toggle_key)
             L.colour_points(points, self.positive_mode)
+
+    def _toggle_key(self, layer=None):
+        self.toggle_polarity()
 
     def _on_prompts(self, event=None):
         if str(getattr(event, "action", "added")) in ("adding", "removing", "changing"):
@@ -197,26 +186,6 @@ class SAMWidget(SAMActions, QWidget):
         if points is not None:
             L.colour_points(points, self.positive_mode)
         self._timer.start()
-
-    def geometry(self):
-        """The :class:`Geometry` of the chosen image layer (ValueError if there is none)."""
-        image = self.image_box.layer()
-        if image is None:
-            raise ValueError("image: add an image layer and choose it in the widget")
-        axis = self.channel_axis.currentText()
-        if axis == "auto":
-            axis = "first axis" if _channels_first(image) else "none"
-        return image, Geometry(image.data.shape, 0 if axis == "first axis" else None, image.rgb)
-
-    def channels(self, geometry):
-        """The :class:`~napari_sam.stacks.channels.ChannelSpec` chosen in the widget."""
-        from ..stacks.channels import ChannelSpec
-
-        mode = self.channel_mode.currentText()
-        if geometry.n_channels == 1 and mode != "adapt":
-            return ChannelSpec("single", (0,))
-        idx = [int(s) for s in self.channel_idx.text().replace(",", " ").split()]
-        return ChannelSpec(mode, None if mode == "adapt" else tuple(idx) or None)
 
     def setup_layers(self):
         """Add points, boxes, preview and output layers matching the image."""
@@ -230,67 +199,42 @@ class SAMWidget(SAMActions, QWidget):
 
     def set_model(self, model):
         """Use ``model`` (a :class:`~napari_sam.SegmentAnythingModel`) instead of the choice."""
-        self.model, self._model_key, self.session = model, "given", None
-
-    def current_index(self, geo=None):
-        """Index of the displayed slice over the slice axes of the image."""
-        image, geo = (self.image_box.layer(), geo) if geo else self.geometry()
-        data = image.world_to_data(self.viewer.dims.point)
-        data = np.asarray(data)[-len(geo.label_shape) :]
-        return tuple(int(np.clip(round(v), 0, s - 1)) for v, s in zip(
-            data[: geo.n_slice_dims], geo.label_shape, strict=False))  # fmt: skip
+        self.annotator.set_model(model)
 
     # ---------------------------------------------------------------- background work
-    def _session_factory(self):
-        """A function (run in a worker) returning the session for the current settings."""
-        from pathlib import Path
-
-        image, geo = self.geometry()
-        channels = self.channels(geo).resolve(geo.n_channels)
-        name, ckpt = self.model_box.currentText(), self.checkpoint.text().strip()
-        model_key = self._model_key if self._model_key == "given" else (name, ckpt, channels)
-        cache = self.cache.text().strip()
-        store = str(Path(cache) / image.name) if cache else None
-        key = (id(image.data), geo, channels, store, model_key)
-        if key == self._session_key and self.session is not None:
-
-            def ready():
-                return self.session
-
-            ready.ready = True
-            return ready
-        n_in = channels.out_channels(geo.n_channels)
-
-        def make():
-            if model_key != self._model_key or self.model is None:
-                from ..weights import create_model
-
-                self.model = create_model(name, pretrained=ckpt or True, in_channels=n_in)
-                self._model_key = model_key
-            self.session = Session(self.model, image.data, geo, channels, store)
-            self._session_key = key
-            return self.session
-
-        make.ready = False
-        return make
-
-    def _run(self, gen_fn, on_yield=None, on_done=None, total=None, desc="SAM"):
+    def _run(self, spec, body, on_yield=None, on_done=None, total=None, desc="SAM"):
+        """Run ``body(session)`` (a generator of plain values) in a worker, making the
+        session of ``spec`` there first if needed; handlers run on the Qt thread."""
         if self._worker is not None:
             show_warning("Segment Anything: busy; wait or press Cancel")
             return None
+        session = self.annotator.session_for(spec)
+        build = None if session is not None else self.annotator.builder(spec)
         self._cancel.clear()
         self._pbar = progress(total=total, desc=desc)
-        worker = thread_worker(gen_fn, start_thread=False, ignore_errors=True)()
+
+        def work():  # plain values only: the session (or its builder) and the body
+            return (yield from with_session(session, build, body))
+
+        worker = thread_worker(work, start_thread=False, ignore_errors=True)()
+
+        def yielded(item):
+            if isinstance(item, Built):
+                self.annotator.adopt(item)
+            elif on_yield is not None:
+                on_yield(item)
 
         def finished():
             self._worker, self.busy = None, False
             self._pbar.close()
+            if self._preview_pending:  # a preview asked for while this ran
+                self._preview_pending = False
+                self._timer.start()
 
         def errored(err):
             show_error(f"Segment Anything: {err}")
 
-        if on_yield:
-            worker.yielded.connect(on_yield)
+        worker.yielded.connect(yielded)
         if on_done:
             worker.returned.connect(on_done)
         worker.errored.connect(errored)
@@ -299,6 +243,151 @@ class SAMWidget(SAMActions, QWidget):
         worker.start()
         return worker
 
+    def _step(self, _=None):
+        if self._pbar is not None:
+            self._pbar.update(1)
+
     def cancel(self):
         """Stop the running embedding or propagation."""
         self._cancel.set()
+
+    # ---------------------------------------------------------------- actions
+    def embed_stack(self):
+        """Embed every slice of the image in the background (stored in the cache)."""
+        try:
+            spec = self.session_spec()
+        except ValueError as err:
+            return show_error(str(err))
+        indices = list(np.ndindex(*spec.geometry.label_shape[:-2]))
+        body = functools.partial(embed_slices, indices=indices, cancel=self._cancel.is_set)
+
+        def on_done(n):
+            show_info(f"Segment Anything: {n} of {len(indices)} slices embedded")
+
+        return self._run(spec, body, self._step, on_done, len(indices), "embedding slices")
+
+    def toggle_polarity(self):
+        """Switch new points between positive and negative."""
+        self.positive_mode = not self.positive_mode
+        points = self.points_box.layer()
+        if points is not None:
+            points.feature_defaults = {"positive": self.positive_mode}
+            L.colour_points(points, self.positive_mode)
+        show_info(f"Segment Anything: {'positive' if self.positive_mode else 'negative'} points")
+
+    def update_preview(self):
+        """Predict the prompted objects of the displayed slice into the preview layer."""
+        try:
+            image, geo, index, objects = self._prompts()
+            spec = self.session_spec(image, geo)
+        except ValueError as err:
+            return show_error(f"Segment Anything: {err}")
+        if not objects and not self.annotator.refining(index):
+            return self._show([], index)
+        if self.busy:
+            return show_warning("Segment Anything: propagating; the preview waits")
+
+        def on_done(session):
+            out = self.output_box.layer()
+            try:
+                self.annotator.predict(session, index, objects, None if out is None else out.data,
+                                       self.multimask.isChecked())  # fmt: skip
+            except ValueError as err:
+                return show_error(f"Segment Anything: {err}")
+            self._show_preview()
+
+        if self._worker is not None:  # try again once the running job is done
+            self._preview_pending = True
+            return None
+        session = self.annotator.session_for(spec)
+        if session is not None and session.has_embedding(index):
+            return on_done(session)
+        body = functools.partial(embed_one, index=index)
+        return self._run(spec, body, None, on_done, None, "embedding slice")
+
+    def _show(self, preds, index):
+        self.annotator.set_preview(preds, index)
+        self._show_preview()
+
+    def _show_preview(self):
+        name = L.PREFIX + "preview"
+        if name in self.viewer.layers:
+            preview = self.viewer.layers[name]
+            self.annotator.render_preview(preview.data)
+            preview.refresh()
+        self.iou_label.setText(f"predicted IoU: {self.annotator.scores_text()}")
+
+    def cycle_mask(self):
+        """Show the next candidate mask of every previewed object."""
+        self.annotator.cycle_masks()
+        self._show_preview()
+
+    def clear_prompts(self):
+        """Remove the prompts of the displayed slice and the preview."""
+        try:
+            index = self.current_index()
+        except ValueError as err:
+            return show_error(str(err))
+        self.clear_prompts_at(index)
+
+    def clear_prompts_at(self, index):
+        """Remove the prompts of slice ``index`` and the preview."""
+        self.annotator.clear(index)
+        L.remove_slice_prompts(self.points_box.layer(), self.boxes_box.layer(), index)
+        self._show_preview()
+
+    def refine_selected(self):
+        """Use the output layer's selected label on this slice as a mask prompt."""
+        out = self.output_box.layer()
+        try:
+            _, geo = self._checked_output(out)
+            index = self.current_index(geo)
+        except ValueError as err:
+            return show_error(f"Segment Anything: {err}")
+        if not self.annotator.refine(out.data, index, out.selected_label):
+            return show_warning(f"Segment Anything: label {out.selected_label} not on this slice")
+        self._timer.start()
+
+    def commit(self):
+        """Write the preview into the output labels with new ids (Ctrl+Z undoes it)."""
+        out = self.output_box.layer()
+        try:
+            self._checked_output(out)
+        except ValueError as err:
+            show_error(f"Segment Anything: {err}")
+            return []
+        done = self.annotator.commit(out.data, self.overwrite.isChecked(), out.data_setitem)
+        if done is None:
+            show_warning("Segment Anything: nothing to commit; add prompts first")
+            return []
+        out.selected_label = done.ids[-1]
+        L.remove_slice_prompts(self.points_box.layer(), self.boxes_box.layer(), done.index)
+        self._show_preview()
+        return done.ids
+
+    def propagate(self):
+        """Follow the previewed (committed first) or selected object through the stack."""
+        out = self.output_box.layer()
+        if self.predictions:
+            self.commit()
+        try:
+            image, geo = self._checked_output(out)
+            index = self.current_index(geo)
+            s = self.settings()
+            job = self.annotator.start_propagation(out.data, index, int(out.selected_label), geo,
+                                                   s.prop_axis, s.stop_iou, s.limits,
+                                                   s.overwrite)  # fmt: skip
+            spec = self.session_spec(image, geo)
+        except ValueError as err:
+            return show_error(f"Segment Anything: {err}")
+        if not job.mask.any():
+            return show_warning(f"Segment Anything: label {job.label} is not on this slice")
+
+        def on_slice(item):
+            here, mask = item
+            self.annotator.accept_slice(job, out.data, here, mask, out.data_setitem)
+            self._step()
+
+        body = functools.partial(job.run, cancel=self._cancel.is_set)
+        self.busy = True
+        return self._run(spec, body, on_slice, None, geo.label_shape[job.axis], "propagating")

@@ -1,0 +1,246 @@
+"""Qt pieces of the widget: its controls panel, layer combo boxes and key bindings."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels, Points, Shapes
+from napari.utils.key_bindings import coerce_keybinding
+from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)  # fmt: skip
+
+from . import _layers as L
+from ._session import Geometry, split_prompts
+from ._tf import ensure_tensorflow
+from .annotator import SessionSpec, Settings
+
+
+class LayerBox(QComboBox):
+    """A combo box of the viewer's layers of one type.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer whose layers are listed.
+    kind : type
+        The layer class listed.
+    exclude : tuple of str
+        Layer names left out.
+    """
+
+    def __init__(self, viewer, kind, exclude=()):
+        super().__init__()
+        self.viewer, self.kind, self.exclude = viewer, kind, exclude
+
+    def refresh(self):
+        """List the viewer's layers again, keeping the choice if it is still there."""
+        current = self.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, self.kind)]
+        names = [n for n in names if n not in self.exclude]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+
+    def layer(self):
+        """The chosen layer, or None."""
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def channels_first(image) -> bool:
+    """Guess whether the first axis of an image layer holds channels.
+
+    Yes if its axis label says so (``c``, ``ch``, ``channel``); otherwise for a 4-D or
+    larger, non-RGB image whose first axis has at most 4 entries.
+    """
+    if image.rgb:
+        return False
+    labels = [str(a).lower() for a in getattr(image, "axis_labels", ())]
+    if labels and labels[0] in ("c", "ch", "channel", "channels"):
+        return True
+    if any(a in ("c", "ch", "channel", "channels") for a in labels):
+        return False  # labelled, and not first: the user must transpose
+    return image.ndim >= 4 and image.data.shape[0] <= 4
+
+
+class KeyBindings:
+    """Key bindings a widget adds to the viewer and to layers, undone by :meth:`unbind`.
+
+    Each binding overwrites the owner's current one for that key; :meth:`unbind` puts the
+    previous binding back (or removes the key) wherever the widget's binding is still there.
+    """
+
+    def __init__(self):
+        self._bound = []  # (owner, key binding, func, previous func or None)
+
+    def bind(self, owner, key: str, func) -> None:
+        """Bind ``key`` of ``owner`` (a viewer or layer) to ``func``, once per owner and key."""
+        kb = coerce_keybinding(key)
+        if any(o is owner and k == kb for o, k, _, _ in self._bound):
+            return
+        previous = owner.bind_key(kb, func, overwrite=True)
+        self._bound.append((owner, kb, func, previous))
+
+    def bound(self) -> list:
+        """``(owner, key binding)`` of every binding made."""
+        return [(o, k) for o, k, _, _ in self._bound]
+
+    def unbind(self, *_) -> None:
+        """Remove the bindings (restoring the previous ones); safe to call more than once."""
+        bound, self._bound = self._bound, []
+        for owner, kb, func, previous in reversed(bound):
+            try:
+                if owner.keymap.get(kb) is func:
+                    owner.bind_key(kb, previous, overwrite=True)
+            except RuntimeError:  # a layer whose Qt side is gone
+                continue
+
+
+class ControlsPanel(QWidget):
+    """The widget's Qt controls and their reading into plain values (no actions).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer whose layers the combo boxes list.
+    """
+
+    def __init__(self, viewer):
+        super().__init__()
+        ensure_tensorflow()  # before any core module that imports TensorFlow
+        from ..weights import list_models
+
+        self.viewer = viewer
+        form = QFormLayout(self)
+        self.model_box = QComboBox()
+        self.model_box.addItems(list_models())
+        self.model_box.setCurrentText("sam_tiny_nuclei")
+        self.checkpoint = QLineEdit(placeholderText="optional .npz / .pth checkpoint file")
+        self.image_box = LayerBox(self.viewer, Image)
+        self.channel_axis = QComboBox()
+        self.channel_axis.addItems(["auto", "none", "first axis"])
+        self.channel_mode = QComboBox()
+        self.channel_mode.addItems(["single", "rgb", "adapt"])
+        self.channel_idx = QLineEdit("0", placeholderText="channel indices, e.g. 0 or 0,1")
+        self.cache = QLineEdit(placeholderText="embedding cache folder (empty: memory only)")
+        self.points_box = LayerBox(self.viewer, Points)
+        self.boxes_box = LayerBox(self.viewer, Shapes)
+        self.output_box = LayerBox(self.viewer, Labels, exclude=(L.PREFIX + "preview",))
+        self.multimask = QCheckBox("several candidate masks")
+        self.multimask.setChecked(True)
+        self.overwrite = QCheckBox("overwrite existing labels")
+        self.iou_label = QLabel("predicted IoU: -")
+        self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
+        self.z_from, self.z_to = QSpinBox(maximum=99999), QSpinBox(maximum=99999, value=99999)
+        self.prop_axis = QSpinBox(minimum=0, maximum=8)
+        rows = [("model", self.model_box), ("checkpoint", self.checkpoint),
+                ("image", self.image_box), ("channel axis", self.channel_axis),
+                ("channels", self.channel_mode), ("channel indices", self.channel_idx),
+                ("cache", self.cache), ("points", self.points_box), ("boxes", self.boxes_box),
+                ("output labels", self.output_box), ("", self.multimask), ("", self.overwrite),
+                ("", self.iou_label)]  # fmt: skip
+        for label, w in rows:
+            form.addRow(label, w)
+
+    def add_buttons(self, buttons) -> None:
+        """Add the ``(text, slot, tip)`` buttons, two a row, then the propagation controls."""
+        form = self.layout()
+        self.buttons = {}
+        for i, (text, slot, tip) in enumerate(buttons):
+            if i % 2 == 0:
+                row = QHBoxLayout()
+                form.addRow(row)
+            b = QPushButton(text)
+            b.setToolTip(f"{slot.__doc__.strip().splitlines()[0]} [{tip}]" if tip else "")
+            b.clicked.connect(lambda _=False, s=slot: s())
+            row.addWidget(b)
+            self.buttons[text] = b
+        form.addRow("slice axis", self.prop_axis)
+        form.addRow("stop below IoU", self.stop_iou)
+        zr = QHBoxLayout()
+        zr.addWidget(self.z_from)
+        zr.addWidget(self.z_to)
+        form.addRow("slice range", zr)
+
+    def settings(self) -> Settings:
+        """The controls as plain values."""
+        return Settings(
+            self.model_box.currentText(), self.checkpoint.text().strip(),
+            self.cache.text().strip(), self.multimask.isChecked(), self.overwrite.isChecked(),
+            self.stop_iou.value(), (self.z_from.value(), self.z_to.value()),
+            self.prop_axis.value(),
+        )  # fmt: skip
+
+    def geometry(self):
+        """The :class:`Geometry` of the chosen image layer (ValueError if there is none)."""
+        image = self.image_box.layer()
+        if image is None:
+            raise ValueError("image: add an image layer and choose it in the widget")
+        axis = self.channel_axis.currentText()
+        if axis == "auto":
+            axis = "first axis" if channels_first(image) else "none"
+        return image, Geometry(image.data.shape, 0 if axis == "first axis" else None, image.rgb)
+
+    def channels(self, geometry):
+        """The :class:`~napari_sam.stacks.channels.ChannelSpec` chosen in the widget."""
+        from ..stacks.channels import ChannelSpec
+
+        mode = self.channel_mode.currentText()
+        if geometry.n_channels == 1 and mode != "adapt":
+            return ChannelSpec("single", (0,))
+        idx = [int(s) for s in self.channel_idx.text().replace(",", " ").split()]
+        return ChannelSpec(mode, None if mode == "adapt" else tuple(idx) or None)
+
+    def session_spec(self, image=None, geo=None) -> SessionSpec:
+        """The :class:`SessionSpec` of the chosen image and settings (ValueError if bad)."""
+        from pathlib import Path
+
+        if image is None:
+            image, geo = self.geometry()
+        s = self.settings()
+        channels = self.channels(geo).resolve(geo.n_channels)
+        store = str(Path(s.cache) / image.name) if s.cache else None
+        return SessionSpec(image.data, geo, channels, store, s.model_name, s.checkpoint)
+
+    def current_index(self, geo=None):
+        """Index of the displayed slice over the slice axes of the image."""
+        image, geo = (self.image_box.layer(), geo) if geo else self.geometry()
+        data = image.world_to_data(self.viewer.dims.point)
+        data = np.asarray(data)[-len(geo.label_shape) :]
+        return tuple(int(np.clip(round(v), 0, s - 1)) for v, s in zip(
+            data[: geo.n_slice_dims], geo.label_shape, strict=False))  # fmt: skip
+
+    def _prompts(self):
+        """Objects prompted on the displayed slice (checks every layer first)."""
+        image, geo = self.geometry()
+        points, boxes = self.points_box.layer(), self.boxes_box.layer()
+        for layer, what in ((points, "points"), (boxes, "shapes")):
+            if layer is not None:
+                L.check_aligned(layer, image, geo, what)
+        index = self.current_index(geo)
+        pts, flags, rects = L.slice_prompts(points, boxes, index)
+        objects, dropped = split_prompts(pts, flags, rects, geo.label_shape[-2:])
+        if dropped:
+            show_warning(f"Segment Anything: {dropped} point(s) outside the image ignored")
+        return image, geo, index, objects
+
+    def _checked_output(self, out):
+        """The image layer's geometry, after checking ``out`` fits it (else ValueError)."""
+        image, geo = self.geometry()
+        if out is None:
+            raise ValueError("output labels: choose a Labels layer")
+        L.check_labels(out, image, geo)
+        return image, geo
