@@ -7,22 +7,16 @@ import pytest
 import torch
 
 from napari_sam import create_model
-from napari_sam.segment.amg_utils import box_nms, mask_to_box, remove_small_regions
+from napari_sam.masks import bounding_box, mask_to_box
+from napari_sam.segment.amg_utils import box_nms, remove_small_regions
 from napari_sam.segment.automatic import AutomaticMaskGenerator, to_label_image
 from napari_sam.segment.linking import drop_short_objects, link_slices, match_labels
 from napari_sam.weights import model_config
 
 from ref_models import build_reference, save_like_official
 from reference import import_segment_anything
+from small_configs import NARROW_ENCODER_128_PADDED_WINDOWS as SMALL
 
-SMALL = dict(
-    input_size=(128, 128),
-    encoder_embed_dim=32,
-    encoder_nb_blocks=2,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(1,),
-    encoder_window_size=3,
-)
 SETTINGS = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
                 box_nms_thresh=0.7, min_mask_region_area=0)  # fmt: skip
 
@@ -279,3 +273,47 @@ def test_match_labels_one_to_one_and_overlap_metric():
     assert len(match_labels(prev, cur, 0.9, metric="overlap")) == 1
     with pytest.raises(ValueError, match="metric"):
         match_labels(prev, cur, metric="dice")
+
+
+def _former_match_labels(prev, cur, min_overlap, metric):
+    """match_labels as it was before the overlap counting moved to napari_sam.masks."""
+    prev, cur = np.asarray(prev).ravel(), np.asarray(cur).ravel()
+    both = (prev > 0) & (cur > 0)
+    if not both.any():
+        return {}
+    pairs, inter = np.unique(np.stack([cur[both], prev[both]]), axis=1, return_counts=True)
+    ids_c, area_c = np.unique(cur[cur > 0], return_counts=True)
+    ids_p, area_p = np.unique(prev[prev > 0], return_counts=True)
+    ac = area_c[np.searchsorted(ids_c, pairs[0])]
+    ap = area_p[np.searchsorted(ids_p, pairs[1])]
+    score = inter / (ac + ap - inter) if metric == "iou" else inter / np.minimum(ac, ap)
+    out, used = {}, set()
+    for j in np.argsort(-score, kind="stable"):
+        c, p = int(pairs[0, j]), int(pairs[1, j])
+        if score[j] < min_overlap:
+            break
+        if c not in out and p not in used:
+            out[c] = p
+            used.add(p)
+    return out
+
+
+def test_shared_primitives_give_the_former_results():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        prev = rng.integers(0, 6, (12, 14)).astype(np.uint32)
+        cur = np.where(rng.random((12, 14)) < 0.7, prev, rng.integers(0, 6, (12, 14)))
+        for metric in ("iou", "overlap"):
+            for t in (0.0, 0.3, 0.6):
+                assert match_labels(prev, cur, t, metric) == _former_match_labels(
+                    prev, cur, t, metric
+                )
+        for i in range(1, 6):
+            m = cur == i
+            if m.any():
+                ys, xs = np.nonzero(m)
+                former = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
+                np.testing.assert_array_equal(bounding_box(m), former)
+                np.testing.assert_array_equal(mask_to_box(m), former)
+    with pytest.raises(ValueError, match="empty"):
+        bounding_box(np.zeros((3, 3), bool))

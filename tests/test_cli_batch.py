@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from napari_sam.segment.automatic import AutomaticMaskGenerator
-from napari_sam.segment.linking import segment_stack
+from napari_sam.segment.driver import segment_stack
 from napari_sam.stacks.encoder import ModelEncoder
 from napari_sam.stacks.stack_predictor import StackPredictor
 from napari_sam.weights import create_model

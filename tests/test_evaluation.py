@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sam.masks import iou, label_overlaps
 from napari_sam.train.evaluation import instance_f1
 
 
@@ -48,3 +49,20 @@ def test_empty_cases_and_bad_arguments():
         instance_f1(truth[0], truth)
     with pytest.raises(ValueError, match="threshold"):
         instance_f1(truth, truth, threshold=0.3)
+
+
+def test_label_overlaps_counts_every_pair():
+    a = np.array([[1, 1, 0, 2], [1, 3, 3, 2]], np.uint16)
+    b = np.array([[5, 5, 5, 0], [0, 5, 7, 7]], np.int32)
+    ov = label_overlaps(a, b)
+    np.testing.assert_array_equal(ov.pairs, [[1, 2, 3, 3], [5, 7, 5, 7]])  # lexicographic
+    np.testing.assert_array_equal(ov.intersection, [2, 1, 1, 1])
+    np.testing.assert_array_equal(ov.area_a, [3, 2, 2, 2])
+    np.testing.assert_array_equal(ov.area_b, [4, 2, 4, 2])
+    np.testing.assert_array_equal(ov.ids_b, [5, 7])
+    for k, (x, y) in enumerate(ov.pairs.T):
+        ma, mb = a == x, b == y
+        assert ov.iou()[k] == iou(ma, mb)
+        assert ov.overlap()[k] == (ma & mb).sum() / min(ma.sum(), mb.sum())
+    empty = label_overlaps(np.zeros_like(a), b)
+    assert empty.pairs.shape == (2, 0) and len(empty.ids_a) == 0 and len(empty.iou()) == 0

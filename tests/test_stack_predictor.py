@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_sam import SAMPredictor
+from napari_sam.predict.predictor import model_graphs
 from napari_sam.stacks import SliceIndexError, StackView
 from napari_sam.stacks.channels import ChannelSpec
 from napari_sam.stacks.encoder import ModelEncoder, weights_hash
@@ -305,3 +306,33 @@ def test_errors_and_batched_precompute(model):
         np.testing.assert_allclose(sp.get_embedding(i), one.get_embedding(i), atol=1e-5)
     assert sp.encoder.trace_count() == 1  # no retracing for other batch sizes
     assert len(sp) == N and "StackPredictor" in repr(sp)
+
+
+def test_image_encoder_traced_once_per_model():
+    # A fresh model: StackPredictor (through its ModelEncoder) and SAMPredictor.set_image
+    # share the model's one traced image encoder (predict.predictor.model_graphs).
+    fresh = small_model(2)
+    embed = model_graphs(fresh).embed
+    assert embed.experimental_get_tracing_count() == 0
+    sp = StackPredictor(fresh, blobs(), axes="ZYX", normalization=FIXED)
+    sp.set_slice(0)
+    assert embed.experimental_get_tracing_count() == 1
+    p = SAMPredictor(fresh)
+    p.set_image(prepared(sp, 1))
+    ModelEncoder(fresh).encode(prepared(sp, 2)[None])
+    sp.precompute(batch_size=2)
+    assert embed.experimental_get_tracing_count() == 1
+    assert sp.encoder.trace_count() == 1
+    # the same traced function on the same batch shape: bit identical
+    np.testing.assert_array_equal(sp.get_embedding(1)[None], p.embedding.numpy())
+
+
+def test_release_slice_forgets_the_current_slice(model, enc):
+    sp = StackPredictor(model, blobs(), axes="ZYX", normalization=FIXED, encoder=enc)
+    before = sp.predict(1, **PROMPTS)
+    sp.release_slice()
+    assert sp.index is None
+    with pytest.raises(RuntimeError, match="set_slice"):
+        sp(**PROMPTS)
+    sp.predictor.set_embedding(sp.get_embedding(3), sp.view.slice_shape)  # used directly
+    assert_same(sp.predict(1, **PROMPTS), before)  # the slice's own embedding again

@@ -6,9 +6,12 @@ Checkpoints are small reference models from ``ref_models.py`` saved like Meta's 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -33,19 +36,8 @@ from napari_sam.weights import (
 from napari_sam.weights.adapt import adapt_input_conv, adapt_mean_std
 
 from ref_models import build_reference, save_like_official
+from small_configs import TINY_PADDED_WINDOWS as SMALL
 
-SMALL = dict(
-    input_size=(64, 64),
-    encoder_embed_dim=32,
-    encoder_nb_blocks=2,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(1,),
-    encoder_window_size=3,  # 4 tokens per side: window blocks pad 4 -> 6
-    embed_dim=32,
-    decoder_mlp_channels=64,
-    decoder_nb_heads=2,
-    decoder_iou_hidden_dim=32,
-)
 RGB_MEAN = model_config("sam_vit_b").mean
 RGB_STD = model_config("sam_vit_b").std
 
@@ -578,7 +570,8 @@ def test_cached_file_with_matching_hash_is_used(cache, monkeypatch):
     fake.write_bytes(content)
     official = OFFICIAL_WEIGHTS["sam_vit_b"]
     matching = WeightFile(official.filename, official.url, hashlib.sha256(content).hexdigest())
-    monkeypatch.setitem(registry._WEIGHT_FILES, "sam_vit_b", matching)
+    entry = dataclasses.replace(registry.model_entry("sam_vit_b"), weights=matching)
+    monkeypatch.setitem(registry._REGISTRY, "sam_vit_b", entry)
     assert registry.weights_path("sam_vit_b") == fake.resolve()
     # A successful re-download replaces a bad cached file.
     fake.write_bytes(b"tampered")
@@ -608,3 +601,35 @@ def test_unknown_model_names():
         assert "nope" in message
         for name in names:
             assert name in message
+
+
+def test_registry_has_one_frozen_entry_per_model():
+    entry = registry.model_entry("sam_tiny_nuclei")
+    assert isinstance(entry, registry.ModelEntry) and entry.name == "sam_tiny_nuclei"
+    assert entry.config == model_config("sam_tiny_nuclei")
+    assert entry.weights == registry.TINY_NUCLEI_WEIGHTS
+    assert registry.auto_settings("sam_tiny_nuclei") == entry.auto_settings()
+    assert entry.auto_settings() == {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.9}
+    assert registry.auto_settings("sam_vit_b") == {
+        "pred_iou_thresh": 0.88,
+        "stability_score_thresh": 0.95,
+    }
+    assert registry.model_entry("sam_vit_b").weights == OFFICIAL_WEIGHTS["sam_vit_b"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.weights = None
+    with pytest.raises(TypeError):
+        entry.auto["pred_iou_thresh"] = 0.1  # read-only mapping
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        registry.model_entry("nope")
+    assert sorted(registry._REGISTRY) == list_models()
+
+
+def test_registry_imports_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from napari_sam.weights.registry import list_models, model_entry\n"
+        "assert model_entry('sam_vit_b').config.name == 'sam_vit_b', list_models()\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

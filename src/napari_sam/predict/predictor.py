@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +13,8 @@ import tensorflow as tf
 from ..model.sam import upscale_logits, upscale_logits_x4
 from .prompts import batch_prompts
 from .resizer import ImageResizer
+
+__all__ = ["ModelGraphs", "SAMPredictor", "default_preprocessing", "model_graphs"]
 
 
 def default_preprocessing(cfg) -> Callable[[np.ndarray], np.ndarray]:
@@ -21,14 +24,37 @@ def default_preprocessing(cfg) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: (np.asarray(x, np.float32) - mean) / std
 
 
+class ModelGraphs(NamedTuple):
+    """The traced functions of one model (see :func:`model_graphs`)."""
+
+    embed: Callable
+    """``embed(images (B, H_in, W_in, C) float32) -> (B, H'', W'', D)``: the image encoder."""
+    prepare: Callable
+    """``prepare(embedding (1, H'', W'', D))``: the prompt-independent part of decoding."""
+    decode: dict
+    """``{(multimask_output, return_logits): decode(...)}``: the prompt path."""
+
+
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _graphs(model):
-    """The embedding and decoding graphs of ``model``, traced once and shared by predictors.
+def model_graphs(model) -> ModelGraphs:
+    """The embedding and decoding graphs of ``model``, traced once and shared.
 
-    The signatures have dynamic batch and prompt sizes, so a different number of points,
+    Every :class:`SAMPredictor` and :class:`~napari_sam.stacks.encoder.ModelEncoder` of a
+    model uses these, so the image encoder is traced once per model and process. The
+    signatures have dynamic batch and prompt sizes, so a different number of images, points,
     boxes or objects, or another image size, never retraces.
+
+    Parameters
+    ----------
+    model : SegmentAnythingModel
+        The model (kept weakly: the graphs go with it).
+
+    Returns
+    -------
+    ModelGraphs
+        ``embed``, ``prepare`` and the ``decode`` variants.
     """
     if model in _GRAPHS:
         return _GRAPHS[model]
@@ -102,7 +128,7 @@ def _graphs(model):
         return tf.function(decode, input_signature=signature)
 
     variants = [(m, r) for m in (False, True) for r in (False, True)]
-    _GRAPHS[model] = embed, prepare, {v: graph(*v) for v in variants}
+    _GRAPHS[model] = ModelGraphs(embed, prepare, {v: graph(*v) for v in variants})
     return _GRAPHS[model]
 
 
@@ -127,7 +153,7 @@ class SAMPredictor:
         self._default_preprocessing = preprocessing is None
         self.preprocessing = preprocessing or default_preprocessing(cfg)
         self.input_size = tuple(cfg.input_size)
-        self._embed, self._prepare, self._decode = _graphs(model)
+        self._embed, self._prepare, self._decode = model_graphs(model)
         self.clear_image()
 
     @property

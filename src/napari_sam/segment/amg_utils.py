@@ -1,7 +1,8 @@
 """Numpy helpers of automatic mask generation, ported from Meta's ``segment_anything.utils.amg``.
 
-Point grids, crop boxes, mask boxes, stability scores, greedy box NMS (torchvision's
-semantics) and small-region clean-up (scipy instead of OpenCV).
+Point grids, crop boxes, stability scores, greedy box NMS (torchvision's semantics) and
+small-region clean-up (scipy instead of OpenCV). Boxes of masks are
+:func:`napari_sam.masks.mask_to_box`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ __all__ = [
     "build_point_grid",
     "generate_crop_boxes",
     "is_box_near_crop_edge",
-    "mask_to_box",
     "remove_small_regions",
     "stability_score",
 ]
@@ -62,23 +62,6 @@ def generate_crop_boxes(
             boxes.append([x0, y0, min(x0 + cw, im_w), min(y0 + ch, im_h)])
             layers.append(i + 1)
     return boxes, layers
-
-
-def mask_to_box(masks: np.ndarray) -> np.ndarray:
-    """``(..., 4)`` int64 boxes ``[x0, y0, x1, y1]`` (inclusive pixel edges) of ``(..., H, W)``
-    boolean masks; ``[0, 0, 0, 0]`` for an empty mask."""
-    masks = np.asarray(masks, bool)
-    rows, cols = masks.any(axis=-1), masks.any(axis=-2)
-    h, w = masks.shape[-2:]
-
-    def edges(hit, n):
-        first = np.where(hit.any(-1), hit.argmax(-1), 0)
-        last = np.where(hit.any(-1), n - 1 - hit[..., ::-1].argmax(-1), 0)
-        return first, last
-
-    top, bottom = edges(rows, h)
-    left, right = edges(cols, w)
-    return np.stack([left, top, right, bottom], axis=-1).astype(np.int64)
 
 
 def is_box_near_crop_edge(boxes: np.ndarray, crop_box, orig_box, atol: float = 20.0) -> np.ndarray:

@@ -3,8 +3,8 @@
 A grid of single-point prompts is decoded by a :class:`~napari_sam.SAMPredictor` (three masks
 per point); masks with a low predicted IoU or stability score are dropped, duplicates removed
 by box non-maximum suppression, optionally on overlapping crops too. :func:`to_label_image`
-turns the masks into a label image; :func:`segment_stack` does it for every slice of a stack
-and links objects across neighbouring slices into 3-D labels (see
+turns the masks into a label image; :func:`napari_sam.segment.driver.segment_stack` does it for
+every slice of a stack and links objects across neighbouring slices into 3-D labels (see
 :mod:`napari_sam.segment.linking`).
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..masks import mask_to_box
 from ..predict.predictor import SAMPredictor
 from . import amg_utils as amg
-from .linking import link_slices, segment_stack
 
-__all__ = ["AutomaticMaskGenerator", "link_slices", "segment_stack", "to_label_image"]
+__all__ = ["AutomaticMaskGenerator", "to_label_image"]
 
 _KEYS = ("logits", "iou_preds", "points", "stability_score", "masks", "boxes")
 
@@ -194,7 +194,7 @@ class AutomaticMaskGenerator:
         if self.stability_score_thresh > 0:
             keep = stability >= self.stability_score_thresh
         masks = logits[keep] > threshold
-        boxes = amg.mask_to_box(masks)
+        boxes = mask_to_box(masks)
         near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         x0, y0, x1, y1 = crop_box
         full = np.zeros((int((~near).sum()), orig_h, orig_w), bool)
@@ -220,7 +220,7 @@ class AutomaticMaskGenerator:
             masks.append(mask)
             scores.append(float(not (holes or islands)))
         masks = np.stack(masks)
-        boxes = amg.mask_to_box(masks)
+        boxes = mask_to_box(masks)
         keep = amg.box_nms(boxes, np.asarray(scores, np.float32), nms_thresh)
         data = dict(data, masks=masks, boxes=boxes)
         return _select(data, keep)

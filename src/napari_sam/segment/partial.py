@@ -12,7 +12,7 @@ Layout of the work folder (``<output>.partial/``)::
 
 A folder whose key differs from the current one is discarded, never reused. The folder is
 deleted once the output is written. Used by ``napari-sam auto`` through the ``cache``
-argument of :func:`napari_sam.segment.linking.segment_stack`.
+argument of :func:`napari_sam.segment.driver.segment_stack`.
 """
 
 from __future__ import annotations

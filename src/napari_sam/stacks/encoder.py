@@ -14,10 +14,9 @@ import json
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
 
-from ..predict.predictor import SAMPredictor
-from .store import package_version
+from ..predict.predictor import SAMPredictor, model_graphs
+from .store_layout import package_version
 
 __all__ = ["ModelEncoder", "weights_hash"]
 
@@ -90,8 +89,8 @@ class ModelEncoder:
         self.in_channels = int(cfg.in_channels)
         gh, gw = model.grid_size(self.input_size)
         self.embedding_shape = (int(gh), int(gw), int(cfg.embed_dim))
-        spec = tf.TensorSpec((None, *self.input_size, self.in_channels), tf.float32)
-        self._embed = tf.function(model.embed_images, input_signature=[spec])
+        # the model's one traced image encoder, shared with every SAMPredictor of it
+        self._embed = model_graphs(model).embed
         self.signature = self._make_signature(preprocessing_id)
 
     def _make_signature(self, preprocessing_id: str | None) -> str:
@@ -141,7 +140,11 @@ class ModelEncoder:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def trace_count(self) -> int:
-        """Number of graph traces of the encoder so far (1 after the first call)."""
+        """Number of graph traces of the model's image encoder so far (1 after the first call).
+
+        The traced function is the model's (see
+        :func:`~napari_sam.predict.predictor.model_graphs`), shared with its predictors.
+        """
         return self._embed.experimental_get_tracing_count()
 
     def __repr__(self) -> str:

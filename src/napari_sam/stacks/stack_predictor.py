@@ -161,6 +161,15 @@ class StackPredictor:
             self.predictor.set_embedding(self._embedding, self.view.slice_shape)
             self._tensor = self.predictor.embedding
 
+    def release_slice(self) -> None:
+        """Forget the current slice (the next prompts need :meth:`set_slice` again).
+
+        Call it after giving the shared :attr:`predictor` other embeddings directly (as
+        :func:`~napari_sam.segment.driver.segment_stack` does), so that this predictor never
+        takes the predictor's embedding for its own.
+        """
+        self.index = self._embedding = self._tensor = None
+
     def __call__(
         self,
         points: np.ndarray | None = None,
@@ -219,7 +228,7 @@ class StackPredictor:
         """
         self.store.invalidate(index)
         if index is None or (self.index is not None and self.view.index_tuple(index) == self.index):
-            self.index = self._embedding = self._tensor = None
+            self.release_slice()
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..masks import bounding_box, iou, object_centre
+from ..masks import bounding_box, iou, label_overlaps, object_centre
 from ..stacks.normalize import Normalization
 from ..stacks.view import StackView
 
@@ -102,18 +102,9 @@ def instance_f1(predicted: np.ndarray, truth: np.ndarray, threshold: float = 0.5
         raise ValueError(f"predicted {predicted.shape} and truth {truth.shape} differ in shape")
     if threshold < 0.5:
         raise ValueError(f"threshold must be at least 0.5 for unique matches, got {threshold}")
-    p, t = predicted.ravel().astype(np.int64), truth.ravel().astype(np.int64)
-    p_ids, p_sizes = np.unique(p[p > 0], return_counts=True)
-    t_ids, t_sizes = np.unique(t[t > 0], return_counts=True)
-    both = (p > 0) & (t > 0)
-    pairs, inter = np.unique(np.stack([p[both], t[both]]), axis=1, return_counts=True)
-    union = (
-        p_sizes[np.searchsorted(p_ids, pairs[0])]
-        + t_sizes[np.searchsorted(t_ids, pairs[1])]
-        - inter
-    )
-    matched = int(np.count_nonzero(inter / union > threshold))
-    n_p, n_t = len(p_ids), len(t_ids)
+    overlaps = label_overlaps(predicted.astype(np.int64), truth.astype(np.int64))
+    matched = int(np.count_nonzero(overlaps.iou() > threshold))
+    n_p, n_t = len(overlaps.ids_a), len(overlaps.ids_b)
     precision = matched / n_p if n_p else 1.0
     recall = matched / n_t if n_t else 1.0
     f1 = 2 * matched / (n_p + n_t) if n_p + n_t else 1.0

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from scipy import ndimage as ndi
 
+from ..masks import mask_to_box
 from ..model.sam import upscale_logits
 from ..predict.predictor import default_preprocessing
 
@@ -134,8 +135,7 @@ def random_point(mask: np.ndarray, rng, interior: bool = False) -> tuple[float, 
 
 def jittered_box(mask: np.ndarray, jitter: float, rng) -> np.ndarray:
     """The bounding box (x0, y0, x1, y1) of a mask with noise on each corner."""
-    ys, xs = np.nonzero(mask)
-    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
+    box = mask_to_box(mask).astype(np.float64)  # the same integers as before
     side = np.array([box[2] - box[0], box[3] - box[1]] * 2) + 1
     noise = np.clip(rng.normal(0, jitter * side), -20, 20)
     h, w = mask.shape

@@ -3,11 +3,20 @@
 from .download import OFFICIAL_WEIGHTS, WeightFile, WeightsUnavailableError, cache_dir
 from .loading import load_state_dict, read_checkpoint
 from .pth_reader import CheckpointError, read_pth
-from .registry import auto_settings, create_model, list_models, model_config, register_model
+from .registry import (
+    ModelEntry,
+    auto_settings,
+    create_model,
+    list_models,
+    model_config,
+    model_entry,
+    register_model,
+)
 
 __all__ = [
     "OFFICIAL_WEIGHTS",
     "CheckpointError",
+    "ModelEntry",
     "WeightFile",
     "WeightsUnavailableError",
     "auto_settings",
@@ -16,6 +25,7 @@ __all__ = [
     "list_models",
     "load_state_dict",
     "model_config",
+    "model_entry",
     "read_checkpoint",
     "read_pth",
     "register_model",

@@ -6,10 +6,10 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from .._atomic import write_atomic
 from .download import cache_dir
 from .key_map import sam_key_map
 from .pth_reader import CheckpointError, read_pth
@@ -46,16 +46,10 @@ def _read_npz(path: pathlib.Path, require_manifest: bool = False) -> dict[str, n
 
 
 def _write_npz_atomic(path: pathlib.Path, state: dict[str, np.ndarray]) -> None:
+    """Write ``state`` and its manifest to ``path`` (complete or absent, never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            manifest = np.frombuffer(_manifest(state).encode(), np.uint8)
-            np.savez(f, **state, **{_MANIFEST: manifest})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    manifest = np.frombuffer(_manifest(state).encode(), np.uint8)
+    write_atomic(path, lambda f: np.savez(f, **state, **{_MANIFEST: manifest}))
 
 
 def read_checkpoint(path: str | os.PathLike, native_copy: bool = True) -> dict[str, np.ndarray]:

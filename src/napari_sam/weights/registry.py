@@ -1,20 +1,106 @@
-"""Model registry: named configurations, ``list_models`` and ``create_model``."""
+"""Model registry: one :class:`ModelEntry` per named model, ``list_models`` and ``create_model``.
+
+Importable without TensorFlow: the model class is imported by :func:`create_model` only.
+"""
 
 from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from ..model.config import SegmentAnythingModelConfig
 from .adapt import adapt_mean_std, adapt_state
 from .download import OFFICIAL_WEIGHTS, fetch_weights
 from .loading import load_state_dict, read_checkpoint
 
-_MODELS: dict[str, SegmentAnythingModelConfig] = {}
-_WEIGHT_FILES: dict[str, object] = {}
-# Automatic segmentation thresholds of SamAutomaticMaskGenerator, per model where they differ.
-_META_AUTO_SETTINGS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-_AUTO_SETTINGS: dict[str, dict] = {}
+__all__ = [
+    "TINY_NUCLEI_WEIGHTS",
+    "ModelEntry",
+    "auto_settings",
+    "create_model",
+    "list_models",
+    "model_config",
+    "model_entry",
+    "register_model",
+    "weights_path",
+]
+
+# Automatic segmentation thresholds of Meta's SamAutomaticMaskGenerator.
+META_AUTO_SETTINGS: Mapping[str, float] = MappingProxyType(
+    {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Everything the registry knows of one model.
+
+    Attributes
+    ----------
+    name : str
+        The registered name (``config.name``).
+    config : SegmentAnythingModelConfig
+        The model's configuration (3 input channels; :func:`model_config` adapts it).
+    weights : WeightFile or path or None
+        The pretrained weights: a :class:`~napari_sam.weights.download.WeightFile` to
+        download, a local file (e.g. shipped with the package), or None.
+    auto : Mapping
+        Automatic-segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
+    """
+
+    name: str
+    config: SegmentAnythingModelConfig
+    weights: object = None
+    auto: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def auto_settings(self) -> dict:
+        """Meta's automatic-segmentation thresholds, with this model's replacing them."""
+        return {**META_AUTO_SETTINGS, **self.auto}
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(cfg: SegmentAnythingModelConfig, weights=None, auto=None) -> None:
+    """Register a configuration under ``cfg.name``.
+
+    Registering a name again replaces its configuration; its weights and thresholds are
+    kept unless new ones are given.
+
+    Parameters
+    ----------
+    cfg : SegmentAnythingModelConfig
+        The configuration; ``cfg.name`` is the model's name.
+    weights : WeightFile or path, optional
+        A :class:`~napari_sam.weights.download.WeightFile` to download, or a path to a local
+        file (e.g. shipped with the package).
+    auto : dict, optional
+        Automatic segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
+    """
+    old = _REGISTRY.get(cfg.name)
+    if weights is None and old is not None:
+        weights = old.weights
+    settings = MappingProxyType(dict(auto)) if auto else (old.auto if old else None)
+    _REGISTRY[cfg.name] = ModelEntry(cfg.name, cfg, weights, settings or MappingProxyType({}))
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The :class:`ModelEntry` of a registered model.
+
+    Raises
+    ------
+    ValueError
+        If no model of that name is registered.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; available models: {', '.join(list_models())}"
+        ) from None
 
 
 def auto_settings(name: str) -> dict:
@@ -22,23 +108,10 @@ def auto_settings(name: str) -> dict:
 
     Meta's defaults (``pred_iou_thresh=0.88``, ``stability_score_thresh=0.95``) unless the
     model registered others (``sam_tiny_nuclei``'s predicted IoUs are lower: see
-    docs/tiny-model.md for how they were chosen).
+    docs/tiny-model.md for how they were chosen); Meta's for an unknown name.
     """
-    return {**_META_AUTO_SETTINGS, **_AUTO_SETTINGS.get(name, {})}
-
-
-def register_model(cfg: SegmentAnythingModelConfig, weights=None, auto=None) -> None:
-    """Register a configuration under ``cfg.name``.
-
-    ``weights`` is a :class:`~napari_sam.weights.download.WeightFile` to download, a
-    path to a local file (e.g. shipped with the package), or None. ``auto``: automatic
-    segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
-    """
-    _MODELS[cfg.name] = cfg
-    if weights is not None:
-        _WEIGHT_FILES[cfg.name] = weights
-    if auto:
-        _AUTO_SETTINGS[cfg.name] = dict(auto)
+    entry = _REGISTRY.get(name)
+    return entry.auto_settings() if entry is not None else dict(META_AUTO_SETTINGS)
 
 
 def _vit(name, dim, depth, heads, global_idx) -> SegmentAnythingModelConfig:
@@ -83,7 +156,7 @@ register_model(
 
 def list_models() -> list[str]:
     """Names of the registered models, e.g. ``["sam_vit_b", "sam_vit_h", "sam_vit_l"]``."""
-    return sorted(_MODELS)
+    return sorted(_REGISTRY)
 
 
 def model_config(name: str, in_channels: int = 3, **overrides) -> SegmentAnythingModelConfig:
@@ -91,9 +164,7 @@ def model_config(name: str, in_channels: int = 3, **overrides) -> SegmentAnythin
 
     ``mean`` and ``std`` follow the ``first_conv`` adaptation unless given explicitly.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    base = _MODELS[name]
+    base = model_entry(name).config
     if in_channels != base.in_channels:
         overrides.setdefault("mean", adapt_mean_std(base.mean, in_channels))
         overrides.setdefault("std", adapt_mean_std(base.std, in_channels))
@@ -102,7 +173,8 @@ def model_config(name: str, in_channels: int = 3, **overrides) -> SegmentAnythin
 
 def weights_path(name: str, progress: bool = True) -> pathlib.Path:
     """Local path of the pretrained weights of model ``name``, downloading them if needed."""
-    weights = _WEIGHT_FILES.get(name)
+    entry = _REGISTRY.get(name)
+    weights = None if entry is None else entry.weights
     if weights is None:
         raise ValueError(f"model {name!r} has no pretrained weights; pass a checkpoint path")
     if isinstance(weights, (str, os.PathLike)):
