@@ -26,14 +26,8 @@ from napari_sam import (
 )
 from napari_sam.weights import model_config
 
-TINY = dict(
-    input_size=(128, 128),
-    encoder_embed_dim=32,
-    encoder_nb_blocks=2,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(1,),
-    encoder_window_size=4,
-)
+from small_configs import NARROW_ENCODER_128 as TINY
+
 K = 3  # nb_multimask_outputs of the registered models
 H0, W0 = 50, 70  # original image size used with the predictor
 

@@ -22,19 +22,8 @@ from napari_sam.weights import create_model
 from napari_sam.weights.key_map import export_state_dict
 
 # small architecture for the in-process cases: fast
-SMALL = dict(
-    input_size=[64, 64],
-    encoder_patch_size=8,
-    encoder_embed_dim=32,
-    encoder_nb_blocks=2,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=[1],
-    encoder_window_size=4,
-    embed_dim=32,
-    decoder_nb_heads=2,
-    decoder_mlp_channels=64,
-    decoder_iou_hidden_dim=32,
-)
+from small_configs import TINY_JSON as SMALL
+
 # slower (~0.1 s a slice on a CPU) so that the killed run is caught in the middle
 SLOW = dict(SMALL, input_size=[512, 512])
 N_SLOW = 12

@@ -12,13 +12,7 @@ import tensorflow as tf
 from napari_sam import create_model
 from napari_sam.model.sam import upscale_logits, upscale_logits_x4
 
-SMALL = dict(
-    input_size=(128, 128),
-    encoder_embed_dim=32,
-    encoder_nb_blocks=1,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(0,),
-)
+from small_configs import ONE_BLOCK_128 as SMALL
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 16, 16), (2, 1, 8, 12), (3, 4, 1, 5)])

@@ -10,15 +10,7 @@ from napari_sam import SAMPredictor, create_model
 from napari_sam.weights import model_config
 
 from ref_models import build_reference, reference_predictor, relative_error, save_like_official
-
-SMALL = dict(
-    input_size=(256, 256),
-    encoder_embed_dim=64,
-    encoder_nb_blocks=3,
-    encoder_nb_heads=2,
-    encoder_global_attn_indices=(1,),
-    encoder_window_size=5,  # 16 tokens per side: windows need padding (16 -> 20)
-)
+from small_configs import PARITY_256 as SMALL
 
 POINTS = np.array([[50.0, 60.0], [120.0, 33.0], [170.0, 110.0]])
 LABELS = np.array([1, 0, 1])

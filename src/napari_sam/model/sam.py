@@ -54,6 +54,7 @@ def upscale_logits_x4(logits, threshold=None):
     return _upscale_x4_compiled(logits, threshold)
 
 
+@keras.saving.register_keras_serializable(package="napari_sam")
 class SegmentAnythingModel(keras.Model):
     """Segment Anything: predicts masks from images and prompts.
 
@@ -203,12 +204,16 @@ class SegmentAnythingModel(keras.Model):
             masks = masks > self.mask_threshold
         return masks, scores, logits
 
+    # ``model.save("m.keras")`` / ``keras.saving.load_model``: the configuration as a dict;
+    # the weights are restored by Keras from the layers built by ``__init__``.
     def get_config(self):
-        return {"cfg": self.cfg.to_dict(), "name": self.name}
+        return {"cfg": self.cfg.to_dict(), "name": self.name, "encoder_dtype": self.encoder_dtype}
 
     @classmethod
     def from_config(cls, config):
-        return cls(SegmentAnythingModelConfig.from_dict(config["cfg"]), name=config.get("name"))
+        model = cls(SegmentAnythingModelConfig.from_dict(config["cfg"]), name=config.get("name"))
+        model.set_encoder_dtype(config.get("encoder_dtype", "float32"))
+        return model
 
 
 def _batched_prompts(inputs, n, mask_size):
