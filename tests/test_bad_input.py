@@ -311,9 +311,9 @@ def test_scalar_json_prompts_are_one_line(weights, tmp_path, capsys, entry):
 def test_a_second_run_on_the_same_work_folder_is_refused(tmp_path):
     folder = tmp_path / "l.tif.partial"
     first = PartialResults(folder, {"a": 1}, 3, (4, 5))
-    live_tmp = folder / f".slice_2.npy.{os.getpid()}.tmp"  # a live writer's temp file
+    live_tmp = folder / f".slice_2.npy.{os.getpid()}-1.tmp"  # a live writer's temp file
     live_tmp.write_bytes(b"in progress")
-    stale_tmp = folder / ".slice_1.npy.999999999.tmp"  # left by a killed process
+    stale_tmp = folder / ".slice_1.npy.999999999-1.tmp"  # left by a killed process
     stale_tmp.write_bytes(b"x")
     with pytest.raises(PartialLockedError, match="another napari-sam run is writing"):
         PartialResults(folder, {"a": 1}, 3, (4, 5))

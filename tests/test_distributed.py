@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sam import distributed
+from napari_sam.batch import api as distributed
 from test_cli_embed import SMALL, assert_labels_agree, overrides, run_main, stack, write_weights
 
 pytest.importorskip("dask.distributed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -11,12 +12,12 @@ from typing import BinaryIO
 def write_atomic(path, write: Callable[[BinaryIO], object], fsync: bool = False) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename.
 
-    The temporary file (``.<name>.<pid>.tmp``) is removed if anything fails, so a crash or an
-    error never leaves ``path`` half-written. ``fsync`` flushes the data to disk before the
-    rename (for files a resumed run will trust).
+    The temporary file (``.<name>.<pid>-<thread>.tmp``: unique to the writer) is removed if
+    anything fails, so a crash or an error never leaves ``path`` half-written. ``fsync``
+    flushes the data to disk before the rename (for files a resumed run will trust).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -52,7 +53,7 @@ def remove_stale_temps(folder) -> list[Path]:
         name = f.name
         if not (name.startswith(".") and name.endswith(".tmp")):
             continue
-        pid = name[: -len(".tmp")].rpartition(".")[2]
+        pid = name[: -len(".tmp")].rpartition(".")[2].partition("-")[0]
         if pid.isdigit() and _pid_alive(int(pid)):
             continue
         f.unlink(missing_ok=True)

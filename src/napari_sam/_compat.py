@@ -32,7 +32,7 @@ MOVED = {
     "napari_sam.evaluation": "napari_sam.train.evaluation",
     "napari_sam.cli_batch": "napari_sam.batch.label",
     "napari_sam.cli_train": "napari_sam.batch.train",
-    "napari_sam.distributed": "napari_sam.batch.cluster",
+    "napari_sam.distributed": "napari_sam.batch.api",
 }
 
 

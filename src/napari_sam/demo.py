@@ -31,17 +31,7 @@ def main(argv=None) -> int:
     image, labels = make_nuclei_2d((256, 256), seed=args.seed)
     print(f"synthetic image {image.shape} {image.dtype}, {labels.max()} nuclei")
     t0 = time.perf_counter()
-    from .weights.registry import TINY_NUCLEI_WEIGHTS
-
-    if TINY_NUCLEI_WEIGHTS.is_file():
-        model = create_model("sam_tiny_nuclei", pretrained=True)
-    else:
-        print(
-            "NOTE: the trained sam_tiny_nuclei weights are not shipped yet (see "
-            "docs/tiny-model.md); running the same architecture with RANDOM weights, so the "
-            "masks below show the API at work but mean nothing."
-        )
-        model = create_model("sam_tiny_nuclei", pretrained=False)
+    model = create_model("sam_tiny_nuclei", pretrained=True)  # shipped with the package
     predictor = SAMPredictor(model)
     rgb = normalised_rgb(image)
     predictor.set_image(rgb)

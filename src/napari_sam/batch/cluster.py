@@ -9,7 +9,7 @@ carry the frozen :class:`~napari_sam.batch.settings.LabelSettings`, nothing pars
 Examples
 --------
 >>> from dask.distributed import Client, LocalCluster
->>> from napari_sam.batch.cluster import auto
+>>> from napari_sam.batch.api import auto
 >>> with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
 ...     auto("stacks/", "labels/", weights="sam_vit_b_01ec64.pth", client=client)
 """
@@ -21,9 +21,9 @@ import threading
 from pathlib import Path
 
 from .errors import InputError
-from .settings import LabelSettings, overrides_as_options
+from .settings import LabelSettings
 
-__all__ = ["auto", "map_files", "segment", "worker_stats"]
+__all__ = ["map_files", "worker_stats"]
 
 _STATES: dict[tuple, dict] = {}  # worker side: (model, weights, overrides) -> model state
 _LOCK = threading.Lock()
@@ -44,14 +44,12 @@ def _state_for(settings: LabelSettings) -> dict:
         return _STATES.setdefault(key, {"lock": threading.Lock()})
 
 
-def _task(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool):
+def _task(label_file, settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool):
     """Run on a worker: label one file; ``("ok", n_objects)`` or ``("error", arg, message)``.
 
     An :class:`~napari_sam.batch.errors.InputError` does not survive pickling, so it travels
     as a tuple.
     """
-    from .label import label_file
-
     state = _state_for(settings)
     try:
         with state["lock"]:  # one model per process: its threads take turns
@@ -68,11 +66,15 @@ def _absolute(settings: LabelSettings) -> LabelSettings:
     return settings.replace(**paths)
 
 
-def map_files(settings: LabelSettings, auto: bool, todo, many: bool, client=None) -> list[int]:
+def map_files(label_file, settings: LabelSettings, auto: bool, todo, many: bool,
+              client=None) -> list[int]:  # fmt: skip
     """Label the ``(input, output)`` pairs ``todo`` on a dask cluster; objects per file.
 
     Parameters
     ----------
+    label_file : callable
+        What a worker runs for one file: :func:`napari_sam.batch.label.label_file` (passed in,
+        so that this module needs nothing of the labelling).
     settings : LabelSettings
         The ``napari-sam auto`` or ``segment`` settings (``settings.scheduler`` is used when
         ``client`` is None).
@@ -107,7 +109,9 @@ def map_files(settings: LabelSettings, auto: bool, todo, many: bool, client=None
     settings = _absolute(settings)  # workers may run in another directory
     try:
         futures = [
-            client.submit(_task, settings, auto, inp.resolve(), out.resolve(), many, pure=False)
+            client.submit(
+                _task, label_file, settings, auto, inp.resolve(), out.resolve(), many, pure=False
+            )
             for inp, out in todo
         ]
         index = {f.key: i for i, f in enumerate(futures)}
@@ -124,45 +128,3 @@ def map_files(settings: LabelSettings, auto: bool, todo, many: bool, client=None
     finally:
         if own:
             client.close()
-
-
-def _run(auto: bool, inputs, out, client, options: dict) -> list[Path]:
-    from .label import run_files
-
-    if "override" in options:
-        options = dict(options, override=overrides_as_options(options["override"]))
-    settings = LabelSettings(input=str(inputs), out=str(out), **options)
-    return run_files(settings, auto=auto, client=client)
-
-
-def auto(inputs, out, *, client=None, **options) -> list[Path]:
-    """``napari-sam auto`` from Python: label a file, a folder or a glob of stacks.
-
-    Parameters
-    ----------
-    inputs : str or Path
-        A TIFF/.npy file, a zarr array, a folder of TIFF/.npy files or a glob.
-    out : str or Path
-        The label TIFF, or a folder (one ``<name>_labels.tif`` per input) for several inputs.
-    client : dask.distributed.Client, optional
-        Spread the files over this cluster; default: this process (or ``scheduler=ADDRESS``).
-    **options
-        The command's options with underscores, e.g. ``model="sam_vit_b"``,
-        ``weights="w.npz"``, ``override={"input_size": [512, 512]}``, ``points_per_side=16``,
-        ``overwrite=True``.
-
-    Returns
-    -------
-    list of Path
-        The label images written (those already there are skipped unless ``overwrite``).
-    """
-    return _run(True, inputs, out, client, options)
-
-
-def segment(inputs, out, prompts, *, client=None, **options) -> list[Path]:
-    """``napari-sam segment`` from Python: label objects given by prompt files.
-
-    Parameters are those of :func:`auto`, plus ``prompts``: a CSV/JSON prompt file, or a folder
-    of ``<name>.csv``/``<name>.json`` files for several inputs.
-    """
-    return _run(False, inputs, out, client, dict(options, prompts=str(prompts)))

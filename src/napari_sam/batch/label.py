@@ -119,7 +119,7 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
     if client is not None or s.scheduler:
         from .cluster import map_files
 
-        map_files(s, auto, todo, many, client=client)
+        map_files(label_file, s, auto, todo, many, client=client)
     else:
         state: dict = {}
         for inp, out in tqdm(
