@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 from reference_timings import latencies, prompts, test_image  # noqa: E402
 
 from napari_sam import SAMPredictor, create_model  # noqa: E402
+from napari_sam.model.precision import bfloat16_runs  # noqa: E402
 from napari_sam.weights import model_config  # noqa: E402
 
 ROUNDS = 3  # rounds of all prompts timed, after a warm-up round, on each side
@@ -131,12 +132,11 @@ def main(argv=None):
         pred = SAMPredictor(create_model("sam_vit_b", pretrained=path, **overrides))
         pred16 = SAMPredictor(
             create_model("sam_vit_b", pretrained=path, dtype="bfloat16", **overrides)
-        )
+        ) if bfloat16_runs() else None  # fmt: skip
     t_ref, lat_ref = ref["encoder_s"], ref["prompt_s"]
     print(f"# reference: torch threads={ref['threads']}; tensorflow threads: default")
-    t_ours, t_bf16 = alternating_medians(
-        [lambda: pred.set_image(img), lambda: pred16.set_image(img)], args.repeats
-    )
+    sides = [lambda: pred.set_image(img)] + ([lambda: pred16.set_image(img)] if pred16 else [])
+    t_ours, t_bf16 = (alternating_medians(sides, args.repeats) + [None])[:2]
     for multimask in (True, False):  # warm-up: trace both graphs once
         pred(points=cases[0][0], labels=cases[0][1], multimask_output=multimask)
     traces = pred.trace_count()
@@ -149,8 +149,10 @@ def main(argv=None):
             ROUNDS,
         )
     )
-    agree = bf16_agreement(pred, pred16, cases)
-    f32, bf16 = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
+    agree = bf16_agreement(pred, pred16, cases) if pred16 else None
+    f32 = matmul_rate(tf.float32)
+    bf16 = matmul_rate(tf.bfloat16) if pred16 else None
+    na = "n/a", "no bfloat16 kernels on this machine"
     flops = 2 * encoder_macs(cfg)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows = [
@@ -159,14 +161,16 @@ def main(argv=None):
         ("encoder FLOP", f"{flops / 1e12:.3f} TFLOP", ""),
         ("encoder rate, napari-sam", f"{flops / t_ours / 1e9:.0f} GFLOP/s",
          f"{flops / t_ours / f32:.0%} of the f32 matmul rate"),
-        ("encoder, napari-sam bfloat16", f"{t_bf16:.3f} s", f"{t_ours / t_bf16:.2f} x faster "
-         "than float32"),
-        ("mask pixels equal, bfloat16 vs float32 encoder", f"{agree:.4%}", ""),
+        ("encoder, napari-sam bfloat16", *((f"{t_bf16:.3f} s", f"{t_ours / t_bf16:.2f} x "
+         "faster than float32") if pred16 else na)),
+        ("mask pixels equal, bfloat16 vs float32 encoder",
+         *((f"{agree:.4%}", "") if pred16 else na)),
         ("prompt to mask, reference (median)", f"{1e3 * lat_ref:.1f} ms", ""),
         ("prompt to mask, napari-sam (median)", f"{1e3 * lat_ours:.1f} ms",
          f"{lat_ours / lat_ref:.2f} x reference"),
         ("float32 matmul rate (TF)", f"{f32 / 1e9:.0f} GFLOP/s", ""),
-        ("bfloat16 matmul rate (TF)", f"{bf16 / 1e9:.0f} GFLOP/s", f"{bf16 / f32:.2f} x float32"),
+        ("bfloat16 matmul rate (TF)", *((f"{bf16 / 1e9:.0f} GFLOP/s", f"{bf16 / f32:.2f} x "
+         "float32") if pred16 else na)),
         ("retraces after warm-up", str(pred.trace_count() - traces), "0 expected"),
         ("peak memory (this process: two napari-sam models)", f"{peak:.2f} GiB", ""),
     ]  # fmt: skip

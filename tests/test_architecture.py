@@ -9,7 +9,8 @@ Rules (each test lists all of its violations at once):
 * no import cycles between modules;
 * layers, from high to low: ``_napari | cli | demo`` > ``batch`` > ``segment | train | io`` >
   ``stacks`` > ``predict`` > ``model | weights`` > helpers (``_atomic``, ``masks``,
-  ``_compat`` and ``napari_sam/__init__``). A module imports its own layer or lower ones;
+  ``_compat``, ``_tensorflow`` and ``napari_sam/__init__``). A module imports its own layer
+  or lower ones;
 * only ``napari_sam._napari`` imports napari, Qt, magicgui, superqt or vispy;
 * no module imports a private name (``_x``, not a dunder) of another module, neither with
   ``from .m import _x`` nor as ``m._x`` on a module it imported;
@@ -34,7 +35,10 @@ LAYERS = [  # high to low; the key is the first name below napari_sam (or the mo
     ("stacks", {"stacks"}),
     ("predict", {"predict"}),
     ("model/weights", {"model", "weights"}),
-    ("helpers", {"_atomic", "masks", "_compat", ""}),  # "" is napari_sam/__init__ itself
+    (
+        "helpers",
+        {"_atomic", "masks", "_compat", "_tensorflow", ""},
+    ),  # "" is napari_sam/__init__ itself
 ]
 GUI_PACKAGES = {"napari", "qtpy", "magicgui", "superqt", "vispy"}
 GUI_PACKAGES |= {"PyQt5", "PyQt6", "PySide2", "PySide6"}

@@ -430,3 +430,15 @@ def test_verbose_shows_the_traceback(tmp_path, capsys):
 def test_label_images_carry_the_software_tag(tmp_path):
     path = write_label_tiff(tmp_path / "l.tif", np.ones((4, 4), np.uint16), "YX")
     assert is_label_output(path) and not is_label_output(tmp_path / "missing.tif")
+
+
+def test_tensorflow_start_up_lines_only_with_verbose(tmp_path, monkeypatch):
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, stack(1)[0])
+    noise = ("absl::InitializeLog", "cuda", "cuInit", "rebuild TensorFlow")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as a user's shell has it
+    for flag, shown in (([], False), (["-v"], True)):
+        proc = cli("embed", img, "--out", tmp_path / f"s{len(flag)}.zarr", "--model",
+                   "sam_tiny_nuclei", *flag)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert any(n in proc.stderr for n in noise) == shown, proc.stderr

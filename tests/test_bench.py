@@ -54,6 +54,10 @@ def test_bench_perf_smoke():
         "retraces after warm-up": ("0", "0 expected"),
         "peak memory (this process: two napari-sam models)": (rf"{NUMBER} GiB", ""),
     }
+    if rows.get("encoder, napari-sam bfloat16", [""])[0] == "n/a":  # see bfloat16_runs
+        for label in ("encoder, napari-sam bfloat16", "mask pixels equal, bfloat16 vs float32 "
+                      "encoder", "bfloat16 matmul rate (TF)"):  # fmt: skip
+            expected[label] = ("n/a", "no bfloat16 kernels on this machine")
     assert rows.get("measure") == ["value", "ratio"], out
     missing = sorted(set(expected) - set(rows))
     assert not missing, f"rows missing: {missing}\n{out}"
@@ -61,8 +65,8 @@ def test_bench_perf_smoke():
         assert len(rows[label]) == 2, (label, rows[label])
         for cell, pattern in zip(rows[label], patterns, strict=True):
             assert re.fullmatch(pattern, cell), (label, cell, pattern)
-    agree = float(rows["mask pixels equal, bfloat16 vs float32 encoder"][0][:-1])
-    assert 0 <= agree <= 100
+    agree = rows["mask pixels equal, bfloat16 vs float32 encoder"][0]
+    assert agree == "n/a" or 0 <= float(agree[:-1]) <= 100
 
 
 STACK_ROW = re.compile(rf"^(?P<label>.+?)\s+(?P<value>{NUMBER}|nan|inf)  (?P<unit>\S+)\s*(.*)$")

@@ -319,11 +319,13 @@ def test_image_encoder_traced_once_per_model():
     assert embed.experimental_get_tracing_count() == 1
     p = SAMPredictor(fresh)
     p.set_image(prepared(sp, 1))
+    sp.set_slice(1)  # embedded alone, as set_image did: batch shape 1 both times
     ModelEncoder(fresh).encode(prepared(sp, 2)[None])
-    sp.precompute(batch_size=2)
+    sp.precompute(batch_size=2)  # other batch shapes: the same trace (dynamic batch)
     assert embed.experimental_get_tracing_count() == 1
     assert sp.encoder.trace_count() == 1
-    # the same traced function on the same batch shape: bit identical
+    # the same traced function on the same batch shape in one process: bit identical (a
+    # batch of 2 may round differently on some CPUs, see test_round_trip_from_disk...)
     np.testing.assert_array_equal(sp.get_embedding(1)[None], p.embedding.numpy())
 
 

@@ -8,7 +8,6 @@ the true objects and writes an overlay PNG.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -19,8 +18,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="napari-sam-demo.png", help="overlay image to write")
     parser.add_argument("--seed", type=int, default=7, help="synthetic image seed")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from PIL import Image
+
+    from ._tensorflow import import_tensorflow
+
+    import_tensorflow()  # TensorFlow's start-up lines held back
 
     from . import SAMPredictor, create_model, list_models
     from .masks import iou, object_centre

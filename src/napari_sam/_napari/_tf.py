@@ -10,26 +10,9 @@ alone. The plugin imports the core's TensorFlow modules only through :func:`ensu
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-
-_LOCK = threading.Lock()
+from .._tensorflow import import_tensorflow
 
 
 def ensure_tensorflow() -> None:
-    """Import TensorFlow (once) with ``RTLD_DEEPBIND`` where the platform has it."""
-    if "tensorflow" in sys.modules:
-        return
-    with _LOCK:
-        deepbind = getattr(os, "RTLD_DEEPBIND", 0)
-        if not deepbind or not hasattr(sys, "setdlopenflags"):
-            import tensorflow  # noqa: F401
-
-            return
-        old = sys.getdlopenflags()
-        sys.setdlopenflags(os.RTLD_NOW | deepbind)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            sys.setdlopenflags(old)
+    """Import TensorFlow (once, quietly) with ``RTLD_DEEPBIND`` where the platform has it."""
+    import_tensorflow(deepbind=True)

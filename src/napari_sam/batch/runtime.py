@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 from pathlib import Path
 
+from .. import _tensorflow
 from .checks import check_model
 from .errors import InputError
 
@@ -14,27 +13,8 @@ __all__ = ["import_tensorflow", "load_model", "open_input", "resolve_channels"]
 
 
 def import_tensorflow() -> None:
-    """Import TensorFlow with its start-up log lines (printed before logging is set up, to
-    file descriptor 2) held back; they are shown only if the import fails."""
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device probing logs too
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    """Import TensorFlow quietly (after the quick checks); ``napari-sam -v`` shows its lines."""
+    _tensorflow.import_tensorflow(verbose=os.environ.get("NAPARI_SAM_VERBOSE") == "1")
 
 
 def open_input(path: Path, axes: str | None):

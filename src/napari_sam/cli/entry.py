@@ -11,6 +11,8 @@ TensorFlow is imported only inside the commands, so ``napari-sam --help`` stays 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from ..batch.checks import os_reason, parse_channels, parse_normalization, parse_overrides
@@ -66,15 +68,12 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "verbose", False):
-        import warnings
-
-        warnings.showwarning = _show_warning
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with _console(getattr(args, "verbose", False)):
+            return args.run(args)
     except CLIError as err:
         _error(args, str(err))
         return 2
@@ -85,6 +84,27 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _console(verbose: bool):
+    """While a command runs: one-line warnings, or with ``-v`` TensorFlow's start-up lines
+    (``NAPARI_SAM_VERBOSE``); both put back afterwards (``main`` may run in a bigger app)."""
+    import warnings
+
+    saved = os.environ.get("NAPARI_SAM_VERBOSE"), warnings.showwarning
+    if verbose:
+        os.environ["NAPARI_SAM_VERBOSE"] = "1"
+    else:
+        warnings.showwarning = _show_warning
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop("NAPARI_SAM_VERBOSE", None)
+        else:
+            os.environ["NAPARI_SAM_VERBOSE"] = saved[0]
+        warnings.showwarning = saved[1]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
