@@ -129,7 +129,7 @@ def check_writable(path: Path, arg: str) -> None:
         with tempfile.TemporaryFile(dir=folder, prefix=".napari-sam-probe-"):
             pass
     except OSError as err:
-        raise InputError(arg, f"cannot write to {str(folder)!r} ({err.strerror or err})") from None
+        raise InputError(arg, f"cannot write to {str(folder)!r} ({os_reason(err)})") from None
 
 
 def check_model(name: str, in_channels: int, overrides: dict) -> None:

@@ -18,6 +18,21 @@ def import_tensorflow() -> None:
 
 
 def open_input(path: Path, axes: str | None):
+    """The input as a :class:`~napari_sam.stacks.StackView`, checked to be readable.
+
+    Parameters
+    ----------
+    path : Path
+        A TIFF file, a ``.npy`` file or a zarr array directory.
+    axes : str, optional
+        One letter per dimension; default: from the TIFF file, ``YX`` for a 2-D array.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not an image, truncated (its first and last slice are read), or
+        ``axes`` does not fit it.
+    """
     import numpy as np
 
     from ..stacks.view import StackView
