@@ -17,6 +17,7 @@ without any finite sampled value is refused. :meth:`FittedNormalization.apply` m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +46,35 @@ def sample_pixels(view, max_slices: int = 32, max_samples: int = 1_000_000, seed
     per_slice = max(1, max_samples // len(slices))
     parts = []
     for i in slices:
-        img = view.get_slice(int(i))
+        img = _read_for_sampling(view, int(i), per_slice)
         flat = img.reshape(-1, img.shape[-1])
         if flat.shape[0] > per_slice:
             rng = np.random.default_rng([seed, int(i)])
             flat = flat[rng.integers(0, flat.shape[0], per_slice)]
         parts.append(flat.astype(np.float64))
     return np.concatenate(parts)
+
+
+_LARGE_SLICE = 1 << 24  # pixels (4096 x 4096): larger slices are sampled in blocks
+_BLOCK = 128
+
+
+def _read_for_sampling(view, i: int, per_slice: int) -> np.ndarray:
+    """Slice ``i``, or for a slice over 16 M pixels an even grid of blocks of it.
+
+    The blocks hold about four times ``per_slice`` pixels, so an image larger than memory is
+    fitted on a bounded, spread-out part of it (read region by region).
+    """
+    h, w = view.slice_shape
+    if h * w <= _LARGE_SLICE or not hasattr(view, "get_region"):
+        return view.get_slice(i)
+    side = max(1, min(min(h, w) // _BLOCK, math.isqrt(max(1, 4 * per_slice // _BLOCK**2))))
+    ys = np.linspace(0, h - _BLOCK, side).round().astype(int)
+    xs = np.linspace(0, w - _BLOCK, side).round().astype(int)
+    blocks = [
+        view.get_region(i, slice(y, y + _BLOCK), slice(x, x + _BLOCK)) for y in ys for x in xs
+    ]
+    return np.concatenate([b.reshape(-1, b.shape[-1]) for b in blocks])[:, None, :]
 
 
 def _dtype_range(dtype: np.dtype) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import numpy as np
 from .channels import ChannelSpec
 from .encoder import ModelEncoder
 from .store import EmbeddingStore, PrecomputeResult
+from .tiling import TileView
 from .view import StackView
 
 __all__ = ["StackPredictor", "check_channels"]
@@ -102,7 +103,7 @@ class StackPredictor:
         preprocessing_id: str | None = None,
         encoder: ModelEncoder | None = None,
     ):
-        self.view = view if isinstance(view, StackView) else StackView(view, axes)
+        self.view = view if isinstance(view, (StackView, TileView)) else StackView(view, axes)
         channels = channels or ChannelSpec.default_for(self.view.n_channels)
         channels = check_channels(channels, self.view.n_channels, model.cfg.in_channels)
         if encoder is None:

@@ -59,6 +59,7 @@ _LABELS = {
     "normalization": "normalisation",
     "embedding_shape": "embedding shape",
     "n_slices": "number of slices",
+    "tiling": "tiling",
 }
 
 
@@ -141,6 +142,9 @@ class EmbeddingStore:
             "embedding_shape": [int(s) for s in encoder.embedding_shape],
             "n_slices": len(view),
         }
+        tiling = getattr(view, "tiling_signature", None)
+        if tiling is not None:  # a TileView: a record per tile per slice, keyed by the tiling
+            meta["tiling"] = tiling()
         key = hashlib.blake2b(json.dumps(meta, sort_keys=True).encode(), digest_size=16)
         with self._lock:
             if key.hexdigest() != self.key:
@@ -165,10 +169,10 @@ class EmbeddingStore:
                 stored = {"format": f"unreadable ({err})"}
             if stored is None:
                 raise StoreMismatchError(f"path: {path} holds a zarr array that is no store")
-        diff = [k for k in _LABELS if stored is not None and stored.get(k) != meta[k]]
+        diff = [k for k in _LABELS if stored is not None and stored.get(k) != meta.get(k)]
         if diff and not self.overwrite:
             lines = "; ".join(
-                f"{_LABELS[k]}: stored {stored.get(k)!r}, now {meta[k]!r}" for k in diff
+                f"{_LABELS[k]}: stored {stored.get(k)!r}, now {meta.get(k)!r}" for k in diff
             )
             raise StoreMismatchError(
                 f"embedding store {path} was made with other settings ({lines}); "

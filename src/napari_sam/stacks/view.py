@@ -207,8 +207,19 @@ class StackView:
         index : int or tuple of int
             Flat slice number or one index per slice axis (see :attr:`slice_indices`).
         """
+        return self.get_region(index)
+
+    def get_region(self, index, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """Read part of one slice, ``[rows, cols]`` of its ``(Y, X)``, as ``(y, x, C)``.
+
+        Only that region is read from a memory-mapped, zarr, dask or TIFF array, so tiles of
+        an image larger than memory can be read one at a time.
+        """
         it = iter(self.index_tuple(index))
-        key = tuple(next(it) if a in self.slice_axes else slice(None) for a in self.axes)
+        part = {"Y": rows, "X": cols}
+        key = tuple(
+            next(it) if a in self.slice_axes else part.get(a, slice(None)) for a in self.axes
+        )
         out = self._data[key]
         if hasattr(out, "compute"):  # dask
             out = out.compute()

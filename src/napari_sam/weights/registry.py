@@ -49,12 +49,17 @@ class ModelEntry:
         download, a local file (e.g. shipped with the package), or None.
     auto : Mapping
         Automatic-segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
+    object_diameter : float or None
+        The object diameter, in pixels of the model input, the model works best at (what
+        ``diameter=`` / ``--diameter`` resamples images to); None where the model has no one
+        size (Meta's models, trained on SA-1B's masks of every size: see docs/tiling.md).
     """
 
     name: str
     config: SegmentAnythingModelConfig
     weights: object = None
     auto: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    object_diameter: float | None = None
 
     def auto_settings(self) -> dict:
         """Meta's automatic-segmentation thresholds, with this model's replacing them."""
@@ -64,7 +69,9 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(cfg: SegmentAnythingModelConfig, weights=None, auto=None) -> None:
+def register_model(
+    cfg: SegmentAnythingModelConfig, weights=None, auto=None, object_diameter=None
+) -> None:
     """Register a configuration under ``cfg.name``.
 
     Registering a name again replaces its configuration; its weights and thresholds are
@@ -79,12 +86,21 @@ def register_model(cfg: SegmentAnythingModelConfig, weights=None, auto=None) -> 
         file (e.g. shipped with the package).
     auto : dict, optional
         Automatic segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
+    object_diameter : float, optional
+        The object diameter (pixels of the model input) the model works best at.
     """
     old = _REGISTRY.get(cfg.name)
     if weights is None and old is not None:
         weights = old.weights
+    if object_diameter is None and old is not None:
+        object_diameter = old.object_diameter
+    if object_diameter is not None and not float(object_diameter) > 0:
+        raise ValueError(f"object_diameter: expected a positive size, got {object_diameter}")
     settings = MappingProxyType(dict(auto)) if auto else (old.auto if old else None)
-    _REGISTRY[cfg.name] = ModelEntry(cfg.name, cfg, weights, settings or MappingProxyType({}))
+    _REGISTRY[cfg.name] = ModelEntry(
+        cfg.name, cfg, weights, settings or MappingProxyType({}),
+        None if object_diameter is None else float(object_diameter),
+    )  # fmt: skip
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -151,6 +167,9 @@ register_model(
     ),
     TINY_NUCLEI_WEIGHTS,
     auto={"pred_iou_thresh": 0.7, "stability_score_thresh": 0.9},
+    # trained on nuclei 20 to 36 px across (radius_range (10, 18) of the generator) in its
+    # 256 x 256 input: docs/tiny-model.md
+    object_diameter=28.0,
 )
 
 
