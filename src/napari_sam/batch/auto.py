@@ -110,12 +110,23 @@ def segment_automatically(sp, settings, inp: Path, out: Path):
         print(f"{'napari-sam'}: resuming {inp}: {done} of {len(view)} slice(s) already segmented "
               f"({folder})", file=sys.stderr)  # fmt: skip
     try:
+        tiling = getattr(sp, "tiling", None)
+        tiles = None if tiling is None else tqdm(
+            total=len(tiling), desc="tiles", unit="tile", file=sys.stderr, leave=False
+        )  # fmt: skip
+
+        def tile_progress(done, total):
+            tiles.update(done - tiles.n) if done else tiles.reset(total)
+
         with tqdm(total=len(view), desc="slices", unit="slice", file=sys.stderr) as bar:
             labels = write_errors(lambda: segment_stack(
                 sp, gen, link_3d=not settings.no_link_3d, min_overlap=settings.min_overlap,
                 max_gap=settings.max_gap, min_slices=settings.min_slices,
                 progress=lambda done, total: bar.update(done - bar.n), cache=partial,
+                tile_progress=None if tiles is None else tile_progress,
             ), settings)  # fmt: skip
+        if tiles is not None:
+            tiles.close()
     except BaseException:
         partial.close()
         raise

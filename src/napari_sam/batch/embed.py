@@ -18,6 +18,7 @@ from .checks import (
 from .errors import InputError
 from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 from .settings import EmbedSettings
+from .tiles import check_tile_options, make_predictor, tiling_for
 
 __all__ = ["embed"]
 
@@ -48,6 +49,7 @@ def embed(settings: EmbedSettings, progress_file=None):
     channels = parse_channels(s.channels)
     normalization = parse_normalization(s.normalization)
     overrides = parse_overrides(s.override)
+    check_tile_options(s)
     if s.batch_size < 1:
         raise InputError("--batch-size", f"expected a positive integer, got {s.batch_size}")
     out, inp = Path(s.out), Path(s.input)
@@ -65,15 +67,15 @@ def embed(settings: EmbedSettings, progress_file=None):
         channels = resolve_channels(channels, view)
         in_channels = channels.out_channels(view.n_channels)
         check_model(s.model, in_channels, overrides)
+        tiling = tiling_for(s, view, in_channels, overrides)
         import_tensorflow()  # slow: after the quick checks
         model = load_model(s.model, weights, in_channels, overrides)
 
-        from ..stacks.stack_predictor import StackPredictor
         from ..stacks.store import EmbeddingStore
 
         try:
             store = EmbeddingStore(out, overwrite=s.overwrite, memory_budget=0)
-            sp = StackPredictor(model, view, channels, normalization, store=store)
+            sp = make_predictor(model, view, tiling, channels, normalization, store)
         except StoreMismatchError as err:
             msg = str(err).replace("pass overwrite=True", "pass --overwrite")
             raise InputError("--out", msg) from None
@@ -82,9 +84,13 @@ def embed(settings: EmbedSettings, progress_file=None):
             raise InputError("--out", msg) from None
         except ValueError as err:
             raise InputError(setup_error_arg(err), err) from None
-        print(f"napari-sam: {len(view)} slice(s) of {view!r} -> {out}", file=progress_file)
+        what = f"{len(view)} slice(s)"
+        if tiling is not None:
+            what += f" x {len(tiling)} tile(s) of {tiling.tile[0]}x{tiling.tile[1]} px"
+        print(f"napari-sam: {what} of {view!r} -> {out}", file=progress_file)
+        unit = "slice" if tiling is None else "tile"
         try:
-            with TqdmProgress(desc="embedding", unit="slice", file=progress_file) as bar:
+            with TqdmProgress(desc="embedding", unit=unit, file=progress_file) as bar:
                 return sp.precompute(progress=bar, batch_size=s.batch_size)
         except OSError as err:  # the slices done so far are kept; a rerun resumes
             raise InputError(

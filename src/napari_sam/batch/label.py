@@ -31,6 +31,7 @@ from .files import (
 )
 from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 from .settings import LabelSettings
+from .tiles import check_tile_options, make_predictor, tiling_for
 
 __all__ = ["check_label_settings", "label_file", "run_files", "segment_prompts"]
 
@@ -42,6 +43,7 @@ def check_label_settings(settings: LabelSettings, auto: bool) -> None:
     parse_normalization(s.normalization)
     check_model(s.model, 3, parse_overrides(s.override))
     check_weights(s.weights)
+    check_tile_options(s)
     if not auto:
         if s.prompts is None:
             raise InputError("--prompts", "required: a CSV or JSON file of prompts")
@@ -150,13 +152,16 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
                 prompts = read_prompts(prompt_file_for(s, inp, many), view)
             except PromptFileError as err:
                 raise InputError("--prompts", err) from None
+        in_channels = channels.out_channels(view.n_channels)
+        tiling = tiling_for(s, view, in_channels, parse_overrides(s.override))
         if state.get("model") is None:  # 3. the model, once per process
             import_tensorflow()
-            state["model"] = load_model(s.model, s.weights, channels.out_channels(view.n_channels),
+            state["model"] = load_model(s.model, s.weights, in_channels,
                                         parse_overrides(s.override))  # fmt: skip
             state["loads"] = state.get("loads", 0) + 1
         # 4. normalisation fitted on the whole stack; embeddings from the store or computed
-        sp = _stack_predictor(state, view, channels, normalization, store_for(s, inp, many))
+        sp = _stack_predictor(state, view, tiling, channels, normalization,
+                              store_for(s, inp, many))  # fmt: skip
         partial, note = None, ""
         if auto:  # 5. segment every slice (resumable) and link in 3-D
             labels, partial = segment_automatically(sp, s, inp, out)
@@ -176,12 +181,11 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
     return int(labels.max())
 
 
-def _stack_predictor(state, view, channels, normalization, store):
-    from ..stacks.stack_predictor import StackPredictor
+def _stack_predictor(state, view, tiling, channels, normalization, store):
     from ..stacks.store import StoreMismatchError
 
     try:
-        sp = StackPredictor(state["model"], view, channels, normalization, store=store,
+        sp = make_predictor(state["model"], view, tiling, channels, normalization, store,
                             encoder=state.get("encoder"))  # fmt: skip
     except StoreMismatchError as err:
         raise InputError(
@@ -205,15 +209,22 @@ def segment_prompts(sp, prompts):
     for obj in tqdm(prompts, desc="objects", unit="object", file=sys.stderr):
         pts, lbl, box = obj.arrays()
         single_point = box is None and len(pts) == 1
-        masks, scores, _ = sp.predict(
-            obj.slice,
-            points=None if pts is None else pts[None],  # batched: one object
-            labels=None if lbl is None else lbl[None],
-            boxes=None if box is None else box[None],
-            multimask_output=single_point,
-        )
-        masks, scores = masks[0], scores[0]
+        target = labels[obj.slice]
+        if hasattr(sp, "predict_window"):  # tiled: the mask within the window it came from
+            masks, scores, _, (y0, y1, x0, x1) = sp.predict_window(
+                obj.slice, pts, lbl, box, multimask_output=single_point
+            )
+            target = target[y0:y1, x0:x1]
+        else:
+            masks, scores, _ = sp.predict(
+                obj.slice,
+                points=None if pts is None else pts[None],  # batched: one object
+                labels=None if lbl is None else lbl[None],
+                boxes=None if box is None else box[None],
+                multimask_output=single_point,
+            )
+            masks, scores = masks[0], scores[0]
         mask = masks[int(np.argmax(scores))] if single_point else masks[0]
         key = obj.key or f"\0{obj.slice}"  # no object column: one object per slice
-        labels[obj.slice][mask] = ids.setdefault(key, len(ids) + 1)
+        target[mask] = ids.setdefault(key, len(ids) + 1)
     return labels

@@ -51,6 +51,10 @@ class EmbedSettings(_FromNamespace):
     normalization: str = "auto"
     batch_size: int = 1
     overwrite: bool = False
+    tile: int | None = None
+    halo: int | None = None
+    diameter: float | None = None
+    no_tile: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,10 @@ class LabelSettings(_FromNamespace):
     store: str | None = None
     overwrite: bool = False
     scheduler: str | None = None
+    tile: int | None = None
+    halo: int | None = None
+    diameter: float | None = None
+    no_tile: bool = False
     # segment
     prompts: str | None = None
     # auto

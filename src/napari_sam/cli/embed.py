@@ -33,7 +33,7 @@ def add_embed_command(sub) -> None:
     add_options(
         p, EmbedSettings,
         ["input", "model", "weights", "out", "axes", "channels", "normalization", "batch_size",
-         "overwrite", "override"],
+         "overwrite", "tile", "halo", "diameter", "no_tile", "override"],
         out=("store directory to write", "STORE"),
         overwrite="discard a store at STORE made with another model, weights or settings",
     )  # fmt: skip

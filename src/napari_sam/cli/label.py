@@ -48,7 +48,7 @@ three masks, otherwise a single mask is predicted.
 
 
 _COMMON = ["input", "out", "model", "weights", "override", "axes", "channels", "normalization",
-           "store", "overwrite", "scheduler"]  # fmt: skip
+           "store", "overwrite", "scheduler", "tile", "halo", "diameter", "no_tile"]  # fmt: skip
 _HELPS = dict(
     input="a TIFF or .npy file, a zarr array directory, a folder of TIFF/.npy files, or a "
     "quoted glob such as 'data/*.tif'",

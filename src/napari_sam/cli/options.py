@@ -50,6 +50,20 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                          "cluster, e.g. tcp://10.0.0.5:8786 (needs "
                                          "dask[distributed]); each worker loads the model once. "
                                          "Default: this process")),
+    "tile": (("--tile",), dict(type=int, metavar="PX", help="tile side in image pixels: each "
+                               "tile is embedded at the model's input size. Default: the input "
+                               "size (native resolution) when an image side exceeds 1.5 inputs; "
+                               "smaller images are not tiled")),
+    "halo": (("--halo",), dict(type=int, metavar="PX", help="overlap of neighbouring tiles on "
+                               "each side (default: an eighth of the tile); more than half the "
+                               "largest object")),
+    "diameter": (("--diameter",), dict(type=float, metavar="PX", help="typical object "
+                                       "diameter in pixels: the image is tiled so that objects "
+                                       "reach the model at the size it works best at (28 px in "
+                                       "the input of sam_tiny_nuclei); results come back at the "
+                                       "original resolution")),
+    "no_tile": (("--no-tile",), dict(action="store_true", help="never tile: the whole image is "
+                                     "resized to the model input (Meta's behaviour)")),
     "prompts": (("--prompts",), dict(required=True, metavar="FILE", help="prompts (.csv or "
                                      ".json, see below); a folder of <name>.csv/.json with "
                                      "several inputs")),

@@ -11,6 +11,7 @@ import numpy as np
 
 from .automatic import AutomaticMaskGenerator, to_label_image
 from .linking import drop_short_objects, link_slices, offset_ids
+from .tiled import segment_tiled
 
 __all__ = ["segment_stack"]
 
@@ -18,14 +19,17 @@ __all__ = ["segment_stack"]
 def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
                   min_overlap: float = 0.3, metric: str = "iou", link_axis: str | None = None,
                   progress=None, cache=None, max_gap: int = 1, min_slices: int = 1,
+                  tile_progress=None,
                   **generator_kwargs) -> np.ndarray:  # fmt: skip
     """Automatic segmentation of every slice of a stack, optionally linked into 3-D objects.
 
     Parameters
     ----------
-    stack_predictor : StackPredictor
+    stack_predictor : StackPredictor or TiledPredictor
         The stack and its stored embeddings (each slice's embedding is reused; crops, if any,
-        are encoded from the normalised slice).
+        are encoded from the normalised slice). A :class:`~napari_sam.stacks.tiled_predictor.
+        TiledPredictor` segments each slice tile by tile (:func:`~napari_sam.segment.tiled.
+        segment_tiled`), objects whole across tile borders.
     generator : AutomaticMaskGenerator, optional
         Default: one sharing ``stack_predictor.predictor``, made with ``generator_kwargs``.
     link_3d : bool
@@ -42,6 +46,8 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
         Slice axis to link along; default ``Z`` if present, else the last slice axis.
     progress : callable, optional
         ``progress(done, total)`` after each slice.
+    tile_progress : callable, optional
+        ``tile_progress(done, total)`` after each tile of a tiled slice.
     cache : object, optional
         Per-slice results kept between runs (e.g.
         :class:`napari_sam.segment.partial.PartialResults`):
@@ -62,11 +68,14 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     total = len(view)
     for n, index in enumerate(view.slice_indices):
         done = None if cache is None else cache.get(n)
-        if done is None:
+        if done is None and getattr(sp, "tiling", None) is not None:
+            out[index] = segment_tiled(sp, index, generator, progress=tile_progress)
+        elif done is None:
             emb = sp.get_embedding(index)
             image = sp.store.prepare(view.get_slice(index))
             records = generator.generate(image, embedding=emb)
             out[index] = to_label_image(records, view.slice_shape)
+        if done is None:
             if cache is not None:
                 cache.put(n, out[index])
         else:

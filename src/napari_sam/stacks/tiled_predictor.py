@@ -226,6 +226,8 @@ class TiledPredictor:
         pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         lbl = None if labels is None else np.asarray(labels, np.float32).reshape(-1)
         box = None if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)[:1]
+        mask_size = self.model.mask_size(tuple(self.model.cfg.input_size))
+        batch_prompts(pts, lbl, box, None, self.view.slice_shape, mask_size)  # validates
         corners = [a for a in (pts, None if box is None else box.reshape(-1, 2)) if a is not None]
         if not corners:
             raise ValueError("points, boxes: a tiled prediction needs a point or a box")

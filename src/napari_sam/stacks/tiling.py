@@ -147,6 +147,14 @@ class Tiling:
         c = next(i for i, (_, _, b) in enumerate(self.cols) if x < b or i == len(self.cols) - 1)
         return r * len(self.cols) + c
 
+    def tiles_at(self, ys, xs) -> np.ndarray:
+        """:meth:`tile_at` of many pixels at once (arrays of rows and columns)."""
+        row_ends = np.array([b for _, _, b in self.rows[:-1]])
+        col_ends = np.array([b for _, _, b in self.cols[:-1]])
+        r = np.searchsorted(row_ends, np.asarray(ys), side="right")
+        c = np.searchsorted(col_ends, np.asarray(xs), side="right")
+        return r * len(self.cols) + c
+
     def margin(self, t: int, box) -> float:
         """Distance of ``box`` (x0, y0, x1, y1) to the nearest window edge inside the image.
 

@@ -1,0 +1,74 @@
+"""The tiling options of ``embed``, ``segment`` and ``auto``: checked, planned, applied.
+
+``--tile``, ``--halo``, ``--diameter`` and ``--no-tile`` are checked on their own before any
+file is read (:func:`check_tile_options`); the tiling of a stack is planned from its slice
+shape and the model's input size and object size (:func:`tiling_for`, without TensorFlow), and
+:func:`make_predictor` builds the stack's predictor: a
+:class:`~napari_sam.stacks.tiled_predictor.TiledPredictor` when the stack is tiled, else a
+:class:`~napari_sam.stacks.stack_predictor.StackPredictor`.
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+__all__ = ["check_tile_options", "make_predictor", "tiling_for"]
+
+_ARGS = {"tile": "--tile", "halo": "--halo", "diameter": "--diameter", "no_tile": "--no-tile"}
+
+
+def _as_input_error(err: ValueError) -> InputError:
+    text = str(err)
+    name = text.split(":", 1)[0]
+    return InputError(_ARGS.get(name, "--tile"), text.split(":", 1)[1].strip() if name in _ARGS
+                      else text)  # fmt: skip
+
+
+def check_tile_options(settings) -> None:
+    """The tiling options on their own (no image needed); InputError naming the option."""
+    from ..stacks.tiling import check_tiling
+
+    s = settings
+    try:
+        check_tiling(s.tile, s.halo, s.diameter)
+        if s.no_tile and (s.tile or s.halo or s.diameter):
+            given = [f for f, v in (("--tile", s.tile), ("--halo", s.halo),
+                                    ("--diameter", s.diameter)) if v]  # fmt: skip
+            raise ValueError(f"no_tile: cannot be combined with {' or '.join(given)}")
+        if s.tile is not None and s.diameter is not None:
+            raise ValueError("tile: give either --tile or --diameter (the diameter sets the tile)")
+    except ValueError as err:
+        raise _as_input_error(err) from None
+
+
+def tiling_for(settings, view, in_channels: int, overrides: dict):
+    """The tiling of ``view``'s slices for the model of ``settings`` (None: not tiled)."""
+    from ..stacks.tiling import plan_tiling
+    from ..weights.registry import model_config, model_entry
+
+    s = settings
+    cfg = model_config(s.model, in_channels, **overrides)
+    try:
+        return plan_tiling(
+            view.slice_shape, tuple(cfg.input_size), tile=s.tile, halo=s.halo,
+            no_tile=s.no_tile, diameter=s.diameter,
+            model_diameter=model_entry(s.model).object_diameter,
+        )  # fmt: skip
+    except ValueError as err:
+        raise _as_input_error(err) from None
+
+
+def make_predictor(model, view, tiling, channels, normalization, store, encoder=None,
+                   memory_budget: int = 1 << 30, overwrite: bool = False):  # fmt: skip
+    """The predictor of a stack: tiled when ``tiling`` is given."""
+    if tiling is None:
+        from ..stacks.stack_predictor import StackPredictor
+
+        return StackPredictor(model, view, channels, normalization, store=store,
+                              memory_budget=memory_budget, overwrite=overwrite,
+                              encoder=encoder)  # fmt: skip
+    from ..stacks.tiled_predictor import TiledPredictor
+
+    return TiledPredictor(model, view, tiling, channels, normalization, store=store,
+                          memory_budget=memory_budget, overwrite=overwrite,
+                          encoder=encoder)  # fmt: skip

@@ -1,0 +1,212 @@
+"""Automatic segmentation of a tiled slice: grid prompts per tile, one label per object.
+
+The point grid covers the whole slice at the density ``points_per_side`` gives one tile; each
+tile decodes only the grid points of its inner region (the inner regions partition the slice,
+so no point is decoded twice), on the tile's stored embedding. Masks are filtered as Meta's
+generator does (predicted IoU, stability), kept cropped to their boxes, and:
+
+- a mask that reaches an edge of its window inside the image is cut there: its prompt point is
+  decoded again on a window centred on it (:meth:`TiledPredictor.predict_window
+  <napari_sam.stacks.tiled_predictor.TiledPredictor.predict_window>`), so objects crossing tile
+  borders are whole, never two labels;
+- duplicates (the same object from points of neighbouring tiles) are removed by box NMS over
+  the whole slice, then by painting best first, each mask keeping only free pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..masks import mask_to_box
+from . import amg_utils as amg
+
+__all__ = ["CroppedMask", "grid_points", "paint_masks", "segment_tiled"]
+
+_CUT_TOLERANCE = 1.0  # pixels from a window edge inside the image: the mask is cut there
+
+
+@dataclass
+class CroppedMask:
+    """A mask kept within its box: ``mask`` covers rows ``y0..`` and columns ``x0..``."""
+
+    mask: np.ndarray
+    y0: int
+    x0: int
+    score: float
+    stability: float
+    point: tuple[float, float]
+
+    @property
+    def box(self) -> np.ndarray:
+        """``(x0, y0, x1, y1)`` inclusive, in slice pixels."""
+        h, w = self.mask.shape
+        return np.array([self.x0, self.y0, self.x0 + w - 1, self.y0 + h - 1], np.float32)
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+def _crop(mask: np.ndarray, y0: int, x0: int, box, score, stability, point) -> CroppedMask:
+    bx0, by0, bx1, by1 = (int(v) for v in box)
+    part = np.ascontiguousarray(mask[by0 : by1 + 1, bx0 : bx1 + 1])
+    return CroppedMask(part, y0 + by0, x0 + bx0, float(score), float(stability), point)
+
+
+def grid_points(shape, tile, points_per_side: int) -> np.ndarray:
+    """``(N, 2)`` points (x, y) over a ``shape`` slice, ``points_per_side`` per tile side."""
+    (h, w), (th, tw) = shape, tile
+    sy, sx = th / points_per_side, tw / points_per_side
+    ys = (np.arange(math.ceil(h / sy)) + 0.5) * sy
+    xs = (np.arange(math.ceil(w / sx)) + 0.5) * sx
+    ys, xs = ys[ys < h], xs[xs < w]
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def paint_masks(masks: list[CroppedMask], shape, min_free_fraction: float = 0.5) -> np.ndarray:
+    """A ``uint32`` label image: masks best first, each taking the pixels still free.
+
+    A mask left with less than ``min_free_fraction`` of its area is dropped (a duplicate or
+    fragment of a better one), as :func:`~napari_sam.segment.automatic.to_label_image` does.
+    """
+    labels = np.zeros(tuple(shape), np.uint32)
+    n = 0
+    for m in sorted(masks, key=lambda m: -m.score):
+        h, w = m.mask.shape
+        view = labels[m.y0 : m.y0 + h, m.x0 : m.x0 + w]
+        free = m.mask & (view == 0)
+        kept = int(free.sum())
+        if kept and kept >= min_free_fraction * m.area:
+            n += 1
+            view[free] = n
+    return labels
+
+
+class _Filter:
+    """Meta's per-mask filters with a generator's settings."""
+
+    def __init__(self, generator, threshold: float):
+        self.iou = generator.pred_iou_thresh
+        self.stability = generator.stability_score_thresh
+        self.offset = generator.stability_score_offset
+        self.threshold = threshold
+
+    def __call__(self, logits: np.ndarray, iou: np.ndarray):
+        keep = iou > self.iou if self.iou > 0 else np.ones(len(iou), bool)
+        stab = np.zeros(len(iou), np.float32)
+        if keep.any():
+            stab[keep] = amg.stability_score(logits[keep], self.threshold, self.offset)
+        if self.stability > 0:
+            keep &= stab >= self.stability
+        return keep, stab
+
+
+def _tile_masks(tp, index, t, points, generator, accept, cut):
+    """Decode the grid points of tile ``t``; whole masks to ``accept``, cut ones to ``cut``."""
+    tiling, view = tp.tiling, tp.view
+    h, w = view.slice_shape
+    wy0, wy1, wx0, wx1 = tiling.window(t)
+    vh, vw = min(wy1, h) - wy0, min(wx1, w) - wx0  # the part of the window inside the image
+    tp.predictor.set_embedding(tp.tile_embedding(index, t), (wy1 - wy0, wx1 - wx0))
+    keep_filter = _Filter(generator, tp.model.mask_threshold)
+    crop_box = [wx0, wy0, wx0 + vw, wy0 + vh]
+    local = (points - np.array([wx0, wy0])).astype(np.float32)
+    found = []
+    step = generator.points_per_batch
+    for i in range(0, len(local), step):
+        batch = local[i : i + step]
+        logits, iou, _ = tp.predictor(
+            points=batch[:, None, :], labels=np.ones((len(batch), 1)),
+            multimask_output=True, return_logits=True,
+        )  # fmt: skip
+        k = logits.shape[1]
+        logits = logits.reshape(-1, *logits.shape[2:])[:, :vh, :vw]
+        iou, pts = iou.reshape(-1), np.repeat(batch, k, axis=0)
+        keep, stab = keep_filter(logits, iou)
+        masks = logits[keep] > keep_filter.threshold
+        if not len(masks):
+            continue
+        boxes = mask_to_box(masks)
+        near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, w, h], _CUT_TOLERANCE)
+        for m, b, s, st, p, is_cut in zip(masks, boxes, iou[keep], stab[keep], pts[keep], near,
+                                          strict=True):  # fmt: skip
+            if not m.any():
+                continue
+            rec = _crop(m, wy0, wx0, b, s, st, (float(p[0] + wx0), float(p[1] + wy0)))
+            (cut if is_cut else found).append(rec)
+    if found:
+        keep = amg.box_nms(np.stack([m.box for m in found]), [m.score for m in found],
+                           generator.box_nms_thresh)  # fmt: skip
+        accept.extend(found[i] for i in keep)
+
+
+def _redecode(tp, index, cut: list[CroppedMask], generator) -> list[CroppedMask]:
+    """Decode the points of cut masks again on windows centred on them (one per object)."""
+    if not cut:
+        return []
+    keep = amg.box_nms(np.stack([m.box for m in cut]), [m.score for m in cut],
+                       generator.box_nms_thresh)  # fmt: skip
+    keep_filter = _Filter(generator, tp.model.mask_threshold)
+    out = []
+    for i in keep:
+        x, y = cut[i].point
+        logits, iou, _, (y0, _, x0, _) = tp.predict_window(
+            index, points=[[x, y]], labels=[1], multimask_output=True, return_logits=True
+        )
+        ok, stab = keep_filter(logits, iou)
+        if not ok.any():
+            continue
+        j = int(np.argmax(np.where(ok, iou, -np.inf)))
+        mask = logits[j] > keep_filter.threshold
+        if mask.any():
+            out.append(_crop(mask, y0, x0, mask_to_box(mask[None])[0], iou[j], stab[j], (x, y)))
+    return out
+
+
+def segment_tiled(tp, index, generator, progress=None) -> np.ndarray:
+    """Automatic segmentation of slice ``index`` of a tiled predictor: ``uint32 (Y, X)`` labels.
+
+    Parameters
+    ----------
+    tp : TiledPredictor
+        The stack, its tiling and tile embeddings.
+    index : int or tuple of int
+        The slice.
+    generator : AutomaticMaskGenerator
+        Its settings are used (``points_per_side`` per tile, thresholds, ``box_nms_thresh``,
+        ``points_per_batch``, ``min_mask_region_area``); ``crop_n_layers`` must be 0 (the
+        tiles replace crops).
+    progress : callable, optional
+        ``progress(done, total)`` before the first tile (``done`` 0) and after each tile.
+    """
+    if generator.crop_n_layers:
+        raise ValueError("crop_n_layers: crops are not used on tiled images (the tiles are)")
+    tiling, shape = tp.tiling, tp.view.slice_shape
+    pps = int(round(math.sqrt(len(generator.point_grids[0]))))
+    points = grid_points(shape, tiling.tile, pps)
+    owner = tiling.tiles_at(points[:, 1], points[:, 0])
+    accept, cut = [], []
+    if progress is not None:
+        progress(0, len(tiling))
+    for t in range(len(tiling)):
+        mine = points[owner == t]
+        if len(mine):
+            _tile_masks(tp, index, t, mine, generator, accept, cut)
+        if progress is not None:
+            progress(t + 1, len(tiling))
+    accept += _redecode(tp, index, cut, generator)
+    tp.release_slice()
+    if generator.min_mask_region_area > 0:
+        for m in accept:
+            m.mask, _ = amg.remove_small_regions(m.mask, generator.min_mask_region_area, "holes")
+            m.mask, _ = amg.remove_small_regions(m.mask, generator.min_mask_region_area, "islands")
+    accept = [m for m in accept if m.mask.any()]
+    if accept:
+        keep = amg.box_nms(np.stack([m.box for m in accept]), [m.score for m in accept],
+                           generator.box_nms_thresh)  # fmt: skip
+        accept = [accept[i] for i in keep]
+    return paint_masks(accept, shape)
