@@ -109,15 +109,15 @@ def test_propagation_follows_the_object_and_stops_where_it_ends():
     nid = int(np.bincount(truth[5].ravel())[1:].argmax() + 1)
     zs = np.flatnonzero((truth == nid).any(axis=(1, 2)))
     session, calls = _oracle_session(truth, nid)
-    got = sorted(i[0] for i, _ in session.propagate((5,), truth[5] == nid, stop_iou=0.0))
+    got = sorted(i[0] for i, _, _ in session.propagate((5,), truth[5] == nid, stop_iou=0.0))
     assert got == [z for z in zs if z != 5]
     assert all(obj.box is not None and obj.points is not None for _, obj in calls)
     other = truth[5] == truth[5][truth[5] != nid].max()  # SAM jumping to another object
     session, _ = _oracle_session(truth, nid, beyond=other)
-    got = sorted(i[0] for i, _ in session.propagate((5,), truth[5] == nid, stop_iou=0.3))
+    got = sorted(i[0] for i, _, _ in session.propagate((5,), truth[5] == nid, stop_iou=0.3))
     assert got[0] >= zs.min() - 1 and got[-1] <= zs.max() + 1
     assert not set(got) - set(zs)  # the jump has IoU 0 with the previous slice: stopped
-    got = [i for i, _ in session.propagate((5,), truth[5] == nid, limits=(5, 6))]
+    got = [i for i, _, _ in session.propagate((5,), truth[5] == nid, limits=(5, 6))]
     assert got == [(6,)]
     assert list(session.propagate((5,), truth[5] == nid, cancel=lambda: True)) == []
 
@@ -125,6 +125,8 @@ def test_propagation_follows_the_object_and_stops_where_it_ends():
 # ---------------------------------------------------------------------- the Qt-free annotator
 class _FakeSession:
     """A session whose predictor returns the masks of ``truth`` at the prompted pixel."""
+
+    tiled = False
 
     def __init__(self, truth):
         self.truth, self.embedded = truth, []
@@ -222,11 +224,11 @@ def test_annotator_propagation_yields_slices_and_embedding_counts():
     geo = Geometry(truth.shape)
     labels = np.where(truth == 2, 3, 0).astype(np.int32) * (np.arange(5) == 2)[:, None, None]
     got = list(annot.propagate(session, labels, (2,), 3, geo, stop_iou=0.5))
-    assert sorted(i for i, _ in got) == [(1,), (3,)]  # object 2 lives on slices 1..3
+    assert sorted(i for i, _, _ in got) == [(1,), (3,)]  # object 2 lives on slices 1..3
     assert annot.propagated == [(3,), (1,)]
     np.testing.assert_array_equal(labels == 3, truth == 2)
     job = annot.start_propagation(labels, (2,), 3, geo, axis=5, limits=(2, 3))
-    assert job.axis == 0 and [i for i, _ in job.run(session)] == [(3,)]
+    assert job.axis == 0 and [i for i, _, _ in job.run(session)] == [(3,)]
     with pytest.raises(ValueError, match="not on this slice"):
         next(annot.propagate(session, labels, (0,), 3, geo))
     with pytest.raises(ValueError, match="no slice axis"):

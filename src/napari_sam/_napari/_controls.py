@@ -205,7 +205,10 @@ class ControlsPanel(QWidget):
         return ChannelSpec(mode, None if mode == "adapt" else tuple(idx) or None)
 
     def session_spec(self, image=None, geo=None) -> SessionSpec:
-        """The :class:`SessionSpec` of the chosen image and settings (ValueError if bad)."""
+        """The :class:`SessionSpec` of the chosen image and settings (ValueError if bad).
+
+        A multiscale layer is segmented on its level 0 (full resolution), read by region.
+        """
         from pathlib import Path
 
         if image is None:
@@ -213,7 +216,8 @@ class ControlsPanel(QWidget):
         s = self.settings()
         channels = self.channels(geo).resolve(geo.n_channels)
         store = str(Path(s.cache) / image.name) if s.cache else None
-        return SessionSpec(image.data, geo, channels, store, s.model_name, s.checkpoint)
+        data = image.data[0] if getattr(image, "multiscale", False) else image.data  # level 0
+        return SessionSpec(data, geo, channels, store, s.model_name, s.checkpoint)
 
     def current_index(self, geo=None):
         """Index of the displayed slice over the slice axes of the image."""

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ._session import Geometry, Session
+from ._session import Geometry, ObjectPrompt, Session
+from ._tiles import overlay_factor, ready_plane
 
-__all__ = ["Built", "Committed", "PropagationJob", "SessionSpec", "Settings", "build_session",
-           "embed_one", "embed_slices", "with_session", "write_objects"]  # fmt: skip
+__all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
+           "build_session", "embed_one", "embed_slices", "preview_job", "refine_prompt",
+           "with_session", "write_objects"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Bu
         pretrained = spec.checkpoint or True
         model = create_model(spec.model_name, pretrained=pretrained, in_channels=spec.in_channels)
     session = Session(model, spec.data, spec.geometry, spec.channels, spec.store)
+    session.warm_up()  # a tiled image: the first click then costs one tile only
     return Built(model, model_key, session, key)
 
 
@@ -142,7 +145,7 @@ def embed_slices(session: Session, indices: Sequence, cancel: Callable[[], bool]
 
 
 def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | None = None,
-                  setitem: Callable | None = None) -> int:  # fmt: skip
+                  setitem: Callable | None = None, window=None) -> int:  # fmt: skip
     """Write 2-D ``masks`` of slice ``index`` of ``labels`` with ``ids`` in one assignment.
 
     Pixels that already hold another label are kept unless ``overwrite``; ``clear_id`` (a
@@ -163,13 +166,17 @@ def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | No
     setitem : callable, optional
         ``setitem(key, values)`` doing the write (a Labels layer's ``data_setitem``, which
         makes it one undo step); default ``labels[key] = values``.
+    window : tuple of int, optional
+        ``(y0, y1, x0, x1)``: the masks cover only that part of the slice, and only it is
+        read and written (``clear_id`` is then removed within the window only).
 
     Returns
     -------
     int
         Number of pixels written.
     """
-    plane = np.asarray(labels[tuple(index)])
+    y0, y1, x0, x1 = window if window is not None else (0, None, 0, None)
+    plane = np.asarray(labels[(*tuple(index), slice(y0, y1), slice(x0, x1))])
     value = np.zeros(plane.shape, plane.dtype)
     claimed = np.zeros(plane.shape, bool)
     for mask, i in zip(masks, ids, strict=True):
@@ -182,7 +189,7 @@ def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | No
     rows, cols = np.nonzero(change)
     if not len(rows):
         return 0
-    full = tuple(np.full(len(rows), i) for i in index) + (rows, cols)
+    full = tuple(np.full(len(rows), i) for i in index) + (rows + y0, cols + x0)
     if setitem is None:
         labels[full] = value[rows, cols]
     else:
@@ -235,6 +242,54 @@ def with_session(session, build, body):
         yield built
         session = built.session
     return (yield from body(session))
+
+
+@dataclass(frozen=True)
+class Previewed:
+    """A preview worker's result: the session, and on a tiled image the predictions and the
+    ready-tiles overlay plane of the slice (``None`` untiled: predict on the Qt thread)."""
+
+    session: Session
+    predictions: list | None = None
+    tiles: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def refine_prompt(session, objects, mask, index) -> ObjectPrompt:
+    """The prompt refining the object ``mask`` of slice ``index``, plus the points of the
+    first of ``objects``."""
+    prompt = session.mask_prompt(index, mask)
+    if objects and objects[0].points is not None:
+        prompt.points = np.concatenate([prompt.points, objects[0].points])
+        prompt.labels = np.concatenate([prompt.labels, objects[0].labels])
+    return prompt
+
+
+def preview_job(session, index, objects, multimask=True, refine=None):
+    """A worker's body for a preview (a generator): embed what it needs, off the Qt thread.
+
+    Untiled, it embeds slice ``index`` and returns ``Previewed(session)`` (decoding is quick
+    and done on the Qt thread). Tiled, it embeds the tile(s) the prompts need (on demand, as
+    :meth:`TiledPredictor.predict_window
+    <napari_sam.stacks.tiled_predictor.TiledPredictor.predict_window>` asks) and decodes
+    too, returning the predictions and the slice's ready-tiles plane.
+
+    Parameters
+    ----------
+    refine : tuple, optional
+        ``(labels, label)``: refine ``label`` of slice ``index`` of ``labels`` (its mask is
+        the prompt, with the points of the first object).
+    """
+    yield from ()
+    if not session.tiled:
+        session.embed(index)
+        return Previewed(session)
+    if refine is not None:
+        labels, label = refine
+        objects = [refine_prompt(session, objects, np.asarray(labels[index]) == label, index)]
+    preds = [session.predict(index, o, multimask) for o in objects]
+    tiles = ready_plane(session.tiling, session.ready_tiles(index),
+                        overlay_factor(session.slice_shape))  # fmt: skip
+    return Previewed(session, preds, tiles)
 
 
 def embed_one(session, index):

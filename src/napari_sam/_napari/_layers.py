@@ -6,6 +6,8 @@ import numpy as np
 
 POSITIVE, NEGATIVE = "lime", "magenta"
 PREFIX = "SAM "
+#: Slices of more pixels than this (4096 x 4096) get a windowed preview layer.
+LARGE_SLICE = 1 << 24
 
 
 def spatial_transform(image, geometry):
@@ -41,16 +43,28 @@ def check_labels(layer, image, geometry) -> None:
     check_aligned(layer, image, geometry, "labels")
 
 
+def windowed(image, geometry) -> bool:
+    """Whether ``image`` gets a windowed preview layer (multiscale, or over
+    :data:`LARGE_SLICE` pixels a slice): one covering the previewed window only."""
+    h, w = geometry.label_shape[-2:]
+    return bool(getattr(image, "multiscale", False)) or h * w > LARGE_SLICE
+
+
 def make_prompt_layers(viewer, image, geometry):
-    """Add the points, boxes, preview and output layers for ``image``; return them."""
+    """Add the points, boxes, preview and output layers for ``image``; return them.
+
+    The preview layer is windowed (see :func:`windowed` and :func:`show_window`) for a
+    multiscale or large image: a full-size preview would be redrawn whole at every click.
+    """
     scale, translate = spatial_transform(image, geometry)
     n = len(geometry.label_shape)
     kw = {"scale": scale, "translate": translate}
     labels = viewer.add_labels(
         np.zeros(geometry.label_shape, np.int32), name=PREFIX + "labels", **kw
     )
+    shape = (1,) * n if windowed(image, geometry) else geometry.label_shape
     preview = viewer.add_labels(
-        np.zeros(geometry.label_shape, np.int32), name=PREFIX + "preview", opacity=0.5, **kw
+        np.zeros(shape, np.int32), name=PREFIX + "preview", opacity=0.5, **kw
     )
     boxes = viewer.add_shapes(
         ndim=n, name=PREFIX + "boxes", edge_color="yellow", face_color="transparent",
@@ -127,3 +141,43 @@ def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | No
     from .annotator import write_objects as write
 
     return write(labels.data, index, masks, ids, overwrite, clear_id, labels.data_setitem)
+
+
+def show_window(preview, image, geometry, index, plane, window) -> None:
+    """Show ``plane`` (covering ``window`` of slice ``index``) in a windowed preview layer.
+
+    The layer's data is the window only, on slice ``index``, placed by its ``translate``.
+    """
+    scale, translate = spatial_transform(image, geometry)
+    n = len(geometry.label_shape)
+    if window is None:
+        preview.data = np.zeros((1,) * n, np.int32)
+        return
+    offset = np.array([*index, window[0], window[2]], float)
+    preview.data = plane.reshape((1,) * (n - 2) + plane.shape)
+    preview.translate = tuple(np.asarray(translate) + offset * np.asarray(scale))
+
+
+def tile_overlay(viewer, image, geometry, factor: int):
+    """The ready-tiles overlay of ``image`` (an Image layer, 1 on ready tiles), added if
+    needed; one pixel holds ``factor`` x ``factor`` image pixels."""
+    name = PREFIX + "tiles ready"
+    if name in viewer.layers:
+        return viewer.layers[name]
+    scale, translate = spatial_transform(image, geometry)
+    h, w = geometry.label_shape[-2:]
+    shape = (*geometry.label_shape[:-2], -(-h // factor), -(-w // factor))
+    scale = np.asarray(scale, float)
+    scale[-2:] *= factor
+    translate = np.asarray(translate, float)
+    translate[-2:] += (factor - 1) / 2 * np.asarray(spatial_transform(image, geometry)[0][-2:])
+    return viewer.add_image(
+        np.zeros(shape, np.uint8), name=name, scale=tuple(scale), translate=tuple(translate),
+        colormap="green", opacity=0.25, blending="additive", contrast_limits=(0, 1),
+    )  # fmt: skip
+
+
+def show_tiles(overlay, index, plane) -> None:
+    """Show the ready-tiles ``plane`` of slice ``index`` in the overlay."""
+    overlay.data[tuple(index)] = plane
+    overlay.refresh()

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..masks import bounding_box, iou, object_centre
+from ..masks import bounding_box, object_centre
 from ..stacks.channels import ChannelSpec
-from ..stacks.view import SLICE_AXES
+from ..stacks.view import SLICE_AXES, StackView
+from ._tiles import crop_to_object, placed_iou, plan_for, shifted
 
 __all__ = ["Geometry", "ObjectPrompt", "Prediction", "Session", "propagation_prompts"]
 
@@ -103,12 +104,17 @@ class ObjectPrompt:
 
 @dataclass
 class Prediction:
-    """Candidate masks of one object: ``masks`` (K, H, W), ``scores`` (K,), ``logits``."""
+    """Candidate masks of one object: ``masks`` (K, H, W), ``scores`` (K,), ``logits``.
+
+    ``window`` ``(y0, y1, x0, x1)``: the masks cover only that part of the slice (a tiled
+    image); ``None``: they cover the whole slice.
+    """
 
     masks: np.ndarray
     scores: np.ndarray
     logits: np.ndarray
     choice: int = 0
+    window: tuple[int, int, int, int] | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -189,14 +195,20 @@ def propagation_prompts(mask: np.ndarray) -> ObjectPrompt:
 
 
 class Session:
-    """A :class:`~napari_sam.stacks.stack_predictor.StackPredictor` on an image layer's data.
+    """A stack predictor on an image layer's data: tiled when the slices are large.
+
+    A slice more than 1.5 times the model input (:func:`~napari_sam.stacks.tiling.plan_tiling`)
+    gets a :class:`~napari_sam.stacks.tiled_predictor.TiledPredictor` (tiles at native
+    resolution, embedded on demand; predictions carry their ``window``), any other a
+    :class:`~napari_sam.stacks.stack_predictor.StackPredictor`. The data is read lazily, by
+    region (numpy, memory-mapped, dask and zarr arrays, e.g. level 0 of a multiscale layer).
 
     Parameters
     ----------
     model : SegmentAnythingModel
         The model.
     data : array-like
-        The image layer's data.
+        The image layer's data (level 0 of a multiscale layer).
     geometry : Geometry
         Its axes.
     channels : ChannelSpec, optional
@@ -207,29 +219,64 @@ class Session:
 
     def __init__(self, model, data, geometry: Geometry, channels=None, store=None):
         from ..stacks.stack_predictor import StackPredictor  # TensorFlow: imported on first use
+        from ..stacks.tiled_predictor import TiledPredictor
 
         self.geometry = geometry
         channels = channels or ChannelSpec.default_for(geometry.n_channels)
-        self.sp = StackPredictor(model, data, channels, store=store, axes=geometry.axes)
+        view = StackView(data, geometry.axes)
+        self.tiling = plan_for(view.slice_shape, model.cfg.input_size)
+        if self.tiling is None:
+            self.sp = StackPredictor(model, view, channels, store=store)
+        else:
+            self.sp = TiledPredictor(model, view, self.tiling, channels, store=store)
         self.slice_shape = self.sp.view.slice_shape
 
+    @property
+    def tiled(self) -> bool:
+        """Whether the slices are tiled (predictions then carry a window)."""
+        return getattr(self, "tiling", None) is not None
+
     def embed(self, index) -> None:
-        """Make sure slice ``index`` (tuple over the slice axes) has an embedding."""
-        self.sp.get_embedding(tuple(index))
+        """Make sure slice ``index`` (tuple over the slice axes) has an embedding (every tile
+        of it, when tiled)."""
+        if not self.tiled:
+            self.sp.get_embedding(tuple(index))
+            return
+        for t in range(len(self.tiling)):
+            self.sp.tile_embedding(tuple(index), t)
 
     def has_embedding(self, index) -> bool:
-        """Whether slice ``index`` has an embedding in memory (so predicting is quick)."""
-        return self.sp.store.in_memory(tuple(index))
+        """Whether slice ``index`` has an embedding in memory (every tile, when tiled)."""
+        if not self.tiled:
+            return self.sp.store.in_memory(tuple(index))
+        return len(self.ready_tiles(index)) == len(self.tiling)
 
-    def precompute(self, progress=None, cancel=None):
-        """Embed every slice (see :meth:`StackPredictor.precompute`)."""
-        return self.sp.precompute(progress=progress, cancel=cancel)
+    def ready_tiles(self, index) -> list[int]:
+        """The tiles of slice ``index`` whose embedding is in memory (``[]`` untiled)."""
+        if not self.tiled:
+            return []
+        return [t for t in range(len(self.tiling)) if self.sp.tile_ready(tuple(index), t)]
+
+    def warm_up(self) -> None:
+        """Trace the encoder and both decoder graphs once (on tile 0), so that the first click
+        on a tiled image costs one tile's embedding only."""
+        if self.tiled:
+            point = np.array([[1.0, 1.0]], np.float32)
+            for multimask in (True, False):
+                self.sp.predict_window((0,) * self.geometry.n_slice_dims, point,
+                                       np.ones(1, np.float32), None, multimask)  # fmt: skip
+
+    def precompute(self, progress=None, cancel=None, batch_size: int = 1):
+        """Embed every slice, or every tile of every slice (see :meth:`StackPredictor.precompute
+        <napari_sam.stacks.stack_predictor.StackPredictor.precompute>`)."""
+        return self.sp.precompute(progress=progress, cancel=cancel, batch_size=batch_size)
 
     def predict(self, index, obj: ObjectPrompt, multimask: bool = True) -> Prediction:
         """Candidate masks of one object on slice ``index``, best predicted IoU first chosen.
 
         ``multimask`` applies to ambiguous prompts, a single point alone (SAM's advice, and
-        what ``napari-sam segment`` does); other prompts get SAM's single mask.
+        what ``napari-sam segment`` does); other prompts get SAM's single mask. On a tiled
+        image the masks cover the window they were decoded on (mask prompts are left out).
         """
         single_point = (
             obj.box is None
@@ -241,19 +288,28 @@ class Session:
             kwargs.update(points=obj.points, labels=obj.labels)
         if obj.box is not None:
             kwargs["boxes"] = obj.box[None]
-        if obj.mask_logits is not None:
+        if obj.mask_logits is not None and not self.tiled:
             kwargs["masks"] = obj.mask_logits
         if len(kwargs) == 1:
             raise ValueError("prompt: an object needs points, a box or a mask")
+        if self.tiled:
+            kwargs.setdefault("points", None)
+            kwargs.setdefault("labels", None)
+            masks, scores, logits, window = self.sp.predict_window(
+                tuple(index), kwargs["points"], kwargs["labels"], kwargs.get("boxes"),
+                kwargs["multimask_output"],
+            )  # fmt: skip
+            return Prediction(masks, scores, logits, int(np.argmax(scores)), window)
         masks, scores, logits = self.sp.predict(tuple(index), **kwargs)  # one object: (K, ...)
         return Prediction(masks, scores, logits, int(np.argmax(scores)))
 
     def mask_prompt(self, index, mask: np.ndarray) -> ObjectPrompt:
-        """A prompt refining an existing object: its box and its mask as low-res logits."""
-        self.sp.set_slice(tuple(index))
-        logits = self.sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
+        """A prompt refining an existing object: its box, a point inside, and (untiled) its
+        mask as low-res logits."""
         prompt = propagation_prompts(mask)
-        prompt.mask_logits = logits
+        if not self.tiled:
+            self.sp.set_slice(tuple(index))
+            prompt.mask_logits = self.sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
         return prompt
 
     def propagate(
@@ -265,7 +321,7 @@ class Session:
         limits: tuple[int, int] | None = None,
         min_area: int = 4,
         cancel: Callable[[], bool] | None = None,
-    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray, tuple | None]]:
         """Follow an object from slice ``index`` through its neighbours along one slice axis.
 
         Each slice is prompted with :func:`propagation_prompts` of the previous slice's mask;
@@ -275,23 +331,27 @@ class Session:
 
         Yields
         ------
-        index, mask
-            Slice index (tuple over the slice axes) and the object's mask there.
+        index, mask, window
+            Slice index (tuple over the slice axes), the object's mask there and the window
+            ``(y0, y1, x0, x1)`` it covers (``None``: the whole slice).
         """
         index = tuple(int(i) for i in index)
         axis = axis % len(index)
         size = self.sp.view.stack_shape[axis]
         lo, hi = limits if limits is not None else (0, size - 1)
         lo, hi = max(0, lo), min(size - 1, hi)
+        first, first_window = np.asarray(mask, bool), None
+        if self.tiled:
+            first, first_window = crop_to_object(first)
         for step in (1, -1):
-            prev, pos = np.asarray(mask, bool), index[axis] + step
+            prev, window, pos = first, first_window, index[axis] + step
             while lo <= pos <= hi and prev.sum() >= min_area:
                 if cancel is not None and cancel():
                     return
                 here = index[:axis] + (pos,) + index[axis + 1 :]
-                pred = self.predict(here, propagation_prompts(prev), multimask=False)
+                pred = self.predict(here, shifted(propagation_prompts(prev), window), False)
                 new = pred.mask
-                if new.sum() < min_area or iou(new, prev) < stop_iou:
+                if new.sum() < min_area or placed_iou(new, pred.window, prev, window) < stop_iou:
                     break
-                yield here, new
-                prev, pos = new, pos + step
+                yield here, new, pred.window
+                prev, window, pos = new, pred.window, pos + step

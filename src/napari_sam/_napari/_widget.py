@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import threading
 
-import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -21,7 +20,8 @@ from qtpy.QtCore import QEvent, QTimer
 from . import _layers as L
 from ._commands import register, unregister
 from ._controls import ControlsPanel, KeyBindings
-from ._jobs import Built, embed_one, embed_slices, with_session
+from ._jobs import Built, with_session
+from ._preview import PreviewActions
 from .annotator import Annotator
 
 KEYS = {"commit": "Shift-C", "cycle_mask": "Shift-M", "propagate": "Shift-P",
@@ -40,10 +40,13 @@ def _delegate(name: str):
     return property(get, set_, doc=f"The annotator's ``{name}``.")
 
 
-class SAMWidget(ControlsPanel):
+class SAMWidget(PreviewActions, ControlsPanel):
     """Segment objects of an image layer with SAM from Points and Shapes prompts.
 
-    The controls come from :class:`ControlsPanel`; the state and logic from ``annotator``.
+    The controls come from :class:`ControlsPanel`, the preview and embedding actions from
+    :class:`~napari_sam._napari._preview.PreviewActions`; the state and logic from
+    ``annotator``. Large images (a slice over 1.5 model inputs) are tiled: clicks embed the
+    tiles they need in a worker, and "SAM tiles ready" shows the tiles embedded.
 
     Parameters
     ----------
@@ -74,7 +77,7 @@ class SAMWidget(ControlsPanel):
         self._preview_pending, self._docked, self._closed = False, False, False
         self.add_buttons([
             ("Set up layers", self.setup_layers, ""),
-            ("Embed stack", self.embed_stack, "embed every slice in the background"),
+            ("Embed stack", self.embed_stack, "every slice / tile, in the background"),
             ("Next mask", self.cycle_mask, KEYS["cycle_mask"]),
             ("Commit", self.commit, KEYS["commit"]),
             ("Refine label", self.refine_selected, "selected label of the output"),
@@ -194,6 +197,9 @@ class SAMWidget(ControlsPanel):
         except ValueError as err:
             return show_error(str(err))
         layers = L.make_prompt_layers(self.viewer, image, geo)
+        if self.tiles_layer(image, geo) is not None:  # tiled: make the session now
+            self.viewer.layers.selection.active = layers[0]
+            self.prepare()
         self._refresh_boxes()
         return layers
 
@@ -252,20 +258,6 @@ class SAMWidget(ControlsPanel):
         self._cancel.set()
 
     # ---------------------------------------------------------------- actions
-    def embed_stack(self):
-        """Embed every slice of the image in the background (stored in the cache)."""
-        try:
-            spec = self.session_spec()
-        except ValueError as err:
-            return show_error(str(err))
-        indices = list(np.ndindex(*spec.geometry.label_shape[:-2]))
-        body = functools.partial(embed_slices, indices=indices, cancel=self._cancel.is_set)
-
-        def on_done(n):
-            show_info(f"Segment Anything: {n} of {len(indices)} slices embedded")
-
-        return self._run(spec, body, self._step, on_done, len(indices), "embedding slices")
-
     def toggle_polarity(self):
         """Switch new points between positive and negative."""
         self.positive_mode = not self.positive_mode
@@ -274,53 +266,6 @@ class SAMWidget(ControlsPanel):
             points.feature_defaults = {"positive": self.positive_mode}
             L.colour_points(points, self.positive_mode)
         show_info(f"Segment Anything: {'positive' if self.positive_mode else 'negative'} points")
-
-    def update_preview(self):
-        """Predict the prompted objects of the displayed slice into the preview layer."""
-        try:
-            image, geo, index, objects = self._prompts()
-            spec = self.session_spec(image, geo)
-        except ValueError as err:
-            return show_error(f"Segment Anything: {err}")
-        if not objects and not self.annotator.refining(index):
-            return self._show([], index)
-        if self.busy:
-            return show_warning("Segment Anything: propagating; the preview waits")
-
-        def on_done(session):
-            out = self.output_box.layer()
-            try:
-                self.annotator.predict(session, index, objects, None if out is None else out.data,
-                                       self.multimask.isChecked())  # fmt: skip
-            except ValueError as err:
-                return show_error(f"Segment Anything: {err}")
-            self._show_preview()
-
-        if self._worker is not None:  # try again once the running job is done
-            self._preview_pending = True
-            return None
-        session = self.annotator.session_for(spec)
-        if session is not None and session.has_embedding(index):
-            return on_done(session)
-        body = functools.partial(embed_one, index=index)
-        return self._run(spec, body, None, on_done, None, "embedding slice")
-
-    def _show(self, preds, index):
-        self.annotator.set_preview(preds, index)
-        self._show_preview()
-
-    def _show_preview(self):
-        name = L.PREFIX + "preview"
-        if name in self.viewer.layers:
-            preview = self.viewer.layers[name]
-            self.annotator.render_preview(preview.data)
-            preview.refresh()
-        self.iou_label.setText(f"predicted IoU: {self.annotator.scores_text()}")
-
-    def cycle_mask(self):
-        """Show the next candidate mask of every previewed object."""
-        self.annotator.cycle_masks()
-        self._show_preview()
 
     def clear_prompts(self):
         """Remove the prompts of the displayed slice and the preview."""
@@ -384,8 +329,8 @@ class SAMWidget(ControlsPanel):
             return show_warning(f"Segment Anything: label {job.label} is not on this slice")
 
         def on_slice(item):
-            here, mask = item
-            self.annotator.accept_slice(job, out.data, here, mask, out.data_setitem)
+            here, mask, window = item
+            self.annotator.accept_slice(job, out.data, here, mask, out.data_setitem, window)
             self._step()
 
         body = functools.partial(job.run, cancel=self._cancel.is_set)

@@ -25,17 +25,21 @@ import numpy as np
 from ._jobs import (
     Built,
     Committed,
+    Previewed,
     PropagationJob,
     SessionSpec,
     Settings,
     build_session,
     embed_slices,
+    preview_job,
+    refine_prompt,
     write_objects,
 )
 from ._session import Geometry, ObjectPrompt, Prediction, Session
+from ._tiles import full_window, place, render_windows, union_window
 
-__all__ = ["Annotator", "Built", "Committed", "PropagationJob", "SessionSpec", "Settings",
-           "build_session", "embed_slices", "write_objects"]  # fmt: skip
+__all__ = ["Annotator", "Built", "Committed", "Previewed", "PropagationJob", "SessionSpec",
+           "Settings", "build_session", "embed_slices", "preview_job", "write_objects"]  # fmt: skip
 
 
 class Annotator:
@@ -147,7 +151,14 @@ class Annotator:
             return
         plane = preview[self.preview_index]
         for k, p in enumerate(self.predictions):
-            plane[p.mask & (plane == 0)] = k + 1
+            y0, y1, x0, x1 = full_window(p.mask, p.window)
+            part = plane[y0:y1, x0:x1]
+            part[p.mask & (part == 0)] = k + 1
+
+    def render_window(self):
+        """The preview as ``(int32 plane, window)`` over the union of the objects' windows
+        (for a preview layer covering that window only); window None: no preview."""
+        return render_windows(self.predictions)
 
     def scores_text(self) -> str:
         """The predicted IoU and the choice of every previewed object, e.g. ``0.91 (1/3)``."""
@@ -168,11 +179,15 @@ class Annotator:
         if labels is None:
             raise ValueError("output labels: choose a Labels layer")
         mask = np.asarray(labels[self.refine_index]) == self.refine_id
-        prompt = session.mask_prompt(self.refine_index, mask)
-        if objects and objects[0].points is not None:
-            prompt.points = np.concatenate([prompt.points, objects[0].points])
-            prompt.labels = np.concatenate([prompt.labels, objects[0].labels])
-        return prompt
+        return refine_prompt(session, objects, mask, self.refine_index)
+
+    def refine_target(self, index, labels):
+        """``(labels, label)`` for :func:`preview_job` when refining on slice ``index``."""
+        if not self.refining(index):
+            return None
+        if labels is None:
+            raise ValueError("output labels: choose a Labels layer")
+        return labels, self.refine_id
 
     def commit(self, labels, overwrite: bool = False, setitem=None) -> Committed | None:
         """Write the preview into ``labels`` with new ids (the refined id when refining).
@@ -189,12 +204,26 @@ class Annotator:
         else:
             first = int(np.max(labels)) + 1
             ids = list(range(first, first + len(preds)))
-        index = self.preview_index
-        masks = [p.mask for p in preds[: len(ids)]]
-        n = write_objects(labels, index, masks, ids, overwrite, self.refine_id, setitem)
+        index, preds = self.preview_index, preds[: len(ids)]
+        masks, window = [p.mask for p in preds], None
+        if any(p.window is not None for p in preds):  # a tiled image: write the windows only
+            windows = [full_window(p.mask, p.window) for p in preds]
+            if self.refine_id is not None:
+                windows.append(self.label_window(labels, index, self.refine_id))
+            window = union_window(windows)
+            masks = [place(p.mask, p.window, window) for p in preds]
+        n = write_objects(labels, index, masks, ids, overwrite, self.refine_id, setitem, window)
         self.clear(index)
         self.last_committed = (index, ids)
         return Committed(index, ids, n)
+
+    @staticmethod
+    def label_window(labels, index, label: int) -> tuple[int, int, int, int]:
+        """The window ``(y0, y1, x0, x1)`` of ``label`` on slice ``index`` (empty if absent)."""
+        ys, xs = np.nonzero(np.asarray(labels[tuple(index)]) == label)
+        if not len(ys):
+            return 0, 0, 0, 0
+        return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
     def clear(self, index) -> None:
         """Drop the preview (now of slice ``index``) and the refine target."""
@@ -219,9 +248,12 @@ class Annotator:
         axis = min(axis, geometry.n_slice_dims - 1)
         return PropagationJob(index, mask, int(label), axis, stop_iou, limits, overwrite)
 
-    def accept_slice(self, job: PropagationJob, labels, here, mask, setitem=None) -> None:
-        """Write a propagated slice ``here`` of ``job`` into ``labels``."""
-        write_objects(labels, here, [mask], [job.label], job.overwrite, setitem=setitem)
+    def accept_slice(self, job: PropagationJob, labels, here, mask, setitem=None,
+                     window=None) -> None:  # fmt: skip
+        """Write a propagated slice ``here`` of ``job`` into ``labels`` (``mask`` covering
+        ``window`` of the slice; None: the whole slice)."""
+        write_objects(labels, here, [mask], [job.label], job.overwrite, setitem=setitem,
+                      window=window)  # fmt: skip
         self.propagated.append(here)
 
     def propagate(self, session: Session, labels, index, label: int, geometry: Geometry,
@@ -231,16 +263,16 @@ class Annotator:
 
         Yields
         ------
-        index, mask
-            Each slice written and the object's mask there.
+        index, mask, window
+            Each slice written, the object's mask there and the window it covers.
         """
         job = self.start_propagation(labels, index, label, geometry, axis, stop_iou, limits,
                                      overwrite)  # fmt: skip
         if not job.mask.any():
             raise ValueError(f"label {label} is not on this slice")
-        for here, mask in job.run(session, cancel):
-            self.accept_slice(job, labels, here, mask, setitem)
-            yield here, mask
+        for here, mask, window in job.run(session, cancel):
+            self.accept_slice(job, labels, here, mask, setitem, window)
+            yield here, mask, window
 
     @staticmethod
     def embed(session: Session, indices, cancel=None):

@@ -1,0 +1,166 @@
+"""The widget's preview and embedding actions, for whole slices and for tiled large images.
+
+:class:`PreviewActions` is a part of :class:`~napari_sam._napari._widget.SAMWidget` (it uses
+the widget's controls, annotator and ``_run``). On an untiled image a click embeds the slice
+in a worker if needed and decodes on the Qt thread; on a tiled image (a slice over 1.5 model
+inputs, e.g. 16384 x 16384, or level 0 of a multiscale layer) the worker embeds the tile(s)
+the prompts need and decodes too, so the Qt thread only draws: the preview covers the
+decoded window, and the "SAM tiles ready" overlay shows the tiles embedded.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from . import _layers as L
+from ._jobs import Previewed, embed_slices, preview_job
+from ._tiles import embed_all_tiles, overlay_factor, plan_for
+
+
+def embed_stack_job(session, indices, index, cancel):
+    """A worker's body for "Embed stack": every slice, or every tile of every slice."""
+    if session.tiled:
+        return (yield from embed_all_tiles(session, index, cancel))
+    return (yield from embed_slices(session, indices, cancel))
+
+
+class PreviewActions:
+    """Preview, candidate masks and "Embed stack" of the widget (a mixin of ``SAMWidget``)."""
+
+    def planned_tiling(self, geo):
+        """The tiling a session on an image of geometry ``geo`` will use (None: untiled)."""
+        if self.annotator.model is not None and self.annotator.model_key == "given":
+            size = self.annotator.model.cfg.input_size
+        else:
+            from ..weights import model_config
+
+            size = model_config(self.settings().model_name).input_size
+        return plan_for(geo.label_shape[-2:], size)
+
+    def tiles_layer(self, image=None, geo=None):
+        """The ready-tiles overlay of the chosen image (added if needed); None if untiled."""
+        if image is None:
+            image, geo = self.geometry()
+        if self.planned_tiling(geo) is None:
+            return None
+        return L.tile_overlay(self.viewer, image, geo, overlay_factor(geo.label_shape[-2:]))
+
+    def prepare(self):
+        """Make the model and session of the chosen image in the background (tracing the
+        model's graphs on a tiled image), so that the first click is quick."""
+        try:
+            spec = self.session_spec()
+        except ValueError as err:
+            return show_error(str(err))
+        if self.annotator.session_for(spec) is not None or self._worker is not None:
+            return None
+
+        def body(session):
+            yield from ()
+            return session
+
+        return self._run(spec, body, None, None, None, "preparing SAM")
+
+    def embed_stack(self):
+        """Embed every slice (every tile of a large image) in the background (cached)."""
+        try:
+            image, geo = self.geometry()
+            spec, index = self.session_spec(image, geo), self.current_index(geo)
+        except ValueError as err:
+            return show_error(str(err))
+        indices = list(np.ndindex(*spec.geometry.label_shape[:-2]))
+        tiling = self.planned_tiling(geo)
+        overlay = None if tiling is None else self.tiles_layer(image, geo)
+        body = functools.partial(embed_stack_job, indices=indices, index=index,
+                                 cancel=self._cancel.is_set)  # fmt: skip
+
+        def on_yield(item):
+            if not isinstance(item, tuple):
+                return self._step()
+            if item[0] == "progress":
+                self._pbar.total = item[2]
+                self._pbar.update(item[1] - self._pbar.n)
+            elif overlay is not None:
+                L.show_tiles(overlay, item[1], item[2])
+
+        def on_done(result):
+            if isinstance(result, int):
+                return show_info(f"Segment Anything: {result} of {len(indices)} slices embedded")
+            show_info(f"Segment Anything: {result.computed + result.reused} of {result.total} "
+                      f"tiles embedded ({result.reused} from the cache)")  # fmt: skip
+
+        total = len(indices) if tiling is None else len(indices) * len(tiling)
+        what = "slices" if tiling is None else "tiles"
+        return self._run(spec, body, on_yield, on_done, total, f"embedding {what}")
+
+    def update_preview(self):
+        """Predict the prompted objects of the displayed slice into the preview layer."""
+        try:
+            image, geo, index, objects = self._prompts()
+            spec = self.session_spec(image, geo)
+        except ValueError as err:
+            return show_error(f"Segment Anything: {err}")
+        if not objects and not self.annotator.refining(index):
+            return self._show([], index)
+        if self.busy:
+            return show_warning("Segment Anything: propagating; the preview waits")
+        out = self.output_box.layer()
+        labels = None if out is None else out.data
+
+        def on_done(result):
+            if result.predictions is not None:  # tiled: decoded in the worker
+                self.annotator.set_preview(result.predictions, index)
+                overlay = self.tiles_layer(image, geo)
+                if overlay is not None and result.tiles is not None:
+                    L.show_tiles(overlay, index, result.tiles)
+                return self._show_preview()
+            try:
+                self.annotator.predict(result.session, index, objects, labels,
+                                       self.multimask.isChecked())  # fmt: skip
+            except ValueError as err:
+                return show_error(f"Segment Anything: {err}")
+            self._show_preview()
+
+        if self._worker is not None:  # try again once the running job is done
+            self._preview_pending = True
+            return None
+        session = self.annotator.session_for(spec)
+        if session is not None and not session.tiled and session.has_embedding(index):
+            return on_done(Previewed(session))
+        try:
+            refine = self.annotator.refine_target(index, labels)
+        except ValueError as err:
+            return show_error(f"Segment Anything: {err}")
+        body = functools.partial(preview_job, index=index, objects=objects,
+                                 multimask=self.multimask.isChecked(), refine=refine)  # fmt: skip
+        desc = "embedding slice" if self.planned_tiling(geo) is None else "embedding tiles"
+        return self._run(spec, body, None, on_done, None, desc)
+
+    def _show(self, preds, index):
+        self.annotator.set_preview(preds, index)
+        self._show_preview()
+
+    def _show_preview(self):
+        name = L.PREFIX + "preview"
+        if name in self.viewer.layers:
+            preview = self.viewer.layers[name]
+            try:
+                image, geo = self.geometry()
+            except ValueError:
+                image = geo = None
+            if geo is not None and preview.data.shape != geo.label_shape:  # windowed layer
+                plane, window = self.annotator.render_window()
+                L.show_window(preview, image, geo, self.annotator.preview_index or (),
+                              plane, window)  # fmt: skip
+            elif geo is None or preview.data.shape == geo.label_shape:
+                self.annotator.render_preview(preview.data)
+                preview.refresh()
+        self.iou_label.setText(f"predicted IoU: {self.annotator.scores_text()}")
+
+    def cycle_mask(self):
+        """Show the next candidate mask of every previewed object."""
+        self.annotator.cycle_masks()
+        self._show_preview()

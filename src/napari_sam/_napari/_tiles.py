@@ -1,0 +1,165 @@
+"""Windows of large slices for the plugin: placing windowed masks, the ready-tiles overlay,
+and embedding every tile in a worker (no napari, no Qt).
+
+A *window* is ``(y0, y1, x0, x1)`` in slice pixels; a windowed mask covers only that part of
+the slice (a :class:`~napari_sam.stacks.tiled_predictor.TiledPredictor` decodes one object
+on one window, so a 16384 x 16384 slice never needs a full-size array per candidate).
+``None`` for a window means the whole slice.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import numpy as np
+
+from ..masks import iou, mask_to_box
+from ..stacks.tiling import Tiling, plan_tiling
+
+__all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window", "overlay_factor",
+           "place", "placed_iou", "plan_for", "ready_plane", "render_windows", "shifted",
+           "union_window"]  # fmt: skip
+
+#: The ready-tiles overlay has at most this many pixels a side per slice.
+OVERLAY_SIDE = 512
+
+
+def plan_for(slice_shape, input_size) -> Tiling | None:
+    """The plugin's tiling of ``(Y, X)`` slices for a model input (None: not tiled)."""
+    return plan_tiling(tuple(slice_shape), tuple(input_size))
+
+
+def full_window(mask: np.ndarray, window) -> tuple[int, int, int, int]:
+    """``window``, or the whole of ``mask`` when ``window`` is None."""
+    return tuple(window) if window is not None else (0, mask.shape[-2], 0, mask.shape[-1])
+
+
+def union_window(windows) -> tuple[int, int, int, int]:
+    """The smallest window holding every one of ``windows``."""
+    ws = np.asarray(list(windows)).reshape(-1, 4)
+    return int(ws[:, 0].min()), int(ws[:, 1].max()), int(ws[:, 2].min()), int(ws[:, 3].max())
+
+
+def place(mask: np.ndarray, window, into) -> np.ndarray:
+    """``mask`` (covering ``window``) within the larger window ``into``, zero elsewhere."""
+    y0, y1, x0, x1 = full_window(mask, window)
+    Y0, Y1, X0, X1 = into
+    out = np.zeros((*mask.shape[:-2], Y1 - Y0, X1 - X0), mask.dtype)
+    out[..., y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = mask
+    return out
+
+
+def placed_iou(a: np.ndarray, wa, b: np.ndarray, wb) -> float:
+    """The IoU of two windowed masks (each in its own window)."""
+    if wa is None and wb is None:
+        return iou(a, b)
+    u = union_window([full_window(a, wa), full_window(b, wb)])
+    return iou(place(a, wa, u), place(b, wb, u))
+
+
+def crop_to_object(mask: np.ndarray):
+    """``(mask cropped to its object's box, that window)``; an empty mask is returned whole
+    with the window None."""
+    if not mask.any():
+        return mask, None
+    x0, y0, x1, y1 = (int(v) for v in mask_to_box(mask))
+    return mask[y0 : y1 + 1, x0 : x1 + 1], (y0, y1 + 1, x0, x1 + 1)
+
+
+def shifted(prompt, window):
+    """``prompt`` (an ObjectPrompt in window pixels) in slice pixels."""
+    if window is None:
+        return prompt
+    off = np.array([window[2], window[0]], np.float32)  # x, y
+    return replace(
+        prompt,
+        points=None if prompt.points is None else prompt.points + off,
+        box=None if prompt.box is None else prompt.box + np.tile(off, 2),
+    )
+
+
+def render_windows(predictions) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """The chosen masks of ``predictions`` as objects 1, 2, ... over the union of their
+    windows: ``(int32 plane, window)``; ``(1 x 1 zeros, None)`` when there are none."""
+    if not predictions:
+        return np.zeros((1, 1), np.int32), None
+    window = union_window([full_window(p.mask, p.window) for p in predictions])
+    plane = np.zeros((window[1] - window[0], window[3] - window[2]), np.int32)
+    for k, p in enumerate(predictions):
+        y0, y1, x0, x1 = full_window(p.mask, p.window)
+        part = plane[y0 - window[0] : y1 - window[0], x0 - window[2] : x1 - window[2]]
+        part[p.mask & (part == 0)] = k + 1
+    return plane, window
+
+
+def overlay_factor(slice_shape) -> int:
+    """Slice pixels per overlay pixel (the overlay has at most :data:`OVERLAY_SIDE` a side)."""
+    return max(1, math.ceil(max(slice_shape) / OVERLAY_SIDE))
+
+
+def ready_plane(tiling: Tiling, ready, factor: int) -> np.ndarray:
+    """A uint8 overlay of one slice: 1 on the inner regions of the ``ready`` tiles."""
+    h, w = tiling.image_shape
+    plane = np.zeros((math.ceil(h / factor), math.ceil(w / factor)), np.uint8)
+    for t in ready:
+        y0, y1, x0, x1 = tiling.inner(t)
+        plane[y0 // factor : math.ceil(y1 / factor), x0 // factor : math.ceil(x1 / factor)] = 1
+    return plane
+
+
+def embed_all_tiles(
+    session, index, cancel: Callable[[], bool] | None = None, every: float = 0.25,
+    batch_size: int = 4,
+) -> Iterator:  # fmt: skip
+    """Embed every tile of every slice (a generator, run in a worker).
+
+    The session's ``precompute`` runs in a helper thread; this generator passes on its
+    progress at most every ``every`` seconds, and the ready-tiles plane of slice ``index``
+    every few seconds.
+
+    Yields
+    ------
+    ("progress", done, total) or ("tiles", index, plane)
+        Tiles embedded so far (of all slices); the overlay plane of slice ``index``.
+
+    Returns
+    -------
+    PrecomputeResult
+        What the store's precompute returned.
+    """
+    items: queue.SimpleQueue = queue.SimpleQueue()
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = session.precompute(
+                progress=lambda done, total: items.put((done, total)), cancel=cancel,
+                batch_size=batch_size,
+            )  # fmt: skip
+        except BaseException as err:  # noqa: BLE001 (re-raised in the worker)
+            out["error"] = err
+        finally:
+            items.put(None)
+
+    helper = threading.Thread(target=run, name="napari-sam-embed-tiles", daemon=True)
+    helper.start()
+    factor = overlay_factor(session.slice_shape)
+    last = last_plane = 0.0
+    while (item := items.get()) is not None:
+        now = time.monotonic()
+        if now - last >= every or item[0] == item[1]:
+            last = now
+            yield ("progress", *item)
+        if now - last_plane >= 3.0:
+            last_plane = now
+            yield ("tiles", index, ready_plane(session.tiling, session.ready_tiles(index), factor))
+    helper.join()
+    if "error" in out:
+        raise out["error"]
+    yield ("tiles", index, ready_plane(session.tiling, session.ready_tiles(index), factor))
+    return out["result"]
