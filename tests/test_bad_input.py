@@ -373,6 +373,14 @@ def test_zero_slice_tiff_and_axes_hints(tmp_path, capsys):
         (["--weights", "EMPTY"], r"--weights: '.*empty\.pth' is empty"),
         (["--model", "sam_vit_q"], r"--model: unknown model 'sam_vit_q'"),
         (["--normalization", "fixed:nan,1"], r"--normalization: "),
+        (["--tile", "32"], r"--tile: expected at least 64 pixels a side, got 32"),
+        (["--tile", "256", "--halo", "128"], r"--halo: 128 px is half the tile \(256 px\)"),
+        (["--diameter", "0"], r"--diameter: expected a positive object size in pixels, got 0"),
+        (["--diameter", "-5"], r"--diameter: expected a positive object size"),
+        (["--no-tile", "--tile", "256"], r"--no-tile: cannot be combined with --tile"),
+        (["--tile", "256", "--diameter", "30"], r"--tile: give either --tile or --diameter"),
+        (["--model", "sam_vit_b", "--diameter", "30"],
+         r"--diameter: this model records no preferred object size; give a tile size"),
     ],
 )
 def test_option_errors_come_before_tensorflow(tmp_path, argv, pattern):
@@ -442,3 +450,12 @@ def test_tensorflow_start_up_lines_only_with_verbose(tmp_path, monkeypatch):
                    "sam_tiny_nuclei", *flag)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert any(n in proc.stderr for n in noise) == shown, proc.stderr
+
+
+def test_halo_too_large_for_the_default_tile(tmp_path, capsys):
+    img = tmp_path / "wide.tif"
+    tifffile.imwrite(img, stack(1, 200, 400)[0])  # tiled by default: 400 > 1.5 x 256
+    code, _, err = run_main(capsys, "auto", img, "--out", tmp_path / "l.tif", "--model",
+                            "sam_tiny_nuclei", "--halo", "128")  # fmt: skip
+    one_error(code, err, r"--halo: 128 px is half the tile \(256 px\) or more")
+    assert not (tmp_path / "l.tif").exists()

@@ -267,3 +267,71 @@ def test_annotator_sessions_are_made_by_plain_functions_and_adopted():
     assert preds[0].masks.shape == (3, 40, 48)
     done = annot.commit(labels)  # random weights may predict nothing
     assert (done is None and not labels.any()) or (done.ids == [1] and labels.max() == 1)
+
+
+# ---------------------------------------------------------------------- tiled (large) images
+def _interior_nucleus(truth, tiling):
+    """The largest nucleus well inside one tile's inner region (id, mask)."""
+    ids, counts = np.unique(truth[truth > 0], return_counts=True)
+    for i in ids[np.argsort(-counts)]:
+        ys, xs = np.nonzero(truth == i)
+        y0, y1, x0, x1 = tiling.inner(tiling.tile_at(ys.mean(), xs.mean()))
+        if ys.min() > y0 + 4 and ys.max() < y1 - 4 and xs.min() > x0 + 4 and xs.max() < x1 - 4:
+            return int(i), truth == i
+    raise AssertionError("no nucleus inside a tile")
+
+
+def test_tiled_session_previews_commits_propagates_and_embeds_all_tiles():
+    """A 2 x 512 x 512 stack with the shipped tiny model: tiled, windowed masks, no
+    full-size candidates, commits within the window, propagation, "Embed stack"."""
+    from napari_sam._napari._tf import ensure_tensorflow
+
+    ensure_tensorflow()
+    from napari_sam._napari._jobs import preview_job, with_session
+    from napari_sam._napari._session import Geometry, ObjectPrompt
+    from napari_sam._napari._tiles import embed_all_tiles, plan_for
+    from napari_sam._napari.annotator import Annotator, SessionSpec
+    from napari_sam.masks import iou, object_centre
+    from napari_sam.stacks.channels import ChannelSpec
+    from napari_sam.train.synthetic import make_nuclei_2d
+    from napari_sam.weights import create_model
+    from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
+
+    if not TINY_NUCLEI_WEIGHTS.is_file():
+        pytest.skip("needs the shipped sam_tiny_nuclei weights")
+    image, truth = make_nuclei_2d((512, 512), seed=1)
+    stack, geo = np.stack([image, image]), Geometry((2, 512, 512))
+    spec = SessionSpec(stack, geo, ChannelSpec("single", (0,)).resolve(1))
+    annot = Annotator(create_model("sam_tiny_nuclei", pretrained=True))
+    _, mask = _interior_nucleus(truth, plan_for((512, 512), (256, 256)))
+    x, y = object_centre(mask)
+    point = ObjectPrompt(np.array([[x, y]], np.float32), np.ones(1, np.float32))
+    # the worker's function, making the session first (as the widget does)
+    gen = with_session(None, annot.builder(spec), lambda s: preview_job(s, (0,), [point]))
+    session = annot.adopt(next(gen))  # made, and its graphs traced on tile 0
+    assert session.tiled and len(session.tiling) == 9 and session.ready_tiles((0,)) == [0]
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    result = stop.value.value
+    (pred,) = result.predictions
+    y0, y1, x0, x1 = pred.window
+    assert pred.masks.shape[-2:] == (y1 - y0, x1 - x0) and (y1 - y0) * (x1 - x0) < 512 * 256
+    assert iou(pred.mask, mask[y0:y1, x0:x1]) >= 0.7 and not mask[:y0].any()
+    assert session.tiling.tile_at(y, x) in session.ready_tiles((0,))
+    assert result.tiles.any() and result.tiles.shape == (512, 512)  # overlay factor 1
+    annot.set_preview(result.predictions, (0,))
+    preview = np.zeros(geo.label_shape, np.int32)
+    annot.render_preview(preview)
+    plane, window = annot.render_window()
+    assert window == pred.window and (plane > 0).sum() == (preview[0] > 0).sum() > 0
+    labels = np.zeros(geo.label_shape, np.int32)
+    done = annot.commit(labels)
+    assert done.ids == [1] and iou(labels[0] == 1, mask) >= 0.7 and not labels[1].any()
+    assert not labels[0, :y0].any() and not labels[0, y1:].any()  # the window only
+    got = list(annot.propagate(session, labels, (0,), 1, geo))
+    assert [i for i, _, _ in got] == [(1,)] and got[0][2] is not None
+    assert iou(labels[1] == 1, labels[0] == 1) >= 0.9  # the same image: the same object
+    items = list(embed_all_tiles(session, (0,), cancel=None))
+    progress = [i for i in items if i[0] == "progress"]
+    assert progress[-1][1:] == (18, 18) and items[-1][0] == "tiles" and items[-1][2].all()
+    assert session.has_embedding((0,)) and session.has_embedding((1,))

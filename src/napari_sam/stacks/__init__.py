@@ -1,5 +1,5 @@
-"""Stacks: the slice view, channels, normalisation, the encoder, the embedding store and the
-stack predictor.
+"""Stacks: the slice view, channels, normalisation, the encoder, the embedding store, the
+stack predictor and the tiling of large slices (with its tiled predictor).
 
 ``napari_sam.stacks`` keeps the names of the former module of that name (``StackView``,
 ``SLICE_AXES``, ``SliceIndexError``); the TensorFlow parts load when first used.
@@ -16,6 +16,9 @@ __all__ = [
     "SliceIndexError",
     "StackPredictor",
     "StackView",
+    "TiledPredictor",
+    "Tiling",
+    "plan_tiling",
 ]
 
 _LAZY = {
@@ -24,6 +27,9 @@ _LAZY = {
     "EmbeddingStore": "store",
     "ModelEncoder": "encoder",
     "StackPredictor": "stack_predictor",
+    "TiledPredictor": "tiled_predictor",
+    "Tiling": "tiling",
+    "plan_tiling": "tiling",
 }
 
 

@@ -71,8 +71,9 @@ def check_tiling(tile=None, halo=None, diameter=None) -> None:
         if min(hy, hx) < 0:
             raise ValueError(f"halo: expected 0 or more pixels, got {halo}")
         if tile is not None and (2 * hy >= th or 2 * hx >= tw):
+            size = f"{th}" if th == tw else f"{th}x{tw}"
             raise ValueError(
-                f"halo: {halo} px is half the tile ({tile} px) or more; the tiles would not "
+                f"halo: {halo} px is half the tile ({size} px) or more; the tiles would not "
                 f"advance. Expected a halo under {min(th, tw) // 2} px (about half the largest "
                 "object is enough)"
             )
