@@ -13,9 +13,11 @@ import shutil
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
-__all__ = ["xvfb_display", "viewer", "sam_widget", "tiny_random_model", "wait_until"]
+__all__ = ["ctrl_z", "idle", "messages", "nucleus", "records", "sam_widget", "tiny_random_model",
+           "viewer", "wait_until", "xvfb_display"]  # fmt: skip
 
 
 def _start_xvfb():
@@ -105,3 +107,52 @@ def sam_widget(viewer):
     """The Segment Anything widget, opened through the installed npe2 manifest."""
     _, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
     return widget
+
+
+# ---------------------------------------------------------------------- helpers of the cases
+def records():
+    """napari's notifications so far."""
+    from napari.utils.notifications import notification_manager
+
+    return list(notification_manager.records)
+
+
+def messages(since=0):
+    """The texts of the notifications from number ``since`` on."""
+    return [str(r.message) for r in records()[since:]]
+
+
+def idle(qtbot, widget, timeout=120_000):
+    """Process Qt events until the widget has no job or preview pending."""
+    qtbot.wait(50)
+    wait_until(qtbot, lambda: widget.idle, timeout)
+
+
+def nucleus(labels, z=5, ends_inside=False):
+    """The largest nucleus of slice ``z`` (of a 2-D image: the image) not touching the border.
+
+    ``ends_inside``: one that starts or ends at least two slices inside the stack, so that
+    propagation has a true end to find (not the end of the stack).
+    """
+    plane = labels if labels.ndim == 2 else labels[z]
+    ids, counts = np.unique(plane[plane > 0], return_counts=True)
+    for i in ids[np.argsort(-counts)]:
+        m = plane == i
+        if ends_inside:
+            zs = np.flatnonzero((labels == i).any(axis=(1, 2)))
+            if zs.min() < 2 and zs.max() > len(labels) - 3:
+                continue
+        if not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
+            return int(i), m
+    raise AssertionError("no interior nucleus")
+
+
+def ctrl_z(qtbot, viewer, layer):
+    """Press Ctrl+Z on the canvas with ``layer`` active (napari's undo)."""
+    from qtpy.QtCore import Qt
+
+    viewer.layers.selection.active = layer
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)
+    qtbot.wait(50)

@@ -12,28 +12,23 @@ import numpy as np
 import pytest
 
 from napari_sam.train.evaluation import iou, object_centre
-from napari_sam.train.synthetic import make_sample_stack
+from napari_sam.train.synthetic import make_nuclei_2d, make_sample_stack
 
-from napari_fixtures import sam_widget, tiny_random_model, viewer, wait_until, xvfb_display
+from napari_fixtures import (
+    ctrl_z,
+    idle,
+    messages,
+    nucleus,
+    records,
+    sam_widget,
+    tiny_random_model,
+    viewer,
+    xvfb_display,
+)
 
 __all__ = ["sam_widget", "tiny_random_model", "viewer", "xvfb_display"]  # fixtures
 
 Z = 5  # the slice prompted
-
-
-def _records():
-    from napari.utils.notifications import notification_manager
-
-    return list(notification_manager.records)
-
-
-def _messages(since=0):
-    return [str(r.message) for r in _records()[since:]]
-
-
-def _idle(qtbot, widget, timeout=120_000):
-    qtbot.wait(50)
-    wait_until(qtbot, lambda: widget.idle, timeout)
 
 
 def _open_sample(viewer, widget):
@@ -42,34 +37,6 @@ def _open_sample(viewer, widget):
     points, boxes, preview, out = widget.setup_layers()
     viewer.dims.set_current_step(1, Z)  # world axes: C, Z, Y, X
     return points, boxes, preview, out
-
-
-def _nucleus(labels, z=Z, ends_inside=False):
-    """The largest nucleus of slice z that does not touch the border.
-
-    ``ends_inside``: one that starts or ends at least two slices inside the stack, so that
-    propagation has a true end to find (not the end of the stack).
-    """
-    plane = labels[z]
-    ids, counts = np.unique(plane[plane > 0], return_counts=True)
-    for i in ids[np.argsort(-counts)]:
-        m = plane == i
-        zs = np.flatnonzero((labels == i).any(axis=(1, 2)))
-        if ends_inside and zs.min() < 2 and zs.max() > len(labels) - 3:
-            continue
-        if not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
-            return int(i), m
-    raise AssertionError("no interior nucleus")
-
-
-def _ctrl_z(qtbot, viewer, layer):
-    from qtpy.QtCore import Qt
-
-    viewer.layers.selection.active = layer
-    canvas = viewer.window._qt_viewer.canvas.native
-    canvas.setFocus()
-    qtbot.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)
-    qtbot.wait(50)
 
 
 def test_widget_and_sample_from_manifest(viewer, sam_widget):
@@ -94,12 +61,12 @@ def test_preview_commit_undo_with_random_weights(viewer, sam_widget, tiny_random
     points, _, preview, out = _open_sample(viewer, sam_widget)
     sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
-    nid, mask = _nucleus(truth)
+    nid, mask = nucleus(truth)
     existing = np.where(truth[Z] == nid, 0, truth[Z]).astype(out.data.dtype)  # the others
     out.data[Z] = existing
     x, y = object_centre(mask)
     points.add([Z, y, x])
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     assert len(sam_widget.predictions) == 1
     shown = preview.data.reshape(len(preview.data), -1).any(axis=1)
     assert shown.tolist() == [z == Z for z in range(12)] or not shown.any()
@@ -112,7 +79,7 @@ def test_preview_commit_undo_with_random_weights(viewer, sam_widget, tiny_random
     kept = before > 0
     np.testing.assert_array_equal(out.data[kept], before[kept])  # nothing overwritten
     assert (out.data == ids[0]).any()
-    _ctrl_z(qtbot, viewer, out)
+    ctrl_z(qtbot, viewer, out)
     np.testing.assert_array_equal(out.data, before)
 
 
@@ -134,7 +101,7 @@ def test_event_loop_keeps_serving_timers_while_embedding(viewer, sam_widget, qtb
     qtbot.wait(100)
     t0 = time.perf_counter()
     assert sam_widget.embed_stack() is not None
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     timer.stop()
     during = [t for t in stamps if t >= t0]
     gaps = np.diff([t0, *during])
@@ -151,31 +118,31 @@ def test_bad_input_gives_messages_not_tracebacks(viewer, sam_widget, tiny_random
     sam_widget.set_model(tiny_random_model)
     out.data[Z, 10:20, 10:20] = 7
     labels_before = out.data.copy()
-    n = len(_records())
+    n = len(records())
     viewer.add_image(np.zeros((3, 40)), name="profiles")  # channels x one axis: no Y, X
     sam_widget.image_box.setCurrentText("profiles")
     sam_widget.channel_axis.setCurrentText("first axis")
     sam_widget.update_preview()
-    assert any("spatial" in m for m in _messages(n)), _messages(n)
+    assert any("spatial" in m for m in messages(n)), messages(n)
     sam_widget.image_box.setCurrentText("nuclei stack")
     sam_widget.channel_axis.setCurrentText("auto")
-    n = len(_records())
+    n = len(records())
     points.add([Z, 500, 500])  # outside the image
-    _idle(qtbot, sam_widget)
-    assert any("outside the image" in m for m in _messages(n)), _messages(n)
-    n = len(_records())
+    idle(qtbot, sam_widget)
+    assert any("outside the image" in m for m in messages(n)), messages(n)
+    n = len(records())
     other = viewer.add_points([[Z, 20, 20]], ndim=3, scale=(1, 2, 2), name="other scale")
     sam_widget.points_box.setCurrentText(other.name)
     sam_widget.update_preview()
-    assert any("scale" in m for m in _messages(n)), _messages(n)
-    n = len(_records())
+    assert any("scale" in m for m in messages(n)), messages(n)
+    n = len(records())
     wrong = viewer.add_labels(np.zeros((3, 10, 10), np.int32), name="wrong shape")
     sam_widget.output_box.setCurrentText(wrong.name)
     sam_widget.predictions = []
     assert sam_widget.commit() == [] and sam_widget.propagate() is None
-    assert any("shape" in m for m in _messages(n)), _messages(n)
+    assert any("shape" in m for m in messages(n)), messages(n)
     np.testing.assert_array_equal(out.data, labels_before)  # no lost labels
-    assert not any(isinstance(r, ErrorNotification) for r in _records())  # no tracebacks
+    assert not any(isinstance(r, ErrorNotification) for r in records())  # no tracebacks
 
 
 def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qtbot):
@@ -189,21 +156,21 @@ def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qt
         )
     points, _, preview, out = _open_sample(viewer, sam_widget)
     _, truth = make_sample_stack(0)
-    nid, mask = _nucleus(truth, ends_inside=True)
+    nid, mask = nucleus(truth, ends_inside=True)
     x, y = object_centre(mask)
     points.add([Z, y, x])
-    _idle(qtbot, sam_widget, 300_000)
+    idle(qtbot, sam_widget, 300_000)
     got = preview.data[Z] > 0
     assert iou(got, mask) >= 0.8, f"IoU {iou(got, mask):.3f} with nucleus {nid}"
     others = np.delete(preview.data, Z, axis=0)
     assert not others.any(), "the preview touches other slices"
     ids = sam_widget.commit()
     assert ids == [1] and iou(out.data[Z] == 1, mask) >= 0.8
-    _ctrl_z(qtbot, viewer, out)
+    ctrl_z(qtbot, viewer, out)
     assert not out.data.any()
     out.redo()
     sam_widget.propagate()
-    _idle(qtbot, sam_widget, 300_000)
+    idle(qtbot, sam_widget, 300_000)
     zs = np.flatnonzero((truth == nid).any(axis=(1, 2)))
     got_zs = np.flatnonzero((out.data == 1).any(axis=(1, 2)))
     print(f"nucleus {nid}: true slices {zs.min()}..{zs.max()}, got {got_zs.tolist()}")
@@ -219,13 +186,13 @@ def test_screenshot_of_the_widget_at_work(viewer, sam_widget, tiny_random_model,
     if not TINY_NUCLEI_WEIGHTS.is_file():
         sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
-    _, mask = _nucleus(truth)
+    _, mask = nucleus(truth)
     x, y = object_centre(mask)
     points.add([Z, y, x])
     ys, xs = np.nonzero(truth[Z] == np.unique(truth[Z])[2])
     y0, y1, x0, x1 = ys.min() - 2, ys.max() + 2, xs.min() - 2, xs.max() + 2
     boxes.add_rectangles([[Z, y0, x0], [Z, y0, x1], [Z, y1, x1], [Z, y1, x0]])
-    _idle(qtbot, sam_widget, 300_000)
+    idle(qtbot, sam_widget, 300_000)
     viewer.window._qt_window.resize(1280, 900)
     viewer.layers.selection.active = points
     qtbot.wait(300)
@@ -244,7 +211,7 @@ def test_toggle_polarity_cycle_masks_and_boxes(viewer, sam_widget, tiny_random_m
     points, boxes, preview, _ = _open_sample(viewer, sam_widget)
     sam_widget.set_model(tiny_random_model)
     points.add([Z, 40, 40])
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     choice = sam_widget.predictions[0].choice
     from npe2 import PluginManager
 
@@ -262,7 +229,7 @@ def test_toggle_polarity_cycle_masks_and_boxes(viewer, sam_widget, tiny_random_m
     for y0, x0 in ((100, 100), (140, 20)):  # two boxes: two more objects
         corners = [[Z, y0, x0], [Z, y0, x0 + 30], [Z, y0 + 30, x0 + 30], [Z, y0 + 30, x0]]
         boxes.add_rectangles(corners)
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     assert len(sam_widget.predictions) == 3
     assert set(np.unique(preview.data)) <= {0, 1, 2, 3}
 
@@ -276,7 +243,7 @@ def test_propagation_streams_slices_into_labels(
     points, _, _, out = _open_sample(viewer, sam_widget)
     sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
-    nid, mask = _nucleus(truth)
+    nid, mask = nucleus(truth)
 
     def oracle(self, index, obj, multimask=True):
         m = truth[index[0]] == nid
@@ -285,9 +252,9 @@ def test_propagation_streams_slices_into_labels(
     monkeypatch.setattr(Session, "predict", oracle)
     x, y = object_centre(mask)
     points.add([Z, y, x])
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     sam_widget.propagate()  # commits the preview first
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     zs = np.flatnonzero((truth == nid).any(axis=(1, 2)))
     got = np.flatnonzero((out.data == 1).any(axis=(1, 2)))
     assert abs(got.min() - zs.min()) <= 1 and abs(got.max() - zs.max()) <= 1
@@ -309,14 +276,14 @@ def test_widget_and_cli_give_the_same_labels(viewer, sam_widget, qtbot, tmp_path
         pytest.skip("needs the shipped sam_tiny_nuclei weights")
     points, _, _, out = _open_sample(viewer, sam_widget)
     image, truth = make_sample_stack(0)
-    _, mask = _nucleus(truth)
+    _, mask = nucleus(truth)
     x, y = object_centre(mask)
     points.add([Z, y, x])
     neighbours = [i for i in np.unique(truth[Z]) if i and not (truth[Z] == i)[mask].any()]
     nx, ny = object_centre(truth[Z] == neighbours[0])
     sam_widget.toggle_polarity()  # the next point is negative
     points.add([Z, ny, nx])
-    _idle(qtbot, sam_widget, 300_000)
+    idle(qtbot, sam_widget, 300_000)
     assert list(points.properties["positive"]) == [True, False]
     csv = tmp_path / "points.csv"
     points.save(str(csv))  # napari's own Points CSV writer (before the commit clears them)
@@ -388,7 +355,61 @@ def test_previews_asked_for_while_busy_run_once_afterwards(
     for _ in range(3):
         sam_widget.update_preview()
     assert sam_widget._preview_pending and not sam_widget.idle
-    _idle(qtbot, sam_widget)
+    idle(qtbot, sam_widget)
     assert runs.count(True) == 1 and not sam_widget._preview_pending
     assert len(sam_widget.predictions) == 1 and sam_widget.preview_index == (Z,)
     assert sam_widget.session.has_embedding((0,))  # the worker's session was adopted
+
+
+def _only(viewer, image):
+    """Remove every layer but ``image``."""
+    for layer in [ly for ly in viewer.layers if ly is not image]:
+        viewer.layers.remove(layer)
+
+
+def test_tiled_and_multiscale_images_preview_and_commit(viewer, sam_widget, qtbot):
+    """Issue [scale]: a 1024 x 1024 image is tiled (the tiles a click needs are embedded in a
+    worker, the preview is its window, the overlay shows ready tiles); a multiscale layer is
+    segmented on level 0 with a windowed preview layer."""
+    import dask.array as da
+
+    from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
+
+    if not TINY_NUCLEI_WEIGHTS.is_file():
+        pytest.skip("needs the shipped sam_tiny_nuclei weights")
+    image, truth = make_nuclei_2d((1024, 1024), seed=2)
+    _, mask = nucleus(truth)
+    x, y = object_centre(mask)
+    large = viewer.add_image(image, name="large")
+    sam_widget.image_box.setCurrentText("large")
+    points, _, preview, out = sam_widget.setup_layers()  # starts making the session
+    overlay = viewer.layers["SAM tiles ready (large)"]
+    idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.session.tiled and preview.data.shape == (1024, 1024)
+    points.add([y, x])
+    idle(qtbot, sam_widget, 300_000)
+    (pred,) = sam_widget.predictions
+    assert pred.window is not None and pred.masks.shape[-2:] != (1024, 1024)
+    assert iou(preview.data > 0, mask) >= 0.7 and overlay.data.any()
+    assert sam_widget.commit() == [1] and iou(out.data == 1, mask) >= 0.7
+    ctrl_z(qtbot, viewer, out)
+    assert not out.data.any()
+
+    _only(viewer, large)
+    levels = [da.from_array(image[::k, ::k], chunks=256) for k in (1, 2, 4)]
+    pyramid = viewer.add_image(levels, name="pyramid", multiscale=True)
+    sam_widget.image_box.setCurrentText("pyramid")
+    points, _, preview, out = sam_widget.setup_layers()
+    assert preview.data.shape == (1, 1) and out.data.shape == (1024, 1024)  # windowed preview
+    idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.session.sp.view.shape == (1024, 1024)  # level 0
+    points.add([y, x])
+    idle(qtbot, sam_widget, 300_000)
+    (pred,) = sam_widget.predictions
+    y0, y1, x0, x1 = pred.window
+    assert preview.data.shape == (y1 - y0, x1 - x0) and tuple(preview.translate) == (y0, x0)
+    shown = np.zeros(mask.shape, bool)
+    shown[y0:y1, x0:x1] = preview.data > 0
+    assert iou(shown, mask) >= 0.7 and pyramid.multiscale
+    assert sam_widget.commit() == [1] and iou(out.data == 1, mask) >= 0.7
+    assert preview.data.shape == (1, 1)  # the preview is cleared

@@ -193,6 +193,11 @@ def test_annotator_commit_gives_new_ids_and_writes_only_the_masks():
     annot.predict(session, (2,), [_point(8, 8)])
     annot.commit(labels, overwrite=True)
     assert labels[2, 4, 4] == 8  # overwrite
+    annot.predict(session, (2,), [_point(8, 8)])
+    full = np.full(truth.shape, 255, np.uint8)
+    with pytest.raises(ValueError, match="does not fit"):  # id 256 in uint8 labels
+        annot.commit(full)
+    assert (full == 255).all() and annot.predictions
 
 
 def test_annotator_cycle_refine_keeps_the_id_and_polarity_state():

@@ -54,15 +54,19 @@ def make_prompt_layers(viewer, image, geometry):
     """Add the points, boxes, preview and output layers for ``image``; return them.
 
     The preview layer is windowed (see :func:`windowed` and :func:`show_window`) for a
-    multiscale or large image: a full-size preview would be redrawn whole at every click.
+    multiscale or large image: a full-size preview would be redrawn whole at every click;
+    the output labels are then uint16 (napari draws a 16384 x 16384 int32 layer in 10 s,
+    a uint16 one in 0.5 s).
     """
     scale, translate = spatial_transform(image, geometry)
     n = len(geometry.label_shape)
     kw = {"scale": scale, "translate": translate}
+    large = windowed(image, geometry)  # uint16 labels: napari draws int32 ones slowly
     labels = viewer.add_labels(
-        np.zeros(geometry.label_shape, np.int32), name=PREFIX + "labels", **kw
-    )
-    shape = (1,) * n if windowed(image, geometry) else geometry.label_shape
+        np.zeros(geometry.label_shape, np.uint16 if large else np.int32), name=PREFIX + "labels",
+        **kw,
+    )  # fmt: skip
+    shape = (1,) * n if large else geometry.label_shape
     preview = viewer.add_labels(
         np.zeros(shape, np.int32), name=PREFIX + "preview", opacity=0.5, **kw
     )
@@ -161,7 +165,7 @@ def show_window(preview, image, geometry, index, plane, window) -> None:
 def tile_overlay(viewer, image, geometry, factor: int):
     """The ready-tiles overlay of ``image`` (an Image layer, 1 on ready tiles), added if
     needed; one pixel holds ``factor`` x ``factor`` image pixels."""
-    name = PREFIX + "tiles ready"
+    name = f"{PREFIX}tiles ready ({image.name})"
     if name in viewer.layers:
         return viewer.layers[name]
     scale, translate = spatial_transform(image, geometry)

@@ -301,7 +301,11 @@ class SAMWidget(PreviewActions, ControlsPanel):
         except ValueError as err:
             show_error(f"Segment Anything: {err}")
             return []
-        done = self.annotator.commit(out.data, self.overwrite.isChecked(), out.data_setitem)
+        try:
+            done = self.annotator.commit(out.data, self.overwrite.isChecked(), out.data_setitem)
+        except ValueError as err:
+            show_error(f"Segment Anything: {err}")
+            return []
         if done is None:
             show_warning("Segment Anything: nothing to commit; add prompts first")
             return []

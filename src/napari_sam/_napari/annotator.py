@@ -8,7 +8,9 @@ inputs are plain values and arrays (a Labels layer's ``data``, the prompts of a 
 can be driven and tested without a display.
 
 Threading: the functions a worker runs off the Qt thread are :func:`build_session`,
-:func:`embed_slices` and :meth:`PropagationJob.run`; they take plain values, never touch an
+:func:`embed_slices`, :func:`preview_job` (embedding, and on a tiled image decoding too),
+:func:`~napari_sam._napari._tiles.embed_all_tiles` and :meth:`PropagationJob.run`; they
+take plain values, never touch an
 :class:`Annotator`, and return (or yield) their results. Every :class:`Annotator` method that
 changes its state (:meth:`Annotator.adopt`, :meth:`Annotator.predict`,
 :meth:`Annotator.commit`, :meth:`Annotator.accept_slice`, ...) is meant for the thread that
@@ -194,7 +196,8 @@ class Annotator:
 
         New ids follow the largest label of ``labels``; existing labels are kept unless
         ``overwrite``. The preview and the refine target are then cleared. Returns what
-        changed, or ``None`` (nothing written) when no previewed mask has a pixel.
+        changed, or ``None`` (nothing written) when no previewed mask has a pixel. Raises
+        ValueError (nothing written) when a new id does not fit the dtype of ``labels``.
         """
         preds = [p for p in self.predictions if p.mask.any()]
         if not preds:
@@ -204,6 +207,12 @@ class Annotator:
         else:
             first = int(np.max(labels)) + 1
             ids = list(range(first, first + len(preds)))
+            dtype = np.dtype(getattr(labels, "dtype", np.int32))
+            if dtype.kind in "iu" and ids[-1] > np.iinfo(dtype).max:
+                raise ValueError(
+                    f"output labels: label {ids[-1]} does not fit the layer's {dtype} data; "
+                    "choose a Labels layer of a larger integer type"
+                )
         index, preds = self.preview_index, preds[: len(ids)]
         masks, window = [p.mask for p in preds], None
         if any(p.window is not None for p in preds):  # a tiled image: write the windows only
