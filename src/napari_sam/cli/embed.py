@@ -45,9 +45,10 @@ def _run(args) -> int:
     from ..batch.settings import EmbedSettings
 
     res = embed(EmbedSettings.from_namespace(args))
-    repaired = f" ({res.repaired} damaged slice(s) recomputed)" if res.repaired else ""
+    unit = res.unit
+    repaired = f" ({res.repaired} damaged {unit}(s) recomputed)" if res.repaired else ""
     print(
-        f"computed {res.computed} slice(s), reused {res.reused} of {res.total}{repaired}; "
+        f"computed {res.computed} {unit}(s), reused {res.reused} of {res.total}{repaired}; "
         f"store: {args.out}"
     )
     return 0

@@ -16,6 +16,7 @@ class PrecomputeResult:
     total: int
     cancelled: bool = False
     repaired: int = 0  # of ``computed``: slices whose stored embedding was damaged
+    unit: str = "slice"  # what is counted: "slice", or "tile" for a tiled stack
 
     def __iter__(self):
         return iter((self.computed, self.reused))

@@ -128,7 +128,9 @@ class TiledPredictor:
 
     def precompute(self, progress=None, cancel=None, batch_size: int = 1):
         """Embed every tile of every slice not yet stored (progress counts tiles)."""
-        return self._tiles.precompute(progress=progress, cancel=cancel, batch_size=batch_size)
+        res = self._tiles.precompute(progress=progress, cancel=cancel, batch_size=batch_size)
+        res.unit = "tile"
+        return res
 
     def invalidate(self, index=None) -> None:
         """Forget in-memory embeddings (all slices, or one), e.g. after editing the data."""
