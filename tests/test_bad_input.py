@@ -377,6 +377,7 @@ def test_zero_slice_tiff_and_axes_hints(tmp_path, capsys):
         (["--tile", "256", "--halo", "128"], r"--halo: 128 px is half the tile \(256 px\)"),
         (["--diameter", "0"], r"--diameter: expected a positive object size in pixels, got 0"),
         (["--diameter", "-5"], r"--diameter: expected a positive object size"),
+        (["--diameter", "big"], r"--diameter: expected a positive object size in pixels, got big"),
         (["--no-tile", "--tile", "256"], r"--no-tile: cannot be combined with --tile"),
         (["--tile", "256", "--diameter", "30"], r"--tile: give either --tile or --diameter"),
         (["--model", "sam_vit_b", "--diameter", "30"],

@@ -308,3 +308,15 @@ def test_diameter_brings_large_nuclei_back_to_the_trained_size(tiny):
             native.append(iou(m[np.argmax(s)], obj[:256, :256]))
     assert len(got) >= 10 and np.median(got) >= 0.8, got
     assert not native or np.median(got) >= np.median(native), (got, native)
+
+
+def test_diameter_estimate_follows_the_object_size():
+    from napari_sam.stacks.diameter import estimate_diameter
+
+    small = make_nuclei_2d((512, 512), seed=SEED + 6)[0]
+    large = make_nuclei_2d((512, 512), seed=SEED + 7, radius_range=(20.0, 36.0),
+                           density=7.5e-5)[0]  # fmt: skip
+    d_small = estimate_diameter(StackView(small, "YX"))
+    d_large = estimate_diameter(StackView(large, "YX"))
+    assert 18 <= d_small <= 32 and 40 <= d_large <= 72, (d_small, d_large)
+    assert estimate_diameter(StackView(np.zeros((64, 64), np.uint16), "YX")) is None

@@ -53,7 +53,7 @@ class EmbedSettings(_FromNamespace):
     overwrite: bool = False
     tile: int | None = None
     halo: int | None = None
-    diameter: float | None = None
+    diameter: float | str | None = None  # pixels, or "auto"
     no_tile: bool = False
 
 
@@ -74,7 +74,7 @@ class LabelSettings(_FromNamespace):
     scheduler: str | None = None
     tile: int | None = None
     halo: int | None = None
-    diameter: float | None = None
+    diameter: float | str | None = None  # pixels, or "auto"
     no_tile: bool = False
     # segment
     prompts: str | None = None

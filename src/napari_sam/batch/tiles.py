@@ -10,6 +10,8 @@ shape and the model's input size and object size (:func:`tiling_for`, without Te
 
 from __future__ import annotations
 
+import sys
+
 from .errors import InputError
 
 __all__ = ["check_tile_options", "make_predictor", "tiling_for"]
@@ -30,7 +32,7 @@ def check_tile_options(settings) -> None:
 
     s = settings
     try:
-        check_tiling(s.tile, s.halo, s.diameter)
+        check_tiling(s.tile, s.halo, None if s.diameter == "auto" else s.diameter)
         if s.no_tile and (s.tile or s.halo or s.diameter):
             given = [f for f, v in (("--tile", s.tile), ("--halo", s.halo),
                                     ("--diameter", s.diameter)) if v]  # fmt: skip
@@ -48,10 +50,19 @@ def tiling_for(settings, view, in_channels: int, overrides: dict):
 
     s = settings
     cfg = model_config(s.model, in_channels, **overrides)
+    diameter = s.diameter
+    if diameter == "auto":
+        from ..stacks.diameter import estimate_diameter
+
+        diameter = estimate_diameter(view)
+        if diameter is None:
+            raise InputError("--diameter", "auto: found no objects to measure in the middle "
+                             "slice; give the diameter in pixels")  # fmt: skip
+        print(f"napari-sam: estimated object diameter: {diameter:.1f} px", file=sys.stderr)
     try:
         return plan_tiling(
             view.slice_shape, tuple(cfg.input_size), tile=s.tile, halo=s.halo,
-            no_tile=s.no_tile, diameter=s.diameter,
+            no_tile=s.no_tile, diameter=diameter,
             model_diameter=model_entry(s.model).object_diameter,
         )  # fmt: skip
     except ValueError as err:

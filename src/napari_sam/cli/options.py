@@ -17,6 +17,16 @@ _NORMALIZATION = (
     "none. Default: auto"
 )
 
+
+
+def _number_or_text(text: str):
+    """A float when the text is one, else the text (checked later, with a one-line error)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "input": (("input",), dict(metavar="INPUT", help="a TIFF file, a .npy file or a zarr array "
                                "directory")),
@@ -57,10 +67,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "halo": (("--halo",), dict(type=int, metavar="PX", help="overlap of neighbouring tiles on "
                                "each side (default: an eighth of the tile); more than half the "
                                "largest object")),
-    "diameter": (("--diameter",), dict(type=float, metavar="PX", help="typical object "
-                                       "diameter in pixels: the image is tiled so that objects "
-                                       "reach the model at the size it works best at (28 px in "
-                                       "the input of sam_tiny_nuclei); results come back at the "
+    "diameter": (("--diameter",), dict(type=_number_or_text, metavar="PX|auto", help="typical "
+                                       "object diameter in pixels (auto: estimated from the "
+                                       "middle slice): the image is tiled so that objects reach "
+                                       "the model at the size it works best at (28 px in the "
+                                       "input of sam_tiny_nuclei); results come back at the "
                                        "original resolution")),
     "no_tile": (("--no-tile",), dict(action="store_true", help="never tile: the whole image is "
                                      "resized to the model input (Meta's behaviour)")),
