@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 from napari_sam.batch import api as distributed
+from napari_sam.batch.settings import overrides_as_options
+from napari_sam.stacks.tiling import plan_tiling
 from test_cli_embed import SMALL, assert_labels_agree, overrides, run_main, stack, write_weights
 
 pytest.importorskip("dask.distributed")
@@ -23,27 +30,28 @@ def data(tmp_path_factory):
     return d, write_weights(d / "small.npz", SMALL)
 
 
-def test_cluster_gives_local_labels_and_loads_model_once_per_worker(data):
+@pytest.fixture(scope="module")
+def two_workers():
+    """A client of a two-process LocalCluster, shared by this module's tests (each worker
+    process keeps the model it loaded: the tests compare worker statistics before and after)."""
     from dask.distributed import Client, LocalCluster
 
-    d, weights = data
-    kw = dict(model="sam_vit_b", weights=str(weights), override=SMALL, **OPTIONS)
-    local = distributed.auto(d / "in", d / "local", **kw)
-    assert [p.name for p in local] == ["a_labels.tif", "b_labels.tif", "c_labels.tif"]
     cluster = dict(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
     with LocalCluster(**cluster) as c, Client(c) as client:
-        written = distributed.auto(d / "in", d / "dask", client=client, **kw)
-        stats = list(client.run(distributed.worker_stats).values())
-    assert [p.name for p in written] == [p.name for p in local]
-    for a, b in zip(local, written, strict=True):
-        want = tifffile.imread(a)
-        assert want.max() > 0
-        # worker processes vs this one: to float rounding (oneDNN's depends on the CPU kind and
-        # batch shape; a pixel at the threshold may flip), see assert_labels_agree
-        assert_labels_agree(tifffile.imread(b), want)
-    # 3 files on 2 workers: one worker labelled several, yet each loaded the model once
-    assert len(stats) == 2 and sum(s["tasks"] for s in stats) == 3, stats
-    assert all(s["loads"] == (s["tasks"] > 0) for s in stats), stats
+        yield client
+
+
+def _cli_options(weights) -> list:
+    flags = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}"
+             for k, v in OPTIONS.items()]  # fmt: skip
+    return ["--weights", weights, *overrides(SMALL), *flags]
+
+
+def _stats(client, before=None):
+    """Each worker's :func:`worker_stats`, less ``before`` (the same workers' earlier ones)."""
+    now = client.run(distributed.worker_stats)
+    before = before or {}
+    return {w: {k: v - before.get(w, {}).get(k, 0) for k, v in s.items()} for w, s in now.items()}
 
 
 def test_scheduler_option_and_errors_from_workers(data, capsys):
@@ -53,9 +61,7 @@ def test_scheduler_option_and_errors_from_workers(data, capsys):
     bad = d / "bad"
     bad.mkdir()
     (bad / "x.npy").write_bytes(b"not an array")
-    flags = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}"
-             for k, v in OPTIONS.items()]  # fmt: skip
-    model = ["--weights", weights, *overrides(SMALL), *flags]
+    model = _cli_options(weights)
     code, out, err = run_main(capsys, "auto", d / "in", "--out", d / "one", *model)
     assert code == 0 and "wrote 3 label image(s)" in out, err
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
@@ -92,3 +98,98 @@ def test_segment_with_prompt_files_on_a_cluster(data, tmp_path):
         want = tifffile.imread(a)
         assert set(np.unique(want)) == {0, 1, 2}
         assert_labels_agree(tifffile.imread(b), want)  # a worker's own model: as above
+
+
+def test_cluster_gives_local_labels_and_loads_model_once_per_worker(data, two_workers):
+    d, weights = data
+    kw = dict(model="sam_vit_b", weights=str(weights), override=SMALL, **OPTIONS)
+    local = distributed.auto(d / "in", d / "local", **kw)
+    assert [p.name for p in local] == ["a_labels.tif", "b_labels.tif", "c_labels.tif"]
+    client = two_workers
+    before = _stats(client)
+    written = distributed.auto(d / "in", d / "dask", client=client, **kw)
+    stats = list(_stats(client, before).values())
+    loaded = [s["loads"] for s in _stats(client).values()]
+    assert [p.name for p in written] == [p.name for p in local]
+    for a, b in zip(local, written, strict=True):
+        want = tifffile.imread(a)
+        assert want.max() > 0
+        # worker processes vs this one: to float rounding (oneDNN's depends on the CPU kind and
+        # batch shape; a pixel at the threshold may flip), see assert_labels_agree
+        assert_labels_agree(tifffile.imread(b), want)
+    # 3 files on 2 workers: one worker labelled several, yet each loaded the model once
+    assert len(stats) == 2 and sum(s["tasks"] for s in stats) == 3, stats
+    assert all(s["tasks"] > 0 for s in stats) and loaded == [1, 1], (stats, loaded)
+
+
+def _records(store):
+    return [json.loads(f.read_text()) for f in (store / "records").glob("*.json")]
+
+
+def test_tiles_of_one_image_on_two_workers_give_the_local_labels(
+    data, two_workers, tmp_path, capsys, monkeypatch
+):
+    from napari_sam.batch.embed import embed
+    from napari_sam.batch.settings import EmbedSettings
+    from napari_sam.stacks.store import EmbeddingStore
+
+    _, weights = data
+    image = tmp_path / "big.tif"  # 160 x 176 at the model's 64 px input: 3 x 4 tiles
+    tifffile.imwrite(image, np.random.default_rng(7).integers(0, 4096, (160, 176), np.uint16))
+    n = len(plan_tiling((160, 176), tuple(SMALL["input_size"])))
+    kw = dict(model="sam_vit_b", weights=str(weights), override=SMALL, **OPTIONS)
+    local = distributed.auto(image, tmp_path / "local.tif", store=tmp_path / "local.zarr", **kw)
+    client = two_workers
+    before = _stats(client)
+    here = []  # tiles this process embeds into the store: none, the workers do
+    compute = EmbeddingStore._compute
+    monkeypatch.setattr(EmbeddingStore, "_compute", lambda st, items: (
+        here.extend(i for i, _, _ in items), compute(st, items))[1])  # fmt: skip
+    spread = distributed.auto(image, tmp_path / "dask.tif", store=tmp_path / "dask.zarr",
+                              client=client, **kw)  # fmt: skip
+    stats = list(_stats(client, before).values())
+    loaded = [s["loads"] for s in _stats(client).values()]
+    # the command line on a folder, without --store: the tiled image through a temporary store
+    # next to its output (removed after), the small stack a worker's task
+    (tmp_path / "mix").mkdir()
+    shutil.copy(image, tmp_path / "mix" / "big.tif")
+    shutil.copy(data[0] / "in" / "a.tif", tmp_path / "mix" / "a.tif")
+    model, address = _cli_options(weights), ["--scheduler", client.scheduler.address]
+    before = _stats(client)
+    code, out, err = run_main(capsys, "auto", tmp_path / "mix", "--out", tmp_path / "labels",
+                              *model, *address)  # fmt: skip
+    assert code == 0 and "wrote 2 label image(s)" in out, err
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == [
+        "a_labels.tif", "big_labels.tif"]  # fmt: skip
+    assert sum(s["tasks"] for s in _stats(client, before).values()) == 1
+    assert tifffile.imread(tmp_path / "labels" / "a_labels.tif").max() > 0
+    # embed: the same tiles into a store of its own, then all of them reused
+    es = EmbedSettings(input=str(image), out=str(tmp_path / "emb.zarr"), model="sam_vit_b",
+                       weights=str(weights), override=overrides_as_options(SMALL))  # fmt: skip
+    first, again = embed(es, client=client), embed(es, client=client)
+    # a store made with another tiling: a one-line error from the worker, nothing written
+    code, _, err = run_main(capsys, "auto", image, "--out", tmp_path / "bad.tif", *model, *address,
+                            "--store", tmp_path / "dask.zarr", "--tile", "96")  # fmt: skip
+    assert code == 2 and re.search(r"error: --store: .*tiling: stored .*embed --overwrite", err[-1])
+    assert not (tmp_path / "bad.tif").exists()
+    assert here == [], here
+    want = tifffile.imread(local[0])
+    assert want.max() > 1
+    assert np.array_equal(tifffile.imread(spread[0]), want)
+    assert np.array_equal(tifffile.imread(tmp_path / "labels" / "big_labels.tif"), want)
+    # the workers embedded every tile (each some), each loading the model once, no whole file
+    assert len(stats) == 2 and sum(s["tiles"] for s in stats) == n, stats
+    assert all(s["tiles"] > 0 and s["tasks"] == 0 for s in stats) and loaded == [1, 1], stats
+    assert (first.computed, first.reused, first.unit) == (n, 0, "tile")
+    assert (again.computed, again.reused) == (0, n)
+    # complete records under one key, and the very embeddings of the local run
+    stores = [tmp_path / name for name in ("local.zarr", "dask.zarr", "emb.zarr")]
+    keys = set()
+    for store in stores:
+        records = _records(store)
+        assert sorted(r["index"] for r in records) == list(range(n)), store
+        keys |= {r["key"] for r in records}
+    assert len(keys) == 1
+    ref = zarr.open_array(str(stores[0]), mode="r")[:]
+    for store in stores[1:]:
+        assert np.array_equal(zarr.open_array(str(store), mode="r")[:], ref), store

@@ -23,7 +23,7 @@ from .tiles import check_tile_options, make_predictor, tiling_for
 __all__ = ["embed"]
 
 
-def embed(settings: EmbedSettings, progress_file=None):
+def embed(settings: EmbedSettings, progress_file=None, client=None):
     """Embed every slice not validly stored yet; resumable, atomic per slice.
 
     Parameters
@@ -32,6 +32,9 @@ def embed(settings: EmbedSettings, progress_file=None):
         What to embed, with which model, into which store.
     progress_file : file, optional
         Where the progress bar goes; default ``sys.stderr``.
+    client : dask.distributed.Client, optional
+        Spread the tiles (or slices) over this cluster's workers, which share the store (see
+        :func:`napari_sam.batch.cluster.precompute_on_cluster`); default: this process.
 
     Returns
     -------
@@ -68,6 +71,15 @@ def embed(settings: EmbedSettings, progress_file=None):
         in_channels = channels.out_channels(view.n_channels)
         check_model(s.model, in_channels, overrides)
         tiling = tiling_for(s, view, in_channels, overrides)
+        if client is not None or getattr(s, "scheduler", None):  # the tiles on a dask cluster
+            from .cluster import precompute_on_cluster
+
+            unit = "slice" if tiling is None else "tile"
+            n = len(view) * (1 if tiling is None else len(tiling))
+            print(f"napari-sam: {n} {unit}(s) of {view!r} on the cluster -> {out}",
+                  file=progress_file)  # fmt: skip
+            return precompute_on_cluster(s, inp, out, n, unit, client, s.overwrite, s.batch_size,
+                                         progress_file=progress_file)  # fmt: skip
         import_tensorflow()  # slow: after the quick checks
         model = load_model(s.model, weights, in_channels, overrides)
 

@@ -340,10 +340,35 @@ class EmbeddingStore:
         if view is None or encoder is None:
             raise ValueError("view, encoder: needed when the store is not bound yet")
         self.bind(view, encoder, channels, normalization)
+        return self.precompute_indices(range(len(self.view)), batch_size, progress, cancel)
+
+    def precompute_indices(self, indices, batch_size=1, progress=None, cancel=None):
+        """Embed the slices ``indices`` (of the bound view) not yet validly stored.
+
+        As :meth:`precompute`, for some slices only (``progress`` counts them). Processes that
+        bind one on-disk store with the same settings may each precompute other slices (each
+        is its own chunk and record): e.g. the tiles of one image on a dask cluster, once the
+        store exists (see :mod:`napari_sam.batch.cluster`).
+
+        Parameters
+        ----------
+        indices : iterable of int or tuple of int
+            The slices (flat numbers or index tuples of the bound view); repeats are dropped.
+        batch_size, progress, cancel
+            As for :meth:`precompute`.
+
+        Returns
+        -------
+        PrecomputeResult
+            Of ``indices``: computed, reused (validly stored) and repaired.
+        """
+        if self.view is None:
+            raise RuntimeError("EmbeddingStore: call bind(view, encoder, ...) first")
+        indices = list(dict.fromkeys(self.view.flat_index(i) for i in indices))
         is_cancelled = getattr(cancel, "is_set", cancel) or (lambda: False)
-        total, pending, damaged = len(self.view), [], self.damaged
+        total, pending, damaged = len(indices), [], self.damaged
         res = PrecomputeResult(0, 0, total)
-        for i in range(total):
+        for k, i in enumerate(indices):
             if is_cancelled():
                 res.cancelled = True
                 break
@@ -353,7 +378,7 @@ class EmbeddingStore:
                 res.reused += 1
             else:
                 pending.append((i, image, content))
-            if pending and (len(pending) >= batch_size or i == total - 1):
+            if pending and (len(pending) >= batch_size or k == total - 1):
                 self._compute(pending)
                 res.computed += len(pending)
                 pending.clear()
