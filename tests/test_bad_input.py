@@ -315,6 +315,12 @@ def test_a_second_run_on_the_same_work_folder_is_refused(tmp_path):
     live_tmp.write_bytes(b"in progress")
     stale_tmp = folder / ".slice_1.npy.999999999-1.tmp"  # left by a killed process
     stale_tmp.write_bytes(b"x")
+    from napari_sam._atomic import _HOST
+
+    ours = folder / f".slice_1.json.{_HOST}_999999999-5.tmp"  # this machine's, killed
+    ours.write_bytes(b"x")
+    theirs = folder / ".slice_1.json.other-node_999999999-5.tmp"  # another machine's writer
+    theirs.write_bytes(b"x")
     with pytest.raises(PartialLockedError, match="another napari-sam run is writing"):
         PartialResults(folder, {"a": 1}, 3, (4, 5))
     assert live_tmp.exists()
@@ -322,6 +328,7 @@ def test_a_second_run_on_the_same_work_folder_is_refused(tmp_path):
     first.close()
     with PartialResults(folder, {"a": 1}, 3, (4, 5)) as second:
         assert second.done() == [0] and live_tmp.exists() and not stale_tmp.exists()
+        assert not ours.exists() and theirs.exists()
 
 
 def test_concurrent_auto_gives_one_line(weights, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +13,13 @@ from typing import BinaryIO
 def write_atomic(path, write: Callable[[BinaryIO], object], fsync: bool = False) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename.
 
-    The temporary file (``.<name>.<pid>-<thread>.tmp``: unique to the writer) is removed if
+    The temporary file (``.<name>.<host>_<pid>-<thread>.tmp``: unique to the writer, also
+    among the machines of a cluster sharing a folder) is removed if
     anything fails, so a crash or an error never leaves ``path`` half-written. ``fsync``
     flushes the data to disk before the rename (for files a resumed run will trust).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}_{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -28,6 +30,9 @@ def write_atomic(path, write: Callable[[BinaryIO], object], fsync: bool = False)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+_HOST = socket.gethostname().replace(".", "-").replace("_", "-") or "host"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -44,7 +49,8 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temps(folder) -> list[Path]:
     """Remove the temporary files :func:`write_atomic` left in ``folder`` when its process
-    was killed; those of processes still running (another writer) are left alone.
+    was killed; those of processes still running (another writer) are left alone, and so are
+    those of other machines (whose processes cannot be checked from here).
 
     Returns the files removed.
     """
@@ -53,7 +59,10 @@ def remove_stale_temps(folder) -> list[Path]:
         name = f.name
         if not (name.startswith(".") and name.endswith(".tmp")):
             continue
-        pid = name[: -len(".tmp")].rpartition(".")[2].partition("-")[0]
+        host, _, writer = name[: -len(".tmp")].rpartition(".")[2].rpartition("_")
+        if host and host != _HOST:
+            continue  # another machine's writer
+        pid = writer.partition("-")[0]
         if pid.isdigit() and _pid_alive(int(pid)):
             continue
         f.unlink(missing_ok=True)

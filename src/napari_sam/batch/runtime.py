@@ -11,6 +11,11 @@ from .errors import InputError
 
 __all__ = ["import_tensorflow", "load_model", "open_input", "resolve_channels"]
 
+#: Slices up to this many pixels are read whole to check a file; larger ones in two bands.
+_CHECK_PIXELS = 1 << 22
+#: A directory holding one of these is a zarr array or group (an OME-Zarr image).
+_ZARR_FILES = ("zarr.json", ".zarray", ".zgroup")
+
 
 def import_tensorflow() -> None:
     """Import TensorFlow quietly (after the quick checks); ``napari-sam -v`` shows its lines."""
@@ -23,14 +28,16 @@ def open_input(path: Path, axes: str | None):
     Parameters
     ----------
     path : Path
-        A TIFF file, a ``.npy`` file or a zarr array directory.
+        A TIFF file, a ``.npy`` file, a zarr array directory or an OME-Zarr image (its first
+        multiscale level, with the axes of its metadata).
     axes : str, optional
         One letter per dimension; default: from the TIFF file, ``YX`` for a 2-D array.
 
     Raises
     ------
     InputError
-        The file is missing, not an image, truncated (its first and last slice are read), or
+        The file is missing, not an image, truncated (its first and last slice are read; of
+        a slice over ``_CHECK_PIXELS`` pixels, a band at its start and one at its end), or
         ``axes`` does not fit it.
     """
     import numpy as np
@@ -51,8 +58,10 @@ def open_input(path: Path, axes: str | None):
                     f"give one letter per dimension, e.g. --axes ZYX",
                 )
             return StackView(data, axes)
-        if path.is_dir() and not (path / "zarr.json").exists() and not (path / ".zarray").exists():
-            raise InputError("INPUT", f"{str(path)!r} is a directory but not a zarr array")
+        if path.is_dir() and not any((path / f).exists() for f in _ZARR_FILES):
+            raise InputError(
+                "INPUT", f"{str(path)!r} is a directory but not a zarr array or OME-Zarr image"
+            )
         view = StackView(path, axes)
     except InputError:
         raise
@@ -62,12 +71,11 @@ def open_input(path: Path, axes: str | None):
     except Exception as err:
         raise InputError(
             "INPUT",
-            f"cannot read {str(path)!r} as a TIFF file, .npy file or zarr array directory "
+            f"cannot read {str(path)!r} as a TIFF file, .npy file, zarr array or OME-Zarr image "
             f"({type(err).__name__}: {err})",
         ) from None
     try:  # a truncated file fails here, not minutes later in the middle of the run
-        for i in {0, len(view) - 1}:
-            view.get_slice(i)
+        _check_readable(view)
     except Exception as err:
         view.close()
         raise InputError(
@@ -76,6 +84,24 @@ def open_input(path: Path, axes: str | None):
             f"({type(err).__name__}: {err})",
         ) from None
     return view
+
+
+def _check_readable(view) -> None:
+    """Read the first and the last slice of ``view`` (raises where the file is damaged).
+
+    Of a slice over :data:`_CHECK_PIXELS` pixels, only a band of rows at its start (first
+    slice) and one at its end (last slice) are read, so that an image larger than memory is
+    not loaded whole: a truncated TIFF, ``.npy`` or zarr array lacks its last rows or chunks.
+    """
+    h, w = view.slice_shape
+    last = len(view) - 1
+    if h * w <= _CHECK_PIXELS:
+        for i in {0, last}:
+            view.get_slice(i)
+        return
+    rows, cols = max(1, _CHECK_PIXELS // w), min(w, _CHECK_PIXELS)
+    view.get_region(0, slice(0, rows), slice(0, cols))
+    view.get_region(last, slice(h - rows, h), slice(w - cols, w))
 
 
 def load_model(name: str, weights, in_channels: int, overrides: dict):

@@ -51,6 +51,7 @@ class EmbedSettings(_FromNamespace):
     normalization: str = "auto"
     batch_size: int = 1
     overwrite: bool = False
+    scheduler: str | None = None
     tile: int | None = None
     halo: int | None = None
     diameter: float | str | None = None  # pixels, or "auto"

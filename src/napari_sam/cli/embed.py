@@ -33,9 +33,11 @@ def add_embed_command(sub) -> None:
     add_options(
         p, EmbedSettings,
         ["input", "model", "weights", "out", "axes", "channels", "normalization", "batch_size",
-         "overwrite", "tile", "halo", "diameter", "no_tile", "override"],
+         "overwrite", "tile", "halo", "diameter", "no_tile", "scheduler", "override"],
         out=("store directory to write", "STORE"),
         overwrite="discard a store at STORE made with another model, weights or settings",
+        scheduler="spread the tiles (or slices) over a dask cluster, e.g. tcp://10.0.0.5:8786 "
+        "(needs dask[distributed]); the workers write to STORE, which they must reach",
     )  # fmt: skip
     p.set_defaults(run=_run)
 

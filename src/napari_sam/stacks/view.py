@@ -55,6 +55,53 @@ def _open_tiff(path: Path):
     return array, series.axes, tif
 
 
+#: OME-Zarr axis names (``multiscales[0].axes``) and their letters.
+_OME_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+
+
+def _ome_axes(multiscale: dict, ndim: int, name: str) -> str:
+    """The axes letters of an OME-Zarr multiscale (0.1/0.2 have none: 5-D ``TCZYX``)."""
+    meta = multiscale.get("axes")
+    if meta is None:
+        if ndim == 5:
+            return "TCZYX"
+        raise ValueError(f"axes: {name!r} (OME-Zarr, {ndim}-D) names no axes; pass them")
+    names = [str(a.get("name", "") if isinstance(a, dict) else a).lower() for a in meta]
+    unknown = [n for n in names if n not in _OME_AXES]
+    if unknown or len(names) != ndim:
+        raise ValueError(
+            f"axes: cannot map the OME-Zarr axes {names} of {name!r} ({ndim}-D) to letters "
+            f"(known: {sorted(_OME_AXES)}); pass them explicitly with --axes / axes="
+        )
+    return "".join(_OME_AXES[n] for n in names)
+
+
+def _open_zarr(path: Path, axes: str | None):
+    """A zarr array directory, or an OME-Zarr group's level 0, lazily; ``(array, axes)``.
+
+    An OME-Zarr image (a group with ``multiscales`` metadata, OME-NGFF 0.1 to 0.5) gives the
+    first dataset of its first multiscale, with axes from its metadata unless ``axes`` is
+    given.
+    """
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if not isinstance(node, zarr.Group):
+        return node, axes
+    attrs = node.attrs.asdict()
+    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if not multiscales or not multiscales[0].get("datasets"):
+        raise ValueError(
+            f"data: {path.name!r} is a zarr group without OME-Zarr 'multiscales' metadata; "
+            "expected a zarr array or an OME-Zarr image"
+        )
+    first = multiscales[0]
+    array = node[str(first["datasets"][0]["path"])]
+    if not isinstance(array, zarr.Array):
+        raise ValueError(f"data: level 0 of the OME-Zarr image {path.name!r} is not an array")
+    return array, axes or _ome_axes(first, array.ndim, path.name)
+
+
 class StackView:
     """A lazy, slice-by-slice view of an N-D image stack.
 
@@ -107,10 +154,8 @@ class StackView:
         self._perm = [kept.index(a) for a in "YX" + (self.channel_axis or "")]
 
     def _open_path(self, path: Path, axes: str | None):
-        if path.is_dir():
-            import zarr
-
-            return zarr.open_array(str(path), mode="r"), axes
+        if path.is_dir():  # a zarr array, or an OME-Zarr image (its first multiscale level)
+            return _open_zarr(path, axes)
         if path.suffix == ".npy":  # memory-mapped: slices are read on demand
             data = np.load(path, mmap_mode="r", allow_pickle=False)
             if axes is None and data.ndim != 2:
