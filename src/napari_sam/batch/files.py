@@ -58,7 +58,7 @@ def find_inputs(text: str) -> tuple[list[Path], bool]:
         return found, True
     if not path.exists():
         raise InputError("INPUT", f"{text!r} does not exist")
-    if path.is_dir() and not ((path / ".zarray").exists() or (path / "zarr.json").exists()):
+    if path.is_dir() and not any((path / f).exists() for f in (".zarray", ".zgroup", "zarr.json")):
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
         if not found:
             raise InputError("INPUT", f"folder {text!r} has no .tif, .tiff or .npy file")

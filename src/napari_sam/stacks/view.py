@@ -8,6 +8,7 @@ than memory work.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,11 @@ def _open_tiff(path: Path):
     tif = tifffile.TiffFile(path)
     try:
         series = tif.series[0]
+        if series.dataoffset is not None and not tif.is_ome:  # contiguous, uncompressed
+            try:  # memory-mapped: a tile reads its own rows, not the whole (single-strip) page
+                return tifffile.memmap(path, series=0, mode="r"), series.axes, tif
+            except (ValueError, OSError):  # e.g. a truncated file: read through zarr below
+                pass
         store = series.aszarr(level=0)
         array = zarr.open_array(store, mode="r")
     except Exception:
@@ -140,6 +146,9 @@ class StackView:
             self.close()
             raise
         self._data = data
+        # a memory map (.npy, contiguous TIFF): its pages are dropped after each read, so a
+        # tile-by-tile pass over an image larger than memory keeps few of them resident
+        self._mmap = getattr(data, "_mmap", None)
         self.shape = tuple(int(s) for s in data.shape)
         self.dtype = np.dtype(data.dtype)
         self.slice_axes = "".join(a for a in self.axes if a not in _SPATIAL + _CHANNEL)
@@ -271,7 +280,14 @@ class StackView:
         out = np.transpose(np.asarray(out), self._perm)
         if self.channel_axis is None:
             out = out[..., np.newaxis]
-        return np.ascontiguousarray(out)
+        if self._mmap is None:
+            return np.ascontiguousarray(out)
+        out = np.array(out, copy=True, order="C")  # off the map before its pages are dropped
+        try:
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):  # no madvise here, or a closed map
+            pass
+        return out
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
