@@ -320,3 +320,28 @@ def test_diameter_estimate_follows_the_object_size():
     d_large = estimate_diameter(StackView(large, "YX"))
     assert 18 <= d_small <= 32 and 40 <= d_large <= 72, (d_small, d_large)
     assert estimate_diameter(StackView(np.zeros((64, 64), np.uint16), "YX")) is None
+
+
+def test_parts_of_one_object_from_two_tiles_are_merged_but_neighbours_are_not():
+    from napari_sam.segment.seams import merge_across_tiles
+    from napari_sam.segment.tiled import CroppedMask, paint_masks
+
+    yy, xx = np.mgrid[:40, :60]
+    whole = ((yy - 20) / 12.0) ** 2 + ((xx - 30) / 20.0) ** 2 <= 1
+
+    def cropped(mask, score, origin):
+        ys, xs = np.nonzero(mask)
+        part = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        return CroppedMask(part, int(ys.min()), int(xs.min()), score, 1.0, (0, 0), origin)
+
+    left, right = whole & (xx < 30), whole & (xx >= 30)
+    candidates = [cropped(left, 0.9, 0), cropped(right, 0.8, 1), cropped(whole, 0.7, 1)]
+    for origins, pool, merged in (((0, 1), candidates, True),    # two tiles, whole proposed
+                                  ((1, 1), candidates, False),   # one tile: two objects
+                                  ((0, 1), candidates[:2], False)):  # nobody saw it whole
+        parts = [cropped(left, 0.9, origins[0]), cropped(right, 0.8, origins[1])]
+        painted = []
+        labels = paint_masks(parts, whole.shape, painted=painted)
+        assert labels.max() == 2
+        out = merge_across_tiles(labels, painted, pool)
+        assert out.max() == (1 if merged else 2) and (out > 0).sum() == whole.sum()

@@ -10,7 +10,10 @@ generator does (predicted IoU, stability), kept cropped to their boxes, and:
   <napari_sam.stacks.tiled_predictor.TiledPredictor.predict_window>`), so objects crossing tile
   borders are whole, never two labels;
 - duplicates (the same object from points of neighbouring tiles) are removed by box NMS over
-  the whole slice, then by painting best first, each mask keeping only free pixels.
+  the whole slice, then by painting best first, each mask keeping only free pixels;
+- two touching labels decoded on different tiles that one candidate mask covers as a whole
+  are one object seen in parts from each side of a border: merged
+  (:func:`~napari_sam.segment.seams.merge_across_tiles`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from ..masks import mask_to_box
 from . import amg_utils as amg
+from .seams import merge_across_tiles
 
 __all__ = ["CroppedMask", "grid_points", "paint_masks", "segment_tiled"]
 
@@ -38,6 +42,7 @@ class CroppedMask:
     score: float
     stability: float
     point: tuple[float, float]
+    origin: int = 0  # the tile decoded on (a window centred on demand: -1 - its number)
 
     @property
     def box(self) -> np.ndarray:
@@ -50,10 +55,10 @@ class CroppedMask:
         return int(self.mask.sum())
 
 
-def _crop(mask: np.ndarray, y0: int, x0: int, box, score, stability, point) -> CroppedMask:
+def _crop(mask, y0: int, x0: int, box, score, stability, point, origin) -> CroppedMask:
     bx0, by0, bx1, by1 = (int(v) for v in box)
     part = np.ascontiguousarray(mask[by0 : by1 + 1, bx0 : bx1 + 1])
-    return CroppedMask(part, y0 + by0, x0 + bx0, float(score), float(stability), point)
+    return CroppedMask(part, y0 + by0, x0 + bx0, float(score), float(stability), point, origin)
 
 
 def grid_points(shape, tile, points_per_side: int) -> np.ndarray:
@@ -67,11 +72,12 @@ def grid_points(shape, tile, points_per_side: int) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
-def paint_masks(masks: list[CroppedMask], shape, min_free_fraction: float = 0.5) -> np.ndarray:
+def paint_masks(masks: list[CroppedMask], shape, min_free_fraction: float = 0.5, painted=None):
     """A ``uint32`` label image: masks best first, each taking the pixels still free.
 
     A mask left with less than ``min_free_fraction`` of its area is dropped (a duplicate or
     fragment of a better one), as :func:`~napari_sam.segment.automatic.to_label_image` does.
+    ``painted``, a list, receives the mask of each label in id order.
     """
     labels = np.zeros(tuple(shape), np.uint32)
     n = 0
@@ -83,6 +89,8 @@ def paint_masks(masks: list[CroppedMask], shape, min_free_fraction: float = 0.5)
         if kept and kept >= min_free_fraction * m.area:
             n += 1
             view[free] = n
+            if painted is not None:
+                painted.append(m)
     return labels
 
 
@@ -136,7 +144,7 @@ def _tile_masks(tp, index, t, points, generator, accept, cut):
                                           strict=True):  # fmt: skip
             if not m.any():
                 continue
-            rec = _crop(m, wy0, wx0, b, s, st, (float(p[0] + wx0), float(p[1] + wy0)))
+            rec = _crop(m, wy0, wx0, b, s, st, (float(p[0] + wx0), float(p[1] + wy0)), t)
             (cut if is_cut else found).append(rec)
     if found:
         keep = amg.box_nms(np.stack([m.box for m in found]), [m.score for m in found],
@@ -163,7 +171,8 @@ def _redecode(tp, index, cut: list[CroppedMask], generator) -> list[CroppedMask]
         j = int(np.argmax(np.where(ok, iou, -np.inf)))
         mask = logits[j] > keep_filter.threshold
         if mask.any():
-            out.append(_crop(mask, y0, x0, mask_to_box(mask[None])[0], iou[j], stab[j], (x, y)))
+            box = mask_to_box(mask[None])[0]
+            out.append(_crop(mask, y0, x0, box, iou[j], stab[j], (x, y), -1 - len(out)))
     return out
 
 
@@ -204,9 +213,11 @@ def segment_tiled(tp, index, generator, progress=None) -> np.ndarray:
         for m in accept:
             m.mask, _ = amg.remove_small_regions(m.mask, generator.min_mask_region_area, "holes")
             m.mask, _ = amg.remove_small_regions(m.mask, generator.min_mask_region_area, "islands")
-    accept = [m for m in accept if m.mask.any()]
+    pool = accept = [m for m in accept if m.mask.any()]
     if accept:
         keep = amg.box_nms(np.stack([m.box for m in accept]), [m.score for m in accept],
                            generator.box_nms_thresh)  # fmt: skip
         accept = [accept[i] for i in keep]
-    return paint_masks(accept, shape)
+    painted: list[CroppedMask] = []
+    labels = paint_masks(accept, shape, painted=painted)
+    return merge_across_tiles(labels, painted, pool)
