@@ -12,13 +12,15 @@ data event), and the script measures
   layer), and
 * the longest gap of a 10 ms QTimer heartbeat meanwhile (the Qt event loop's longest stall),
 
-for a first and a second cold tile and a warm one, then the commit. ``--multiscale`` adds the
-image as a three-level pyramid (dask levels) instead. Prints the figures; asserts nothing.
+for a first and a second cold tile and a warm one, then the commit, then "Embed stack" for
+``--embed-seconds`` (tiles done, longest stall) and Cancel. ``--multiscale`` adds the image
+as a three-level pyramid (dask levels) instead. Prints the figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -115,11 +117,14 @@ def click(app, widget, points, beat, y, x, label):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--multiscale", action="store_true", help="a 3-level pyramid layer")
+    parser.add_argument("--embed-seconds", type=float, default=10.0,
+                        help="run 'Embed stack' this long, then cancel it")  # fmt: skip
     args = parser.parse_args(argv)
     import napari
     from qtpy.QtWidgets import QApplication
 
-    print(f"CPU: {cpu()}; napari {napari.__version__}")
+    print(f"CPU: {cpu()}, {os.cpu_count()} cores; napari {napari.__version__}")
+    print("load average at the start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     image, truth = make_image()
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
@@ -158,6 +163,17 @@ def main(argv=None):
     written = int((out.data[y0:y1, x0:x1] == ids[0]).sum()) if ids else 0
     print(f"commit: {t1 - t0:.2f} s on the Qt thread, label {ids}, {written} px, "
           f"stall {beat.longest_gap(t0, t1 + 0.3) * 1000:.0f} ms")  # fmt: skip
+    t0 = time.perf_counter()
+    widget.embed_stack()  # "Embed stack": every tile, for --embed-seconds, then Cancel
+    pump_until(app, lambda: time.perf_counter() >= t0 + args.embed_seconds)
+    done = sum(widget.session.sp.tile_ready((), t) for t in range(len(widget.session.tiling)))
+    t1 = time.perf_counter()
+    widget.cancel()
+    pump_until(app, lambda: widget.idle)
+    print(f"embed stack: {done} tiles ready after {t1 - t0:.0f} s "
+          f"({len(widget.session.tiling)} in all), cancelled in {time.perf_counter() - t1:.1f} s, "
+          f"longest stall {beat.longest_gap(t0, time.perf_counter()) * 1000:.0f} ms")  # fmt: skip
+    print("load average at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     (s1, g1), (s2, g2) = figures
     print(
         f"summary: first cold click {s1:.2f} s, stall {g1 * 1000:.0f} ms; second cold click "

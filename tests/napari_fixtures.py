@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-__all__ = ["ctrl_z", "idle", "messages", "nucleus", "records", "sam_widget", "tiny_random_model",
-           "viewer", "wait_until", "xvfb_display"]  # fmt: skip
+__all__ = ["ctrl_z", "idle", "messages", "nucleus", "only_layer", "open_sample", "records",
+           "sam_widget", "tiny_random_model", "viewer", "wait_until", "xvfb_display"]  # fmt: skip
 
 
 def _start_xvfb():
@@ -156,3 +156,18 @@ def ctrl_z(qtbot, viewer, layer):
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)
     qtbot.wait(50)
+
+
+def open_sample(viewer, widget, z):
+    """Open the sample stack, set up the widget's layers and show slice ``z``."""
+    viewer.open_sample("napari-sam", "nuclei_stack")
+    widget.image_box.setCurrentText("nuclei stack")
+    points, boxes, preview, out = widget.setup_layers()
+    viewer.dims.set_current_step(1, z)  # world axes: C, Z, Y, X
+    return points, boxes, preview, out
+
+
+def only_layer(viewer, image):
+    """Remove every layer but ``image``."""
+    for layer in [ly for ly in viewer.layers if ly is not image]:
+        viewer.layers.remove(layer)

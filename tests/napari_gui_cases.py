@@ -14,29 +14,12 @@ import pytest
 from napari_sam.train.evaluation import iou, object_centre
 from napari_sam.train.synthetic import make_nuclei_2d, make_sample_stack
 
-from napari_fixtures import (
-    ctrl_z,
-    idle,
-    messages,
-    nucleus,
-    records,
-    sam_widget,
-    tiny_random_model,
-    viewer,
-    xvfb_display,
-)
+import napari_fixtures as nf
+from napari_fixtures import sam_widget, tiny_random_model, viewer, xvfb_display
 
 __all__ = ["sam_widget", "tiny_random_model", "viewer", "xvfb_display"]  # fixtures
 
 Z = 5  # the slice prompted
-
-
-def _open_sample(viewer, widget):
-    viewer.open_sample("napari-sam", "nuclei_stack")
-    widget.image_box.setCurrentText("nuclei stack")
-    points, boxes, preview, out = widget.setup_layers()
-    viewer.dims.set_current_step(1, Z)  # world axes: C, Z, Y, X
-    return points, boxes, preview, out
 
 
 def test_widget_and_sample_from_manifest(viewer, sam_widget):
@@ -58,15 +41,15 @@ def test_widget_and_sample_from_manifest(viewer, sam_widget):
 
 def test_preview_commit_undo_with_random_weights(viewer, sam_widget, tiny_random_model, qtbot):
     """The wiring, with any model: preview on one slice, commit, Ctrl+Z, prompts cleared."""
-    points, _, preview, out = _open_sample(viewer, sam_widget)
+    points, _, preview, out = nf.open_sample(viewer, sam_widget, Z)
     sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
-    nid, mask = nucleus(truth)
+    nid, mask = nf.nucleus(truth)
     existing = np.where(truth[Z] == nid, 0, truth[Z]).astype(out.data.dtype)  # the others
     out.data[Z] = existing
     x, y = object_centre(mask)
     points.add([Z, y, x])
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     assert len(sam_widget.predictions) == 1
     shown = preview.data.reshape(len(preview.data), -1).any(axis=1)
     assert shown.tolist() == [z == Z for z in range(12)] or not shown.any()
@@ -79,7 +62,7 @@ def test_preview_commit_undo_with_random_weights(viewer, sam_widget, tiny_random
     kept = before > 0
     np.testing.assert_array_equal(out.data[kept], before[kept])  # nothing overwritten
     assert (out.data == ids[0]).any()
-    ctrl_z(qtbot, viewer, out)
+    nf.ctrl_z(qtbot, viewer, out)
     np.testing.assert_array_equal(out.data, before)
 
 
@@ -101,7 +84,7 @@ def test_event_loop_keeps_serving_timers_while_embedding(viewer, sam_widget, qtb
     qtbot.wait(100)
     t0 = time.perf_counter()
     assert sam_widget.embed_stack() is not None
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     timer.stop()
     during = [t for t in stamps if t >= t0]
     gaps = np.diff([t0, *during])
@@ -114,35 +97,35 @@ def test_event_loop_keeps_serving_timers_while_embedding(viewer, sam_widget, qtb
 def test_bad_input_gives_messages_not_tracebacks(viewer, sam_widget, tiny_random_model, qtbot):
     from napari.utils.notifications import ErrorNotification
 
-    points, _, _, out = _open_sample(viewer, sam_widget)
+    points, _, _, out = nf.open_sample(viewer, sam_widget, Z)
     sam_widget.set_model(tiny_random_model)
     out.data[Z, 10:20, 10:20] = 7
     labels_before = out.data.copy()
-    n = len(records())
+    n = len(nf.records())
     viewer.add_image(np.zeros((3, 40)), name="profiles")  # channels x one axis: no Y, X
     sam_widget.image_box.setCurrentText("profiles")
     sam_widget.channel_axis.setCurrentText("first axis")
     sam_widget.update_preview()
-    assert any("spatial" in m for m in messages(n)), messages(n)
+    assert any("spatial" in m for m in nf.messages(n)), nf.messages(n)
     sam_widget.image_box.setCurrentText("nuclei stack")
     sam_widget.channel_axis.setCurrentText("auto")
-    n = len(records())
+    n = len(nf.records())
     points.add([Z, 500, 500])  # outside the image
-    idle(qtbot, sam_widget)
-    assert any("outside the image" in m for m in messages(n)), messages(n)
-    n = len(records())
+    nf.idle(qtbot, sam_widget)
+    assert any("outside the image" in m for m in nf.messages(n)), nf.messages(n)
+    n = len(nf.records())
     other = viewer.add_points([[Z, 20, 20]], ndim=3, scale=(1, 2, 2), name="other scale")
     sam_widget.points_box.setCurrentText(other.name)
     sam_widget.update_preview()
-    assert any("scale" in m for m in messages(n)), messages(n)
-    n = len(records())
+    assert any("scale" in m for m in nf.messages(n)), nf.messages(n)
+    n = len(nf.records())
     wrong = viewer.add_labels(np.zeros((3, 10, 10), np.int32), name="wrong shape")
     sam_widget.output_box.setCurrentText(wrong.name)
     sam_widget.predictions = []
     assert sam_widget.commit() == [] and sam_widget.propagate() is None
-    assert any("shape" in m for m in messages(n)), messages(n)
+    assert any("shape" in m for m in nf.messages(n)), nf.messages(n)
     np.testing.assert_array_equal(out.data, labels_before)  # no lost labels
-    assert not any(isinstance(r, ErrorNotification) for r in records())  # no tracebacks
+    assert not any(isinstance(r, ErrorNotification) for r in nf.records())  # no tracebacks
 
 
 def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qtbot):
@@ -154,23 +137,23 @@ def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qt
             "the sam_tiny_nuclei weights do not meet the targets yet and are not shipped "
             "(issue #3, docs/tiny-model.md)"
         )
-    points, _, preview, out = _open_sample(viewer, sam_widget)
+    points, _, preview, out = nf.open_sample(viewer, sam_widget, Z)
     _, truth = make_sample_stack(0)
-    nid, mask = nucleus(truth, ends_inside=True)
+    nid, mask = nf.nucleus(truth, ends_inside=True)
     x, y = object_centre(mask)
     points.add([Z, y, x])
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     got = preview.data[Z] > 0
     assert iou(got, mask) >= 0.8, f"IoU {iou(got, mask):.3f} with nucleus {nid}"
     others = np.delete(preview.data, Z, axis=0)
     assert not others.any(), "the preview touches other slices"
     ids = sam_widget.commit()
     assert ids == [1] and iou(out.data[Z] == 1, mask) >= 0.8
-    ctrl_z(qtbot, viewer, out)
+    nf.ctrl_z(qtbot, viewer, out)
     assert not out.data.any()
     out.redo()
     sam_widget.propagate()
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     zs = np.flatnonzero((truth == nid).any(axis=(1, 2)))
     got_zs = np.flatnonzero((out.data == 1).any(axis=(1, 2)))
     print(f"nucleus {nid}: true slices {zs.min()}..{zs.max()}, got {got_zs.tolist()}")
@@ -182,17 +165,17 @@ def test_screenshot_of_the_widget_at_work(viewer, sam_widget, tiny_random_model,
     """Writes ``$NAPARI_SAM_SCREENSHOT`` (the README's picture) or a temporary file."""
     from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
 
-    points, boxes, _, _ = _open_sample(viewer, sam_widget)
+    points, boxes, _, _ = nf.open_sample(viewer, sam_widget, Z)
     if not TINY_NUCLEI_WEIGHTS.is_file():
         sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
-    _, mask = nucleus(truth)
+    _, mask = nf.nucleus(truth)
     x, y = object_centre(mask)
     points.add([Z, y, x])
     ys, xs = np.nonzero(truth[Z] == np.unique(truth[Z])[2])
     y0, y1, x0, x1 = ys.min() - 2, ys.max() + 2, xs.min() - 2, xs.max() + 2
     boxes.add_rectangles([[Z, y0, x0], [Z, y0, x1], [Z, y1, x1], [Z, y1, x0]])
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     viewer.window._qt_window.resize(1280, 900)
     viewer.layers.selection.active = points
     qtbot.wait(300)
@@ -208,10 +191,10 @@ def test_screenshot_of_the_widget_at_work(viewer, sam_widget, tiny_random_model,
 def test_toggle_polarity_cycle_masks_and_boxes(viewer, sam_widget, tiny_random_model, qtbot):
     from qtpy.QtCore import Qt
 
-    points, boxes, preview, _ = _open_sample(viewer, sam_widget)
+    points, boxes, preview, _ = nf.open_sample(viewer, sam_widget, Z)
     sam_widget.set_model(tiny_random_model)
     points.add([Z, 40, 40])
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     choice = sam_widget.predictions[0].choice
     from npe2 import PluginManager
 
@@ -229,7 +212,7 @@ def test_toggle_polarity_cycle_masks_and_boxes(viewer, sam_widget, tiny_random_m
     for y0, x0 in ((100, 100), (140, 20)):  # two boxes: two more objects
         corners = [[Z, y0, x0], [Z, y0, x0 + 30], [Z, y0 + 30, x0 + 30], [Z, y0 + 30, x0]]
         boxes.add_rectangles(corners)
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     assert len(sam_widget.predictions) == 3
     assert set(np.unique(preview.data)) <= {0, 1, 2, 3}
 
@@ -240,10 +223,10 @@ def test_propagation_streams_slices_into_labels(
     """Propagation wiring with an oracle decoder (the true masks): labels, ends, undo."""
     from napari_sam._napari._session import Prediction, Session
 
-    points, _, _, out = _open_sample(viewer, sam_widget)
+    points, _, _, out = nf.open_sample(viewer, sam_widget, Z)
     sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
-    nid, mask = nucleus(truth)
+    nid, mask = nf.nucleus(truth)
 
     def oracle(self, index, obj, multimask=True):
         m = truth[index[0]] == nid
@@ -252,9 +235,9 @@ def test_propagation_streams_slices_into_labels(
     monkeypatch.setattr(Session, "predict", oracle)
     x, y = object_centre(mask)
     points.add([Z, y, x])
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     sam_widget.propagate()  # commits the preview first
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     zs = np.flatnonzero((truth == nid).any(axis=(1, 2)))
     got = np.flatnonzero((out.data == 1).any(axis=(1, 2)))
     assert abs(got.min() - zs.min()) <= 1 and abs(got.max() - zs.max()) <= 1
@@ -274,16 +257,16 @@ def test_widget_and_cli_give_the_same_labels(viewer, sam_widget, qtbot, tmp_path
 
     if not TINY_NUCLEI_WEIGHTS.is_file():
         pytest.skip("needs the shipped sam_tiny_nuclei weights")
-    points, _, _, out = _open_sample(viewer, sam_widget)
+    points, _, _, out = nf.open_sample(viewer, sam_widget, Z)
     image, truth = make_sample_stack(0)
-    _, mask = nucleus(truth)
+    _, mask = nf.nucleus(truth)
     x, y = object_centre(mask)
     points.add([Z, y, x])
     neighbours = [i for i in np.unique(truth[Z]) if i and not (truth[Z] == i)[mask].any()]
     nx, ny = object_centre(truth[Z] == neighbours[0])
     sam_widget.toggle_polarity()  # the next point is negative
     points.add([Z, ny, nx])
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     assert list(points.properties["positive"]) == [True, False]
     csv = tmp_path / "points.csv"
     points.save(str(csv))  # napari's own Points CSV writer (before the commit clears them)
@@ -345,7 +328,7 @@ def test_closing_the_widget_unbinds_its_keys(viewer, qtbot):
 def test_previews_asked_for_while_busy_run_once_afterwards(
     viewer, sam_widget, tiny_random_model, qtbot
 ):
-    points, _, _, _ = _open_sample(viewer, sam_widget)
+    points, _, _, _ = nf.open_sample(viewer, sam_widget, Z)
     sam_widget.set_model(tiny_random_model)
     runs = []  # whether each preview ran with no job running
     sam_widget._timer.timeout.connect(lambda: runs.append(sam_widget._worker is None))
@@ -355,16 +338,10 @@ def test_previews_asked_for_while_busy_run_once_afterwards(
     for _ in range(3):
         sam_widget.update_preview()
     assert sam_widget._preview_pending and not sam_widget.idle
-    idle(qtbot, sam_widget)
+    nf.idle(qtbot, sam_widget)
     assert runs.count(True) == 1 and not sam_widget._preview_pending
     assert len(sam_widget.predictions) == 1 and sam_widget.preview_index == (Z,)
     assert sam_widget.session.has_embedding((0,))  # the worker's session was adopted
-
-
-def _only(viewer, image):
-    """Remove every layer but ``image``."""
-    for layer in [ly for ly in viewer.layers if ly is not image]:
-        viewer.layers.remove(layer)
 
 
 def test_tiled_and_multiscale_images_preview_and_commit(viewer, sam_widget, qtbot):
@@ -378,33 +355,36 @@ def test_tiled_and_multiscale_images_preview_and_commit(viewer, sam_widget, qtbo
     if not TINY_NUCLEI_WEIGHTS.is_file():
         pytest.skip("needs the shipped sam_tiny_nuclei weights")
     image, truth = make_nuclei_2d((1024, 1024), seed=2)
-    _, mask = nucleus(truth)
+    _, mask = nf.nucleus(truth)
     x, y = object_centre(mask)
     large = viewer.add_image(image, name="large")
     sam_widget.image_box.setCurrentText("large")
     points, _, preview, out = sam_widget.setup_layers()  # starts making the session
     overlay = viewer.layers["SAM tiles ready (large)"]
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     assert sam_widget.session.tiled and preview.data.shape == (1024, 1024)
     points.add([y, x])
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     (pred,) = sam_widget.predictions
     assert pred.window is not None and pred.masks.shape[-2:] != (1024, 1024)
     assert iou(preview.data > 0, mask) >= 0.7 and overlay.data.any()
     assert sam_widget.commit() == [1] and iou(out.data == 1, mask) >= 0.7
-    ctrl_z(qtbot, viewer, out)
+    nf.ctrl_z(qtbot, viewer, out)
     assert not out.data.any()
+    sam_widget.embed_stack()  # every tile, with the overlay updated
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.session.has_embedding(()) and overlay.data.all()
 
-    _only(viewer, large)
+    nf.only_layer(viewer, large)
     levels = [da.from_array(image[::k, ::k], chunks=256) for k in (1, 2, 4)]
     pyramid = viewer.add_image(levels, name="pyramid", multiscale=True)
     sam_widget.image_box.setCurrentText("pyramid")
     points, _, preview, out = sam_widget.setup_layers()
     assert preview.data.shape == (1, 1) and out.data.shape == (1024, 1024)  # windowed preview
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     assert sam_widget.session.sp.view.shape == (1024, 1024)  # level 0
     points.add([y, x])
-    idle(qtbot, sam_widget, 300_000)
+    nf.idle(qtbot, sam_widget, 300_000)
     (pred,) = sam_widget.predictions
     y0, y1, x0, x1 = pred.window
     assert preview.data.shape == (y1 - y0, x1 - x0) and tuple(preview.translate) == (y0, x0)

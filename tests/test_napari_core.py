@@ -294,7 +294,7 @@ def test_tiled_session_previews_commits_propagates_and_embeds_all_tiles():
     ensure_tensorflow()
     from napari_sam._napari._jobs import preview_job, with_session
     from napari_sam._napari._session import Geometry, ObjectPrompt
-    from napari_sam._napari._tiles import embed_all_tiles, plan_for
+    from napari_sam._napari._tiles import embed_all_tiles, paint_tiles, plan_for, ready_plane
     from napari_sam._napari.annotator import Annotator, SessionSpec
     from napari_sam.masks import iou, object_centre
     from napari_sam.stacks.channels import ChannelSpec
@@ -323,7 +323,10 @@ def test_tiled_session_previews_commits_propagates_and_embeds_all_tiles():
     assert pred.masks.shape[-2:] == (y1 - y0, x1 - x0) and (y1 - y0) * (x1 - x0) < 512 * 256
     assert iou(pred.mask, mask[y0:y1, x0:x1]) >= 0.7 and not mask[:y0].any()
     assert session.tiling.tile_at(y, x) in session.ready_tiles((0,))
-    assert result.tiles.any() and result.tiles.shape == (512, 512)  # overlay factor 1
+    assert result.tiles[session.tiling.tile_at(y, x)] and not all(result.tiles.values())
+    plane = ready_plane(session.tiling, session.ready_tiles((0,)), 1)
+    paint_tiles(plane, session.tiling, 1, result.tiles)  # the overlay: ready tiles are 1
+    assert plane[int(y), int(x)] == 1 and 0 < plane.mean() < 1
     annot.set_preview(result.predictions, (0,))
     preview = np.zeros(geo.label_shape, np.int32)
     annot.render_preview(preview)
@@ -338,5 +341,6 @@ def test_tiled_session_previews_commits_propagates_and_embeds_all_tiles():
     assert iou(labels[1] == 1, labels[0] == 1) >= 0.9  # the same image: the same object
     items = list(embed_all_tiles(session, (0,), cancel=None))
     progress = [i for i in items if i[0] == "progress"]
-    assert progress[-1][1:] == (18, 18) and items[-1][0] == "tiles" and items[-1][2].all()
+    assert progress[-1][1:] == (18, 18) and items[-1][:2] == ("tiles", (0,))
+    assert sorted(items[-1][2]) == list(range(9)) and all(items[-1][2].values())
     assert session.has_embedding((0,)) and session.has_embedding((1,))

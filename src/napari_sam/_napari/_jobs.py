@@ -7,6 +7,7 @@ touch an :class:`~napari_sam._napari.annotator.Annotator`.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._session import Geometry, ObjectPrompt, Session
-from ._tiles import overlay_factor, ready_plane
+from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
            "build_session", "embed_one", "embed_slices", "preview_job", "refine_prompt",
@@ -112,14 +113,24 @@ def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Bu
     -------
     Built
         The model, the new session and the keys, for :meth:`Annotator.adopt`.
+
+    Notes
+    -----
+    It calls :func:`gc.freeze` once the model is there and again at the end: the objects
+    made so far (the model's, napari's) are left out of later garbage collections, whose
+    full passes would otherwise take 0.2-0.4 s with the GIL held and stall the Qt event loop.
     """
     if model is None:
         from ..weights import create_model
 
         pretrained = spec.checkpoint or True
         model = create_model(spec.model_name, pretrained=pretrained, in_channels=spec.in_channels)
+    # A full garbage collection of the objects TensorFlow, Keras and napari made (0.2-0.4 s)
+    # holds the GIL, stalling the Qt thread: move them out of the collector's reach.
+    gc.freeze()
     session = Session(model, spec.data, spec.geometry, spec.channels, spec.store)
     session.warm_up()  # a tiled image: the first click then costs one tile only
+    gc.freeze()
     return Built(model, model_key, session, key)
 
 
@@ -246,12 +257,12 @@ def with_session(session, build, body):
 
 @dataclass(frozen=True)
 class Previewed:
-    """A preview worker's result: the session, and on a tiled image the predictions and the
-    ready-tiles overlay plane of the slice (``None`` untiled: predict on the Qt thread)."""
+    """A preview worker's result: the session, and on a tiled image the predictions and
+    ``{tile: ready}`` of the tiles around them (``None`` untiled: predict on the Qt thread)."""
 
     session: Session
     predictions: list | None = None
-    tiles: np.ndarray | None = field(default=None, compare=False, repr=False)
+    tiles: dict | None = field(default=None, compare=False, repr=False)
 
 
 def refine_prompt(session, objects, mask, index) -> ObjectPrompt:
@@ -271,7 +282,7 @@ def preview_job(session, index, objects, multimask=True, refine=None):
     and done on the Qt thread). Tiled, it embeds the tile(s) the prompts need (on demand, as
     :meth:`TiledPredictor.predict_window
     <napari_sam.stacks.tiled_predictor.TiledPredictor.predict_window>` asks) and decodes
-    too, returning the predictions and the slice's ready-tiles plane.
+    too, returning the predictions and the states of the tiles around them.
 
     Parameters
     ----------
@@ -287,9 +298,8 @@ def preview_job(session, index, objects, multimask=True, refine=None):
         labels, label = refine
         objects = [refine_prompt(session, objects, np.asarray(labels[index]) == label, index)]
     preds = [session.predict(index, o, multimask) for o in objects]
-    tiles = ready_plane(session.tiling, session.ready_tiles(index),
-                        overlay_factor(session.slice_shape))  # fmt: skip
-    return Previewed(session, preds, tiles)
+    near = tiles_around(session.tiling, [full_window(p.mask, p.window) for p in preds])
+    return Previewed(session, preds, tile_states(session, index, near))
 
 
 def embed_one(session, index):

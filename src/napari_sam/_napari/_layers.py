@@ -76,7 +76,7 @@ def make_prompt_layers(viewer, image, geometry):
     )  # fmt: skip
     points = viewer.add_points(
         np.zeros((0, n)), ndim=n, name=PREFIX + "points", features={"positive": np.zeros(0, bool)},
-        face_color=POSITIVE, size=max(3.0, min(geometry.label_shape[-2:]) / 40), **kw,
+        face_color=POSITIVE, size=min(max(3.0, min(geometry.label_shape[-2:]) / 40), 16.0), **kw,
     )  # fmt: skip
     points.feature_defaults = {"positive": True}
     points.mode = "add"
@@ -158,8 +158,16 @@ def show_window(preview, image, geometry, index, plane, window) -> None:
         preview.data = np.zeros((1,) * n, np.int32)
         return
     offset = np.array([*index, window[0], window[2]], float)
-    preview.data = plane.reshape((1,) * (n - 2) + plane.shape)
-    preview.translate = tuple(np.asarray(translate) + offset * np.asarray(scale))
+    data = plane.reshape((1,) * (n - 2) + plane.shape)
+    place = tuple(np.asarray(translate) + offset * np.asarray(scale))
+    if preview.data.shape == data.shape:  # the same size: cheaper than a new array
+        preview.data[...] = data
+        if not np.allclose(preview.translate, place):
+            preview.translate = place
+        preview.refresh()
+        return
+    preview.data = data
+    preview.translate = place
 
 
 def tile_overlay(viewer, image, geometry, factor: int):
@@ -181,7 +189,10 @@ def tile_overlay(viewer, image, geometry, factor: int):
     )  # fmt: skip
 
 
-def show_tiles(overlay, index, plane) -> None:
-    """Show the ready-tiles ``plane`` of slice ``index`` in the overlay."""
-    overlay.data[tuple(index)] = plane
+def show_tiles(overlay, tiling, index, states) -> None:
+    """Paint ``states`` ``{tile: ready}`` of slice ``index`` into the ready-tiles overlay."""
+    from ._tiles import overlay_factor, paint_tiles
+
+    plane = overlay.data[tuple(index)]  # a view of the layer's data
+    paint_tiles(plane, tiling, overlay_factor(tiling.image_shape), states)
     overlay.refresh()

@@ -19,6 +19,8 @@ from . import _layers as L
 from ._jobs import Previewed, embed_slices, preview_job
 from ._tiles import embed_all_tiles, overlay_factor, plan_for
 
+MEMORY_BUDGET = 1 << 30  # the sessions' in-memory embeddings (the stores' default)
+
 
 def embed_stack_job(session, indices, index, cancel):
     """A worker's body for "Embed stack": every slice, or every tile of every slice."""
@@ -30,15 +32,17 @@ def embed_stack_job(session, indices, index, cancel):
 class PreviewActions:
     """Preview, candidate masks and "Embed stack" of the widget (a mixin of ``SAMWidget``)."""
 
+    def model_cfg(self):
+        """The configuration of the model the next session uses (no TensorFlow needed)."""
+        if self.annotator.model is not None and self.annotator.model_key == "given":
+            return self.annotator.model.cfg
+        from ..weights import model_config
+
+        return model_config(self.settings().model_name)
+
     def planned_tiling(self, geo):
         """The tiling a session on an image of geometry ``geo`` will use (None: untiled)."""
-        if self.annotator.model is not None and self.annotator.model_key == "given":
-            size = self.annotator.model.cfg.input_size
-        else:
-            from ..weights import model_config
-
-            size = model_config(self.settings().model_name).input_size
-        return plan_for(geo.label_shape[-2:], size)
+        return plan_for(geo.label_shape[-2:], self.model_cfg().input_size)
 
     def tiles_layer(self, image=None, geo=None):
         """The ready-tiles overlay of the chosen image (added if needed); None if untiled."""
@@ -80,19 +84,30 @@ class PreviewActions:
         def on_yield(item):
             if not isinstance(item, tuple):
                 return self._step()
-            if item[0] == "progress":
+            if item[0] == "progress" and self._pbar is not None:
                 self._pbar.total = item[2]
                 self._pbar.update(item[1] - self._pbar.n)
             elif overlay is not None:
-                L.show_tiles(overlay, item[1], item[2])
+                L.show_tiles(overlay, tiling, item[1], item[2])
 
         def on_done(result):
             if isinstance(result, int):
                 return show_info(f"Segment Anything: {result} of {len(indices)} slices embedded")
+            stopped = ", cancelled" if result.cancelled else ""
             show_info(f"Segment Anything: {result.computed + result.reused} of {result.total} "
-                      f"tiles embedded ({result.reused} from the cache)")  # fmt: skip
+                      f"tiles embedded ({result.reused} from the cache{stopped})")  # fmt: skip
 
         total = len(indices) if tiling is None else len(indices) * len(tiling)
+        if tiling is not None and spec.store is None:
+            cfg = self.model_cfg()
+            side = np.asarray(cfg.input_size) // cfg.encoder_patch_size
+            per_tile = int(np.prod(side)) * cfg.embed_dim * 4
+            if total * per_tile > MEMORY_BUDGET:
+                show_warning(
+                    f"Segment Anything: {total} tiles of {per_tile / 2**20:.1f} MB do not fit "
+                    f"in {MEMORY_BUDGET >> 30} GiB of memory; only the last "
+                    f"{MEMORY_BUDGET // per_tile} stay. Choose a cache folder to keep them all"
+                )
         what = "slices" if tiling is None else "tiles"
         return self._run(spec, body, on_yield, on_done, total, f"embedding {what}")
 
@@ -114,8 +129,8 @@ class PreviewActions:
             if result.predictions is not None:  # tiled: decoded in the worker
                 self.annotator.set_preview(result.predictions, index)
                 overlay = self.tiles_layer(image, geo)
-                if overlay is not None and result.tiles is not None:
-                    L.show_tiles(overlay, index, result.tiles)
+                if overlay is not None and result.tiles:
+                    L.show_tiles(overlay, result.session.tiling, index, result.tiles)
                 return self._show_preview()
             try:
                 self.annotator.predict(result.session, index, objects, labels,
@@ -137,7 +152,7 @@ class PreviewActions:
         body = functools.partial(preview_job, index=index, objects=objects,
                                  multimask=self.multimask.isChecked(), refine=refine)  # fmt: skip
         desc = "embedding slice" if self.planned_tiling(geo) is None else "embedding tiles"
-        return self._run(spec, body, None, on_done, None, desc)
+        return self._run(spec, body, None, on_done, None, desc, bar_after=250)
 
     def _show(self, preds, index):
         self.annotator.set_preview(preds, index)

@@ -22,8 +22,8 @@ from ..masks import iou, mask_to_box
 from ..stacks.tiling import Tiling, plan_tiling
 
 __all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window", "overlay_factor",
-           "place", "placed_iou", "plan_for", "ready_plane", "render_windows", "shifted",
-           "union_window"]  # fmt: skip
+           "paint_tiles", "place", "placed_iou", "plan_for", "ready_plane", "render_windows",
+           "shifted", "tile_states", "tiles_around", "union_window"]  # fmt: skip
 
 #: The ready-tiles overlay has at most this many pixels a side per slice.
 OVERLAY_SIDE = 512
@@ -102,13 +102,45 @@ def overlay_factor(slice_shape) -> int:
     return max(1, math.ceil(max(slice_shape) / OVERLAY_SIDE))
 
 
+def tiles_around(tiling: Tiling, windows, pad: int = 1) -> list[int]:
+    """The tiles whose inner region meets one of ``windows``, and ``pad`` tiles around."""
+    rows, cols = tiling.grid_shape
+    out: set[int] = set()
+    for y0, y1, x0, x1 in windows:
+        r0, c0 = divmod(tiling.tile_at(max(y0, 0), max(x0, 0)), cols)
+        r1, c1 = divmod(tiling.tile_at(max(y1 - 1, 0), max(x1 - 1, 0)), cols)
+        out.update(r * cols + c for r in range(max(r0 - pad, 0), min(r1 + pad, rows - 1) + 1)
+                   for c in range(max(c0 - pad, 0), min(c1 + pad, cols - 1) + 1))  # fmt: skip
+    return sorted(out)
+
+
+def tile_states(session, index, tiles, chunk: int = 256) -> dict[int, bool]:
+    """``{tile: embedding in memory}`` of some ``tiles`` of slice ``index``.
+
+    A worker runs it: every ``chunk`` tiles it sleeps a moment, so that a long scan (7225
+    tiles of a 16384 x 16384 image) never holds the GIL away from the Qt thread for long.
+    """
+    out = {}
+    for n, t in enumerate(tiles):
+        if n and n % chunk == 0:
+            time.sleep(0.002)
+        out[int(t)] = bool(session.sp.tile_ready(tuple(index), t))
+    return out
+
+
+def paint_tiles(plane: np.ndarray, tiling: Tiling, factor: int, states) -> None:
+    """Paint ``states`` ``{tile: ready}`` into an overlay ``plane`` (1 ready, 0 not) of one
+    slice, on the tiles' inner regions (which partition the slice)."""
+    for t, ready in states.items():
+        y0, y1, x0, x1 = tiling.inner(t)
+        plane[y0 // factor : math.ceil(y1 / factor), x0 // factor : math.ceil(x1 / factor)] = ready
+
+
 def ready_plane(tiling: Tiling, ready, factor: int) -> np.ndarray:
     """A uint8 overlay of one slice: 1 on the inner regions of the ``ready`` tiles."""
     h, w = tiling.image_shape
     plane = np.zeros((math.ceil(h / factor), math.ceil(w / factor)), np.uint8)
-    for t in ready:
-        y0, y1, x0, x1 = tiling.inner(t)
-        plane[y0 // factor : math.ceil(y1 / factor), x0 // factor : math.ceil(x1 / factor)] = 1
+    paint_tiles(plane, tiling, factor, dict.fromkeys(ready, True))
     return plane
 
 
@@ -119,13 +151,13 @@ def embed_all_tiles(
     """Embed every tile of every slice (a generator, run in a worker).
 
     The session's ``precompute`` runs in a helper thread; this generator passes on its
-    progress at most every ``every`` seconds, and the ready-tiles plane of slice ``index``
-    every few seconds.
+    progress at most every ``every`` seconds, with the tiles of slice ``index`` done since.
 
     Yields
     ------
-    ("progress", done, total) or ("tiles", index, plane)
-        Tiles embedded so far (of all slices); the overlay plane of slice ``index``.
+    ("progress", done, total) or ("tiles", index, states)
+        Tiles embedded so far (of all slices); ``{tile: ready}`` of slice ``index`` (the
+        tiles just embedded, then at the end every tile: whether it is still in memory).
 
     Returns
     -------
@@ -148,18 +180,25 @@ def embed_all_tiles(
 
     helper = threading.Thread(target=run, name="napari-sam-embed-tiles", daemon=True)
     helper.start()
-    factor = overlay_factor(session.slice_shape)
-    last = last_plane = 0.0
+    n_tiles, here = len(session.tiling), session.sp.view.flat_index(tuple(index))
+    last = painted = 0.0
+    shown = here * n_tiles  # flat tiles painted so far (the store goes in order)
     while (item := items.get()) is not None:
         now = time.monotonic()
         if now - last >= every or item[0] == item[1]:
             last = now
             yield ("progress", *item)
-        if now - last_plane >= 3.0:
-            last_plane = now
-            yield ("tiles", index, ready_plane(session.tiling, session.ready_tiles(index), factor))
+            end = min(item[0], (here + 1) * n_tiles)
+            if end > shown and (now - painted >= 4 * every or item[0] == item[1]):
+                painted = now  # each paint redraws the canvas: less often
+                yield (
+                    "tiles",
+                    tuple(index),
+                    dict.fromkeys(range(shown - here * n_tiles, end - here * n_tiles), True),
+                )
+                shown = end
     helper.join()
     if "error" in out:
         raise out["error"]
-    yield ("tiles", index, ready_plane(session.tiling, session.ready_tiles(index), factor))
+    yield ("tiles", tuple(index), tile_states(session, index, range(n_tiles)))  # evictions
     return out["result"]

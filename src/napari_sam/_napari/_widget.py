@@ -208,16 +208,17 @@ class SAMWidget(PreviewActions, ControlsPanel):
         self.annotator.set_model(model)
 
     # ---------------------------------------------------------------- background work
-    def _run(self, spec, body, on_yield=None, on_done=None, total=None, desc="SAM"):
+    def _run(self, spec, body, on_yield=None, on_done=None, total=None, desc="SAM", bar_after=0):
         """Run ``body(session)`` (a generator of plain values) in a worker, making the
-        session of ``spec`` there first if needed; handlers run on the Qt thread."""
+        session of ``spec`` there first if needed; handlers run on the Qt thread. The
+        progress bar shows after ``bar_after`` ms (a quick job shows none)."""
         if self._worker is not None:
             show_warning("Segment Anything: busy; wait or press Cancel")
             return None
         session = self.annotator.session_for(spec)
         build = None if session is not None else self.annotator.builder(spec)
         self._cancel.clear()
-        self._pbar = progress(total=total, desc=desc)
+        self._pbar = None
 
         def work():  # plain values only: the session (or its builder) and the body
             return (yield from with_session(session, build, body))
@@ -230,9 +231,15 @@ class SAMWidget(PreviewActions, ControlsPanel):
             elif on_yield is not None:
                 on_yield(item)
 
+        def show_bar():
+            if self._worker is worker and self._pbar is None:
+                self._pbar = progress(total=total, desc=desc)
+
         def finished():
             self._worker, self.busy = None, False
-            self._pbar.close()
+            if self._pbar is not None:
+                self._pbar.close()
+                self._pbar = None
             if self._preview_pending:  # a preview asked for while this ran
                 self._preview_pending = False
                 self._timer.start()
@@ -246,6 +253,10 @@ class SAMWidget(PreviewActions, ControlsPanel):
         worker.errored.connect(errored)
         worker.finished.connect(finished)
         self._worker = worker
+        if bar_after:
+            QTimer.singleShot(bar_after, show_bar)
+        else:
+            show_bar()
         worker.start()
         return worker
 
