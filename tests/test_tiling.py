@@ -273,7 +273,10 @@ def test_store_keeps_a_record_per_tile_keyed_by_the_tiling(tiny, tmp_path):
     def open_store(tiling):
         return TiledPredictor(tiny, image, tiling, normalization=norm, store=store, axes="ZYX")
 
-    res = open_store(tiling).precompute()
+    first = open_store(tiling)
+    assert not first.ready_tiles(1).any()
+    res = first.precompute()
+    assert first.ready_tiles(0).all() and first.ready_tiles(1).all()
     assert (res.computed, res.reused, res.total) == (2 * len(tiling), 0, 2 * len(tiling))
     assert len(list((store / "records").glob("*.json"))) == 2 * len(tiling)
     again = open_store(tiling).precompute()

@@ -252,10 +252,11 @@ class Session:
         return len(self.ready_tiles(index)) == len(self.tiling)
 
     def ready_tiles(self, index) -> list[int]:
-        """The tiles of slice ``index`` whose embedding is in memory (``[]`` untiled)."""
+        """The tiles of slice ``index`` whose embedding is in memory or in the store
+        (``[]`` untiled)."""
         if not self.tiled:
             return []
-        return [t for t in range(len(self.tiling)) if self.sp.tile_ready(tuple(index), t)]
+        return np.nonzero(self.sp.ready_tiles(tuple(index)))[0].tolist()
 
     def warm_up(self) -> None:
         """Trace the encoder and both decoder graphs once (on tile 0), so that the first click

@@ -115,16 +115,17 @@ def tiles_around(tiling: Tiling, windows, pad: int = 1) -> list[int]:
 
 
 def tile_states(session, index, tiles, chunk: int = 256) -> dict[int, bool]:
-    """``{tile: embedding in memory}`` of some ``tiles`` of slice ``index``.
+    """``{tile: embedding in memory or in the store}`` of some ``tiles`` of slice ``index``.
 
     A worker runs it: every ``chunk`` tiles it sleeps a moment, so that a long scan (7225
     tiles of a 16384 x 16384 image) never holds the GIL away from the Qt thread for long.
     """
+    ready = session.sp.ready_tiles(tuple(index))
     out = {}
     for n, t in enumerate(tiles):
         if n and n % chunk == 0:
             time.sleep(0.002)
-        out[int(t)] = bool(session.sp.tile_ready(tuple(index), t))
+        out[int(t)] = bool(ready[int(t)])
     return out
 
 

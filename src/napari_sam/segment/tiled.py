@@ -113,8 +113,9 @@ class _Filter:
         return keep, stab
 
 
-def _tile_masks(tp, index, t, points, generator, accept, cut):
-    """Decode the grid points of tile ``t``; whole masks to ``accept``, cut ones to ``cut``."""
+def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
+    """Decode the grid points of tile ``t``: the masks kept by the tile's NMS to ``accept``,
+    all that passed the filters to ``pool``, cut ones to ``cut``."""
     tiling, view = tp.tiling, tp.view
     h, w = view.slice_shape
     wy0, wy1, wx0, wx1 = tiling.window(t)
@@ -146,6 +147,7 @@ def _tile_masks(tp, index, t, points, generator, accept, cut):
                 continue
             rec = _crop(m, wy0, wx0, b, s, st, (float(p[0] + wx0), float(p[1] + wy0)), t)
             (cut if is_cut else found).append(rec)
+    pool.extend(found)
     if found:
         keep = amg.box_nms(np.stack([m.box for m in found]), [m.score for m in found],
                            generator.box_nms_thresh)  # fmt: skip
@@ -198,22 +200,24 @@ def segment_tiled(tp, index, generator, progress=None) -> np.ndarray:
     pps = int(round(math.sqrt(len(generator.point_grids[0]))))
     points = grid_points(shape, tiling.tile, pps)
     owner = tiling.tiles_at(points[:, 1], points[:, 0])
-    accept, cut = [], []
+    accept, cut, pool = [], [], []
     if progress is not None:
         progress(0, len(tiling))
     for t in range(len(tiling)):
         mine = points[owner == t]
         if len(mine):
-            _tile_masks(tp, index, t, mine, generator, accept, cut)
+            _tile_masks(tp, index, t, mine, generator, accept, cut, pool)
         if progress is not None:
             progress(t + 1, len(tiling))
-    accept += _redecode(tp, index, cut, generator)
+    redecoded = _redecode(tp, index, cut, generator)
+    accept += redecoded
+    pool += redecoded
     tp.release_slice()
     if generator.min_mask_region_area > 0:
         for m in accept:
             m.mask, _ = amg.remove_small_regions(m.mask, generator.min_mask_region_area, "holes")
             m.mask, _ = amg.remove_small_regions(m.mask, generator.min_mask_region_area, "islands")
-    pool = accept = [m for m in accept if m.mask.any()]
+    accept = [m for m in accept if m.mask.any()]
     if accept:
         keep = amg.box_nms(np.stack([m.box for m in accept]), [m.score for m in accept],
                            generator.box_nms_thresh)  # fmt: skip

@@ -299,6 +299,12 @@ class EmbeddingStore:
         with self._lock:
             return i in self._mem
 
+    def available(self) -> set[int]:
+        """Flat numbers of the slices held in memory or recorded on disk (a recorded slice is
+        still checked against its content when read)."""
+        with self._lock:
+            return set(self._mem) | set(self._records)
+
     def invalidate(self, index=None) -> None:
         """Forget in-memory embeddings (all, or one slice) so they are checked again."""
         with self._lock:

@@ -111,6 +111,16 @@ class TiledPredictor:
         """Whether window ``t`` of slice ``index`` has its embedding in memory."""
         return self.store.in_memory(self.tiles.flat(index, t))
 
+    def ready_tiles(self, index) -> np.ndarray:
+        """``(n_tiles,)`` bool: which windows of slice ``index`` have an embedding in memory
+        or recorded in the store (for showing which tiles are ready)."""
+        first = self.tiles.flat(index, 0)
+        have = np.fromiter(self.store.available(), np.int64)
+        have = have[(have >= first) & (have < first + len(self.tiling))] - first
+        out = np.zeros(len(self.tiling), bool)
+        out[have] = True
+        return out
+
     def window_embedding(self, index, window) -> np.ndarray:
         """The embedding of any window ``(y0, y1, x0, x1)`` of a slice, embedded on demand."""
         key = (self.view.flat_index(index), tuple(int(v) for v in window))
