@@ -288,7 +288,7 @@ def precompute_on_cluster(settings, inp, store, total: int, unit: str = "tile", 
     """
     settings = _absolute(settings)
     inp, store = Path(inp).resolve(), Path(store).resolve()
-    with _connected(getattr(settings, "scheduler", None), client) as client:
+    with _connected(settings.scheduler, client) as client:
         job = _submit_tiles(client, settings, inp, store, total, overwrite, batch_size)
         return _collect(client, job, unit, store_arg, "pass --overwrite", progress_file)
 

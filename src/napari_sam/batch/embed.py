@@ -71,10 +71,10 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
         in_channels = channels.out_channels(view.n_channels)
         check_model(s.model, in_channels, overrides)
         tiling = tiling_for(s, view, in_channels, overrides)
-        if client is not None or getattr(s, "scheduler", None):  # the tiles on a dask cluster
+        unit = "slice" if tiling is None else "tile"
+        if client is not None or s.scheduler:  # the tiles on a dask cluster
             from .cluster import precompute_on_cluster
 
-            unit = "slice" if tiling is None else "tile"
             n = len(view) * (1 if tiling is None else len(tiling))
             print(f"napari-sam: {n} {unit}(s) of {view!r} on the cluster -> {out}",
                   file=progress_file)  # fmt: skip
@@ -100,7 +100,6 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
         if tiling is not None:
             what += f" x {len(tiling)} tile(s) of {tiling.tile[0]}x{tiling.tile[1]} px"
         print(f"napari-sam: {what} of {view!r} -> {out}", file=progress_file)
-        unit = "slice" if tiling is None else "tile"
         try:
             with TqdmProgress(desc="embedding", unit=unit, file=progress_file) as bar:
                 return sp.precompute(progress=bar, batch_size=s.batch_size)

@@ -50,6 +50,8 @@ def label_name(path: Path) -> str:
 
 def find_inputs(text: str) -> tuple[list[Path], bool]:
     """Input files and whether there are several (folder or glob)."""
+    from ..stacks.view import is_zarr_directory
+
     path = Path(text)
     if any(c in text for c in "*?[") and not path.exists():
         found = sorted(Path(p) for p in glob.glob(text))
@@ -58,7 +60,7 @@ def find_inputs(text: str) -> tuple[list[Path], bool]:
         return found, True
     if not path.exists():
         raise InputError("INPUT", f"{text!r} does not exist")
-    if path.is_dir() and not any((path / f).exists() for f in (".zarray", ".zgroup", "zarr.json")):
+    if path.is_dir() and not is_zarr_directory(path):
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
         if not found:
             raise InputError("INPUT", f"folder {text!r} has no .tif, .tiff or .npy file")

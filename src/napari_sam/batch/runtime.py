@@ -13,8 +13,6 @@ __all__ = ["import_tensorflow", "load_model", "open_input", "resolve_channels"]
 
 #: Slices up to this many pixels are read whole to check a file; larger ones in two bands.
 _CHECK_PIXELS = 1 << 22
-#: A directory holding one of these is a zarr array or group (an OME-Zarr image).
-_ZARR_FILES = ("zarr.json", ".zarray", ".zgroup")
 
 
 def import_tensorflow() -> None:
@@ -42,7 +40,7 @@ def open_input(path: Path, axes: str | None):
     """
     import numpy as np
 
-    from ..stacks.view import StackView
+    from ..stacks.view import StackView, is_zarr_directory
 
     if not path.exists():
         raise InputError("INPUT", f"{str(path)!r} does not exist")
@@ -58,7 +56,7 @@ def open_input(path: Path, axes: str | None):
                     f"give one letter per dimension, e.g. --axes ZYX",
                 )
             return StackView(data, axes)
-        if path.is_dir() and not any((path / f).exists() for f in _ZARR_FILES):
+        if path.is_dir() and not is_zarr_directory(path):
             raise InputError(
                 "INPUT", f"{str(path)!r} is a directory but not a zarr array or OME-Zarr image"
             )

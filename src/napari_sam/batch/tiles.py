@@ -20,10 +20,10 @@ _ARGS = {"tile": "--tile", "halo": "--halo", "diameter": "--diameter", "no_tile"
 
 
 def _as_input_error(err: ValueError) -> InputError:
-    text = str(err)
-    name = text.split(":", 1)[0]
-    return InputError(_ARGS.get(name, "--tile"), text.split(":", 1)[1].strip() if name in _ARGS
-                      else text)  # fmt: skip
+    arg, _, message = str(err).partition(": ")
+    if arg in _ARGS.values():
+        return InputError(arg, message)
+    return InputError("--tile", err)
 
 
 def check_tile_options(settings) -> None:
@@ -32,13 +32,7 @@ def check_tile_options(settings) -> None:
 
     s = settings
     try:
-        check_tiling(s.tile, s.halo, None if s.diameter == "auto" else s.diameter)
-        if s.no_tile and (s.tile or s.halo or s.diameter):
-            given = [f for f, v in (("--tile", s.tile), ("--halo", s.halo),
-                                    ("--diameter", s.diameter)) if v]  # fmt: skip
-            raise ValueError(f"no_tile: cannot be combined with {' or '.join(given)}")
-        if s.tile is not None and s.diameter is not None:
-            raise ValueError("tile: give either --tile or --diameter (the diameter sets the tile)")
+        check_tiling(s.tile, s.halo, s.diameter, s.no_tile, names=_ARGS)
     except ValueError as err:
         raise _as_input_error(err) from None
 
@@ -62,7 +56,7 @@ def tiling_for(settings, view, in_channels: int, overrides: dict):
     try:
         return plan_tiling(
             view.slice_shape, tuple(cfg.input_size), tile=s.tile, halo=s.halo,
-            no_tile=s.no_tile, diameter=diameter,
+            no_tile=s.no_tile, diameter=diameter, names=_ARGS,
             model_diameter=model_entry(s.model).object_diameter,
         )  # fmt: skip
     except ValueError as err:

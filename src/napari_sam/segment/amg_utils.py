@@ -83,6 +83,27 @@ def stability_score(logits: np.ndarray, threshold: float, offset: float) -> np.n
         return (inter / union).astype(np.float32)
 
 
+def filter_by_quality(logits, iou, pred_iou_thresh: float, stability_thresh: float,
+                      threshold: float, offset: float):  # fmt: skip
+    """Meta's mask filters: predicted IoU above ``pred_iou_thresh``, then a stability score
+    of at least ``stability_thresh`` (a threshold of 0 keeps all).
+
+    Returns
+    -------
+    keep : ndarray of bool
+        ``(N,)`` the masks that pass both.
+    stability : ndarray of float32
+        ``(N,)`` stability scores (computed for the masks passing the IoU filter, else 0).
+    """
+    keep = iou > pred_iou_thresh if pred_iou_thresh > 0 else np.ones(len(iou), bool)
+    stability = np.zeros(len(iou), np.float32)
+    if keep.any():
+        stability[keep] = stability_score(logits[keep], threshold, offset)
+    if stability_thresh > 0:
+        keep &= stability >= stability_thresh
+    return keep, stability
+
+
 def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression with torchvision's semantics.
 

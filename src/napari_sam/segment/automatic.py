@@ -184,16 +184,13 @@ class AutomaticMaskGenerator:
         )  # fmt: skip
         k = logits.shape[1]
         logits, iou = logits.reshape(-1, *logits.shape[2:]), iou.reshape(-1)
-        keep = np.ones(len(iou), bool)
-        if self.pred_iou_thresh > 0:
-            keep &= iou > self.pred_iou_thresh
-        logits, iou, pts = logits[keep], iou[keep], np.repeat(points, k, axis=0)[keep]
         threshold = self.predictor.model.mask_threshold
-        stability = amg.stability_score(logits, threshold, self.stability_score_offset)
-        keep = np.ones(len(iou), bool)
-        if self.stability_score_thresh > 0:
-            keep = stability >= self.stability_score_thresh
+        keep, stability = amg.filter_by_quality(
+            logits, iou, self.pred_iou_thresh, self.stability_score_thresh, threshold,
+            self.stability_score_offset,
+        )  # fmt: skip
         masks = logits[keep] > threshold
+        iou, pts, stability = iou[keep], np.repeat(points, k, axis=0)[keep], stability[keep]
         boxes = mask_to_box(masks)
         near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         x0, y0, x1, y1 = crop_box
@@ -201,9 +198,9 @@ class AutomaticMaskGenerator:
         full[:, y0:y1, x0:x1] = masks[~near]
         return {
             "masks": full,
-            "iou_preds": iou[keep][~near],
-            "points": pts[keep][~near],
-            "stability_score": stability[keep][~near],
+            "iou_preds": iou[~near],
+            "points": pts[~near],
+            "stability_score": stability[~near],
             "boxes": boxes[~near],
         }
 

@@ -94,23 +94,11 @@ def paint_masks(masks: list[CroppedMask], shape, min_free_fraction: float = 0.5,
     return labels
 
 
-class _Filter:
-    """Meta's per-mask filters with a generator's settings."""
-
-    def __init__(self, generator, threshold: float):
-        self.iou = generator.pred_iou_thresh
-        self.stability = generator.stability_score_thresh
-        self.offset = generator.stability_score_offset
-        self.threshold = threshold
-
-    def __call__(self, logits: np.ndarray, iou: np.ndarray):
-        keep = iou > self.iou if self.iou > 0 else np.ones(len(iou), bool)
-        stab = np.zeros(len(iou), np.float32)
-        if keep.any():
-            stab[keep] = amg.stability_score(logits[keep], self.threshold, self.offset)
-        if self.stability > 0:
-            keep &= stab >= self.stability
-        return keep, stab
+def _quality(generator, threshold: float, logits, iou):
+    """The generator's filters (see :func:`~napari_sam.segment.amg_utils.filter_by_quality`)."""
+    return amg.filter_by_quality(logits, iou, generator.pred_iou_thresh,
+                                 generator.stability_score_thresh, threshold,
+                                 generator.stability_score_offset)  # fmt: skip
 
 
 def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
@@ -121,7 +109,7 @@ def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
     wy0, wy1, wx0, wx1 = tiling.window(t)
     vh, vw = min(wy1, h) - wy0, min(wx1, w) - wx0  # the part of the window inside the image
     tp.predictor.set_embedding(tp.tile_embedding(index, t), (wy1 - wy0, wx1 - wx0))
-    keep_filter = _Filter(generator, tp.model.mask_threshold)
+    threshold = tp.model.mask_threshold
     crop_box = [wx0, wy0, wx0 + vw, wy0 + vh]
     local = (points - np.array([wx0, wy0])).astype(np.float32)
     found = []
@@ -135,8 +123,8 @@ def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
         k = logits.shape[1]
         logits = logits.reshape(-1, *logits.shape[2:])[:, :vh, :vw]
         iou, pts = iou.reshape(-1), np.repeat(batch, k, axis=0)
-        keep, stab = keep_filter(logits, iou)
-        masks = logits[keep] > keep_filter.threshold
+        keep, stab = _quality(generator, threshold, logits, iou)
+        masks = logits[keep] > threshold
         if not len(masks):
             continue
         boxes = mask_to_box(masks)
@@ -160,18 +148,18 @@ def _redecode(tp, index, cut: list[CroppedMask], generator) -> list[CroppedMask]
         return []
     keep = amg.box_nms(np.stack([m.box for m in cut]), [m.score for m in cut],
                        generator.box_nms_thresh)  # fmt: skip
-    keep_filter = _Filter(generator, tp.model.mask_threshold)
+    threshold = tp.model.mask_threshold
     out = []
     for i in keep:
         x, y = cut[i].point
         logits, iou, _, (y0, _, x0, _) = tp.predict_window(
             index, points=[[x, y]], labels=[1], multimask_output=True, return_logits=True
         )
-        ok, stab = keep_filter(logits, iou)
+        ok, stab = _quality(generator, threshold, logits, iou)
         if not ok.any():
             continue
         j = int(np.argmax(np.where(ok, iou, -np.inf)))
-        mask = logits[j] > keep_filter.threshold
+        mask = logits[j] > threshold
         if mask.any():
             box = mask_to_box(mask[None])[0]
             out.append(_crop(mask, y0, x0, box, iou[j], stab[j], (x, y), -1 - len(out)))

@@ -85,6 +85,7 @@ class TiledPredictor:
         )  # fmt: skip
         self.model, self.encoder = model, self._tiles.encoder
         self.predictor, self.store = self._tiles.predictor, self._tiles.store
+        self._mask_size = model.mask_size(tuple(model.cfg.input_size))
         self.window_cache = int(window_cache)
         self._windows: OrderedDict = OrderedDict()
         self.index: tuple[int, ...] | None = None
@@ -234,12 +235,17 @@ class TiledPredictor:
         window : tuple of int
             ``(y0, y1, x0, x1)`` in slice pixels (clipped to the slice).
         """
-        index = self.view.index_tuple(index)
         pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         lbl = None if labels is None else np.asarray(labels, np.float32).reshape(-1)
         box = None if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)[:1]
-        mask_size = self.model.mask_size(tuple(self.model.cfg.input_size))
-        batch_prompts(pts, lbl, box, None, self.view.slice_shape, mask_size)  # validates
+        batch_prompts(pts, lbl, box, None, self.view.slice_shape, self._mask_size)  # validates
+        return self._predict_window(
+            self.view.index_tuple(index), pts, lbl, box, multimask_output, return_logits
+        )
+
+    def _predict_window(self, index, pts, lbl, box, multimask_output, return_logits):
+        """:meth:`predict_window` of checked prompts (``pts`` (M, 2) and ``lbl`` (M,), or
+        None; ``box`` (1, 4) or None)."""
         corners = [a for a in (pts, None if box is None else box.reshape(-1, 2)) if a is not None]
         if not corners:
             raise ValueError("points, boxes: a tiled prediction needs a point or a box")
@@ -296,13 +302,14 @@ class TiledPredictor:
         if self.index is None:
             raise RuntimeError("TiledPredictor: call set_slice(index) or predict(index, ...) first")
         size = self.view.slice_shape
-        mask_size = self.model.mask_size(tuple(self.model.cfg.input_size))
-        (pts, lbl, bxs, msk), squeeze = batch_prompts(points, labels, boxes, masks, size, mask_size)
+        (pts, lbl, bxs, msk), squeeze = batch_prompts(
+            points, labels, boxes, masks, size, self._mask_size
+        )
         if msk.shape[1]:
             raise ValueError("masks: mask prompts are not supported on a tiled image")
         outs, scores, logits = [], [], []
         for n in range(len(pts)):
-            m, s, lg, (y0, y1, x0, x1) = self.predict_window(
+            m, s, lg, (y0, y1, x0, x1) = self._predict_window(
                 self.index,
                 pts[n] if pts.shape[1] else None, lbl[n] if pts.shape[1] else None,
                 bxs[n] if bxs.shape[1] else None, multimask_output, return_logits,

@@ -46,37 +46,61 @@ def _pair(value, name: str) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
-def check_tiling(tile=None, halo=None, diameter=None) -> None:
-    """Check tile, halo and diameter values on their own (before any image is read).
+_NAMES = {"tile": "tile", "halo": "halo", "diameter": "diameter", "no_tile": "no_tile"}
+
+
+def check_tiling(tile=None, halo=None, diameter=None, no_tile: bool = False, names=None) -> None:
+    """Check tile, halo and diameter values and how they combine (before any image is read).
+
+    Parameters
+    ----------
+    tile, halo, diameter, no_tile
+        As for :func:`plan_tiling`; ``diameter`` may also be ``"auto"`` (resolved by the
+        caller before planning).
+    names : dict, optional
+        How the messages name each argument, e.g. ``{"tile": "--tile"}`` on the command line.
 
     Raises
     ------
     ValueError
-        Naming the argument: a tile under :data:`MIN_TILE` pixels, a negative halo or one of
-        half the tile or more, a diameter that is not a positive number.
+        Starting with the argument's name: a tile under :data:`MIN_TILE` pixels, a negative
+        halo or one of half the tile or more, a diameter that is not a positive number,
+        ``no_tile`` with any of the others, ``tile`` with ``diameter``.
     """
-    if diameter is not None:
+    n = {**_NAMES, **(names or {})}
+    if diameter is not None and diameter != "auto":
         try:
             d = float(diameter)
         except (TypeError, ValueError):
             d = float("nan")
         if not d > 0 or not math.isfinite(d):
-            raise ValueError(f"diameter: expected a positive object size in pixels, got {diameter}")
+            raise ValueError(
+                f"{n['diameter']}: expected a positive object size in pixels, got {diameter}"
+            )
     if tile is not None:
-        th, tw = _pair(tile, "tile")
+        th, tw = _pair(tile, n["tile"])
         if min(th, tw) < MIN_TILE:
-            raise ValueError(f"tile: expected at least {MIN_TILE} pixels a side, got {tile}")
+            raise ValueError(f"{n['tile']}: expected at least {MIN_TILE} pixels a side, got {tile}")
     if halo is not None:
-        hy, hx = _pair(halo, "halo")
+        hy, hx = _pair(halo, n["halo"])
         if min(hy, hx) < 0:
-            raise ValueError(f"halo: expected 0 or more pixels, got {halo}")
+            raise ValueError(f"{n['halo']}: expected 0 or more pixels, got {halo}")
         if tile is not None and (2 * hy >= th or 2 * hx >= tw):
             size = f"{th}" if th == tw else f"{th}x{tw}"
             raise ValueError(
-                f"halo: {halo} px is half the tile ({size} px) or more; the tiles would not "
-                f"advance. Expected a halo under {min(th, tw) // 2} px (about half the largest "
-                "object is enough)"
+                f"{n['halo']}: {halo} px is half the tile ({size} px) or more; the tiles would "
+                f"not advance. Expected a halo under {min(th, tw) // 2} px (about half the "
+                "largest object is enough)"
             )
+    if no_tile:
+        given = [n[k] for k, v in (("tile", tile), ("halo", halo), ("diameter", diameter)) if v]
+        if given:
+            raise ValueError(f"{n['no_tile']}: cannot be combined with {' or '.join(given)}")
+    if tile is not None and diameter is not None:
+        raise ValueError(
+            f"{n['tile']}: give either {n['tile']} or {n['diameter']} (the diameter sets the "
+            "tile size)"
+        )
 
 
 def _axis(length: int, tile: int, halo: int) -> list[tuple[int, int, int]]:
@@ -201,6 +225,7 @@ def plan_tiling(
     no_tile: bool = False,
     diameter=None,
     model_diameter=None,
+    names=None,
 ) -> Tiling | None:
     """The tiling of a ``(Y, X)`` slice for a model, or None for the whole image at once.
 
@@ -224,6 +249,8 @@ def plan_tiling(
     model_diameter : float, optional
         That size for the model (:attr:`ModelEntry.object_diameter
         <napari_sam.weights.registry.ModelEntry.object_diameter>`); needed with ``diameter``.
+    names : dict, optional
+        How error messages name the arguments (see :func:`check_tiling`).
 
     Returns
     -------
@@ -238,39 +265,33 @@ def plan_tiling(
         Naming the argument, for the cases of :func:`check_tiling`, ``no_tile`` with any of
         the others, ``tile`` with ``diameter``, or ``diameter`` for a model with no object size.
     """
-    check_tiling(tile, halo, diameter)
+    check_tiling(tile, halo, diameter, no_tile, names)
     if no_tile:
-        given = [n for n, v in (("tile", tile), ("halo", halo), ("diameter", diameter)) if v]
-        if given:
-            raise ValueError(f"no_tile: cannot be combined with {' or '.join(given)}")
         return None
+    n = {**_NAMES, **(names or {})}
     h, w = _pair(image_shape, "image_shape")
     ih, iw = _pair(input_size, "input_size")
     if diameter is not None:
-        if tile is not None:
-            raise ValueError(
-                "tile: give either a tile or a diameter (the diameter sets the tile size)"
-            )
         if model_diameter is None:
             raise ValueError(
-                "diameter: this model records no preferred object size; give a tile size "
-                "instead (e.g. --tile 1024)"
+                f"{n['diameter']}: this model records no preferred object size; give a tile "
+                f"size instead ({n['tile']})"
             )
         scale = float(diameter) / float(model_diameter)
         tile = (round(ih * scale), round(iw * scale))
         if min(tile) < MIN_TILE:
             raise ValueError(
-                f"diameter: objects of {diameter} px would need tiles of {tile} px, under the "
-                f"{MIN_TILE} px minimum"
+                f"{n['diameter']}: objects of {diameter} px would need tiles of {tile} px, "
+                f"under the {MIN_TILE} px minimum"
             )
     elif tile is None:
         if max(h / ih, w / iw) <= AUTO_TILE_FACTOR:
             return None
         tile = (ih, iw)
-    th, tw = _pair(tile, "tile")
+    th, tw = _pair(tile, n["tile"])
     if halo is None:
         halo = (th // 8, tw // 8)
-    check_tiling((th, tw), halo)
+    check_tiling((th, tw), halo, names=names)
     return Tiling((h, w), (th, tw), halo)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SLICE_AXES", "SliceIndexError", "StackView"]
+__all__ = ["SLICE_AXES", "SliceIndexError", "StackView", "is_zarr_directory"]
 
 #: Letters accepted for axes that index slices (tifffile / OME naming).
 SLICE_AXES = "TZPMREHLVAJKB"
@@ -80,6 +80,16 @@ def _ome_axes(multiscale: dict, ndim: int, name: str) -> str:
             f"(known: {sorted(_OME_AXES)}); pass them explicitly with --axes / axes="
         )
     return "".join(_OME_AXES[n] for n in names)
+
+
+#: Files that make a directory a zarr array or group (v3, v2 array, v2 group).
+ZARR_FILES = ("zarr.json", ".zarray", ".zgroup")
+
+
+def is_zarr_directory(path) -> bool:
+    """Whether ``path`` is a zarr array or group directory (e.g. an OME-Zarr image)."""
+    path = Path(path)
+    return path.is_dir() and any((path / f).exists() for f in ZARR_FILES)
 
 
 def _open_zarr(path: Path, axes: str | None):
