@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -78,9 +79,9 @@ def hash_calls(monkeypatch):
     calls = {"ours": 0, "pooch": 0}
     ours, theirs = download._sha256, pooch.hashes.file_hash
 
-    def counted_ours(path):
+    def counted_ours(path, *args):
         calls["ours"] += 1
-        return ours(path)
+        return ours(path, *args)
 
     def counted_pooch(*args, **kwargs):
         calls["pooch"] += 1
@@ -267,3 +268,86 @@ def test_unavailable_message_names_official_model(cache):
     msg = str(info.value)
     assert "sam_vit_l (sam_vit_l_0b3195.pth)" in msg
     assert str(cache.resolve() / "sam_vit_l_0b3195.pth") in msg
+
+
+def xxh(data: bytes) -> str:
+    import xxhash
+
+    return xxhash.xxh128(data).hexdigest()
+
+
+def test_micro_sam_registry_contract():
+    from napari_sam.weights import model_entry
+
+    base = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
+    expected = {
+        "vit_b_lm": ("diplomatic-bug/1.2", "vit_b", "fe9252a29f3f4ea53c15a06de471e186",
+                     "708b15ac620e235f90bb38612c4929ba"),
+        "vit_l_lm": ("idealistic-rat/1.2", "vit_l", "017f20677997d628426dec80a8018f9d",
+                     "2faeafa03819dfe03e7c46a44aaac64a"),
+        "vit_b_em_organelles": ("noisy-ox/1.2", "vit_b", "f3bf2ed83d691456bae2c3f9a05fb438",
+                                "bb6398956a6b0132c26b631c14f95ce2"),
+        "vit_l_em_organelles": ("humorous-crab/1.2", "vit_l", "810b084b6e51acdbf760a993d8619f2d",
+                                "334877640bfdaaabce533e3252a17294"),
+    }  # fmt: skip
+    for key, (record, size, enc, dec) in expected.items():
+        entry = model_entry(key)
+        assert entry.weights.url == f"{base}{record}/files/{size}.pt"
+        assert entry.decoder.url == f"{base}{record}/files/{size}_decoder.pt"
+        assert (entry.weights.algorithm, entry.weights.sha256) == ("xxh128", enc)
+        assert (entry.decoder.algorithm, entry.decoder.sha256) == ("xxh128", dec)
+        assert entry.has_decoder and entry.ais["min_size"] == 100
+        arch = model_entry(f"sam_{size}").config
+        assert entry.config.encoder_embed_dim == arch.encoder_embed_dim
+        assert entry.config.encoder_global_attn_indices == arch.encoder_global_attn_indices
+    assert model_entry("vit_b_lm").ais["center_distance_threshold"] == 0.4
+    assert not model_entry("sam_vit_b").has_decoder
+
+
+def test_xxh128_download_verified_and_wrong_hash_refused(server, payload, cache):
+    good = WeightFile(NAME, server[0] + NAME, xxh(payload), None, algorithm="xxh128")
+    path = fetch_weights(good, progress=False)
+    assert path.read_bytes() == payload
+    bad = WeightFile("other.pth", server[0] + NAME, "0" * 32, None, algorithm="xxh128")
+    with pytest.raises(download.ChecksumMismatchError, match="wrong XXH128"):
+        fetch_weights(bad, progress=False)
+    assert not (cache / "other.pth").exists()
+
+
+def test_micro_sam_cache_copy_is_used_read_only(payload, cache, tmp_path, monkeypatch):
+    shared = tmp_path / "micro_sam_cache"
+    (shared / "models").mkdir(parents=True)
+    (shared / "models" / "vit_b_lm").write_bytes(payload)
+    monkeypatch.setenv("MICROSAM_CACHEDIR", str(shared))
+    port = _free_port()
+    weight = WeightFile("vit_b_lm.pt", f"http://127.0.0.1:{port}/x", xxh(payload), None,
+                        algorithm="xxh128", micro_sam_key="vit_b_lm")  # fmt: skip
+    assert fetch_weights(weight, progress=False) == shared / "models" / "vit_b_lm"
+    (shared / "models" / "vit_b_lm").write_bytes(payload[:-1])  # damaged: not used
+    with pytest.raises(WeightsUnavailableError):
+        fetch_weights(weight, progress=False)
+    assert (shared / "models" / "vit_b_lm").stat().st_size == len(payload) - 1  # untouched
+
+
+def test_offline_message_names_both_files_of_a_micro_sam_model(cache, monkeypatch):
+    from napari_sam.weights import registry
+
+    port = _free_port()
+    entry = registry.model_entry("vit_b_lm")
+    dead = {what: WeightFile(w.filename, f"http://127.0.0.1:{port}/{w.filename}", w.sha256,
+                             None, algorithm="xxh128")
+            for what, w in (("weights", entry.weights), ("decoder", entry.decoder))}  # fmt: skip
+    monkeypatch.setitem(registry._REGISTRY, "vit_b_lm", dataclasses.replace(
+        entry, weights=dead["weights"], decoder=dead["decoder"]))  # fmt: skip
+    with pytest.raises(WeightsUnavailableError) as err:
+        registry.pretrained_paths("vit_b_lm", progress=False)
+    text = str(err.value)
+    assert str(cache.resolve() / "vit_b_lm.pt") in text
+    assert str(cache.resolve() / "vit_b_lm_decoder.pt") in text
+    assert "--decoder FILE" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -20,7 +20,7 @@ from qtpy.QtCore import QEvent, QTimer
 from . import _layers as L
 from ._commands import register, unregister
 from ._controls import ControlsPanel, KeyBindings
-from ._jobs import Built, with_session
+from ._jobs import Built, segment_everything, with_session, write_instances
 from ._preview import PreviewActions
 from .annotator import Annotator
 
@@ -83,6 +83,8 @@ class SAMWidget(PreviewActions, ControlsPanel):
             ("Refine label", self.refine_selected, "selected label of the output"),
             ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"]),
             ("Propagate", self.propagate, KEYS["propagate"]),
+            ("Segment everything", self.segment_everything,
+             "this slice: the model's decoder (micro-sam) or a grid of point prompts"),
             ("Cancel", self.cancel, "stop embedding / propagation"),
         ])  # fmt: skip
         self.setToolTip("Points: positive/negative toggled with T (lime/magenta); "
@@ -324,6 +326,30 @@ class SAMWidget(PreviewActions, ControlsPanel):
         L.remove_slice_prompts(self.points_box.layer(), self.boxes_box.layer(), done.index)
         self._show_preview()
         return done.ids
+
+    def segment_everything(self):
+        """Segment every object of the displayed slice into the output labels (new ids)."""
+        out = self.output_box.layer()
+        try:
+            image, geo = self._checked_output(out)
+            index = self.current_index(geo)
+            spec = self.session_spec(image, geo)
+        except ValueError as err:
+            return show_error(f"Segment Anything: {err}")
+        overwrite = self.overwrite.isChecked()
+
+        def done(instances):
+            try:
+                ids = write_instances(out.data, index, instances, overwrite, out.data_setitem)
+            except ValueError as err:
+                return show_error(f"Segment Anything: {err}")
+            if ids:
+                out.selected_label = ids[-1]
+            show_info(f"Segment Anything: {len(ids)} object(s) on this slice")
+
+        body = functools.partial(segment_everything, index=index)
+        self.busy = True
+        return self._run(spec, body, None, done, None, "segmenting everything")
 
     def propagate(self):
         """Follow the previewed (committed first) or selected object through the stack."""

@@ -12,6 +12,8 @@ from .errors import InputError
 __all__ = [
     "GENERATOR_SETTINGS",
     "input_identity",
+    "make_segmenter",
+    "resolve_method",
     "segment_automatically",
     "thresholds",
     "write_errors",
@@ -51,6 +53,33 @@ def thresholds(settings) -> dict:
     return {k: defaults[k] if v is None else v for k, v in given.items()}
 
 
+def resolve_method(settings, has_decoder: bool) -> str:
+    """``--method``, or its default: ``ais`` when the model has an instance decoder."""
+    method = settings.method or ("ais" if has_decoder else "amg")
+    if method == "ais" and not has_decoder:
+        raise InputError(
+            "--method",
+            f"ais needs an instance decoder, and model {settings.model!r} has none: pass "
+            "--decoder FILE (micro-sam's vit_b_decoder.pt, ...) or use --method amg",
+        )
+    return method
+
+
+def make_segmenter(sp, settings):
+    """The automatic segmenter of ``--method``: an InstanceSegmenter or Meta's generator."""
+    from ..segment.ais import AisSettings, InstanceSegmenter
+    from ..segment.automatic import AutomaticMaskGenerator
+    from ..weights import model_entry
+
+    decoder = getattr(sp.model, "instance_decoder", None)
+    if resolve_method(settings, decoder is not None) == "ais":
+        defaults = model_entry(settings.model).ais
+        return InstanceSegmenter(decoder, AisSettings().with_options(defaults))
+    return AutomaticMaskGenerator(
+        sp.predictor, points_per_side=settings.points_per_side, **thresholds(settings)
+    )
+
+
 def input_identity(inp: Path) -> dict:
     """Path, size and modification time of an input (a zarr directory: of all its files)."""
     st = inp.stat()
@@ -71,14 +100,10 @@ def segment_automatically(sp, settings, inp: Path, out: Path):
     """
     from tqdm import tqdm
 
-    from ..segment.automatic import AutomaticMaskGenerator
     from ..segment.driver import segment_stack
     from ..segment.partial import PartialMismatchError, PartialResults, work_folder
 
-    gen = AutomaticMaskGenerator(
-        sp.predictor, points_per_side=settings.points_per_side,
-        **thresholds(settings),
-    )  # fmt: skip
+    gen = make_segmenter(sp, settings)
     view = sp.view
     fields = {
         "input": input_identity(inp),
@@ -92,8 +117,9 @@ def segment_automatically(sp, settings, inp: Path, out: Path):
         # the embedding store's key: encoder signature (config, a hash of every weight,
         # input size, package version), channel mapping and fitted normalisation
         "embeddings": sp.store.key,
-        "generator": {"points_per_side": settings.points_per_side,
-                      **{k: repr(getattr(gen, k)) for k in GENERATOR_SETTINGS}},
+        "generator": gen.describe() if hasattr(gen, "describe") else {
+            "points_per_side": settings.points_per_side,
+            **{k: repr(getattr(gen, k)) for k in GENERATOR_SETTINGS}},
     }  # fmt: skip
     folder = work_folder(out)
     try:

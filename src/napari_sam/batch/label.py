@@ -157,7 +157,7 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
         if state.get("model") is None:  # 3. the model, once per process
             import_tensorflow()
             state["model"] = load_model(s.model, s.weights, in_channels,
-                                        parse_overrides(s.override))  # fmt: skip
+                                        parse_overrides(s.override), s.decoder)  # fmt: skip
             state["loads"] = state.get("loads", 0) + 1
         # 4. normalisation fitted on the whole stack; embeddings from the store or computed
         sp = _stack_predictor(state, view, tiling, channels, normalization,

@@ -102,15 +102,21 @@ def _check_readable(view) -> None:
     view.get_region(last, slice(h - rows, h), slice(w - cols, w))
 
 
-def load_model(name: str, weights, in_channels: int, overrides: dict):
+def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=None):
     """The model with its weights (the arguments are checked first, without TensorFlow)."""
     from ..weights import create_model
     from ..weights.download import WeightsUnavailableError
+    from ..weights.pth_reader import CheckpointError
 
     check_model(name, in_channels, overrides)
+    if decoder is not None and not Path(decoder).is_file():
+        raise InputError("--decoder", f"no such file {str(decoder)!r}")
     try:
-        return create_model(name, pretrained=weights or True, in_channels=in_channels, **overrides)
+        return create_model(name, pretrained=weights or True, in_channels=in_channels,
+                            decoder=decoder, **overrides)  # fmt: skip
     except (ValueError, OSError, WeightsUnavailableError) as err:  # bad checkpoint, download
+        if isinstance(err, CheckpointError) and decoder is not None and str(decoder) in str(err):
+            raise InputError("--decoder", err) from None
         if "does not match the model" in str(err):
             err = (
                 f"the checkpoint does not fit model {name!r} with in_channels={in_channels}"

@@ -79,7 +79,9 @@ class LabelSettings(_FromNamespace):
     no_tile: bool = False
     # segment
     prompts: str | None = None
+    decoder: str | None = None
     # auto
+    method: str | None = None  # "ais" or "amg"; default: ais when the model has a decoder
     points_per_side: int = 32
     pred_iou_thresh: float | None = None
     stability_score_thresh: float | None = None

@@ -47,8 +47,9 @@ three masks, otherwise a single mask is predicted.
 """
 
 
-_COMMON = ["input", "out", "model", "weights", "override", "axes", "channels", "normalization",
-           "store", "overwrite", "scheduler", "tile", "halo", "diameter", "no_tile"]  # fmt: skip
+_COMMON = ["input", "out", "model", "weights", "decoder", "override", "axes", "channels",
+           "normalization", "store", "overwrite", "scheduler", "tile", "halo", "diameter",
+           "no_tile"]  # fmt: skip
 _HELPS = dict(
     input="a TIFF or .npy file, a zarr array directory, a folder of TIFF/.npy files, or a "
     "quoted glob such as 'data/*.tif'",
@@ -78,7 +79,7 @@ def add_label_commands(sub) -> None:
         epilog=SEGMENT_EPILOG, formatter_class=fmt,
     )  # fmt: skip
     add_options(segment, LabelSettings, [*_COMMON, "prompts"], **_HELPS)
-    add_options(auto, LabelSettings, [*_COMMON, "points_per_side", "pred_iou_thresh",
+    add_options(auto, LabelSettings, [*_COMMON, "method", "points_per_side", "pred_iou_thresh",
                                       "stability_score_thresh", "min_overlap", "max_gap",
                                       "min_slices", "no_link_3d"], **_HELPS)  # fmt: skip
     auto.set_defaults(run=lambda args: _run(args, auto=True))

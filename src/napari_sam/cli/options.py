@@ -37,6 +37,13 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "weights": (("--weights",), dict(metavar="FILE", help="checkpoint (Meta's .pth or a "
                                      "converted .npz); default: the model's official weights, "
                                      "downloaded once")),
+    "decoder": (("--decoder",), dict(metavar="FILE", help="micro-sam instance decoder "
+                                     "(e.g. vit_b_decoder.pt) for --method ais; default: the "
+                                     "model's own (micro-sam's models), or the one inside "
+                                     "--weights")),
+    "method": (("--method",), dict(choices=("ais", "amg"), help="ais: the model's instance "
+                                   "decoder and a watershed (fast; default when the model has a "
+                                   "decoder); amg: a grid of point prompts (Meta's generator)")),
     "override": (("--override",), dict(action="append", metavar="KEY=JSON", help="advanced: "
                                        "replace a model configuration field (repeatable; must fit "
                                        "the weights), e.g. --override input_size=[512,512]")),

@@ -13,7 +13,21 @@ from .automatic import AutomaticMaskGenerator, to_label_image
 from .linking import drop_short_objects, link_slices, offset_ids
 from .tiled import segment_tiled
 
-__all__ = ["segment_stack"]
+__all__ = ["segment_slice", "segment_stack"]
+
+
+def segment_slice(sp, index, generator, tile_progress=None) -> np.ndarray:
+    """uint32 labels of every object of slice ``index`` of ``sp`` (a StackPredictor or a
+    TiledPredictor) with ``generator`` (an AutomaticMaskGenerator or an InstanceSegmenter);
+    ``tile_progress(done, total)`` after each tile of a tiled slice."""
+    if hasattr(generator, "segment_slice"):  # InstanceSegmenter (AIS)
+        return generator.segment_slice(sp, index, progress=tile_progress)
+    if getattr(sp, "tiling", None) is not None:
+        return segment_tiled(sp, index, generator, progress=tile_progress)
+    emb = sp.get_embedding(index)
+    image = sp.store.prepare(sp.view.get_slice(index))
+    records = generator.generate(image, embedding=emb)
+    return to_label_image(records, sp.view.slice_shape)
 
 
 def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
@@ -30,8 +44,10 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
         are encoded from the normalised slice). A :class:`~napari_sam.stacks.tiled_predictor.
         TiledPredictor` segments each slice tile by tile (:func:`~napari_sam.segment.tiled.
         segment_tiled`), objects whole across tile borders.
-    generator : AutomaticMaskGenerator, optional
-        Default: one sharing ``stack_predictor.predictor``, made with ``generator_kwargs``.
+    generator : AutomaticMaskGenerator or InstanceSegmenter, optional
+        Default: an AutomaticMaskGenerator sharing ``stack_predictor.predictor``, made with
+        ``generator_kwargs``. An :class:`~napari_sam.segment.ais.InstanceSegmenter` segments
+        each slice with its instance decoder (tiles: maps stitched, one watershed).
     link_3d : bool
         Link objects of neighbouring slices along ``link_axis`` (see
         :func:`~napari_sam.segment.linking.link_slices`); otherwise every object of every
@@ -68,14 +84,8 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     total = len(view)
     for n, index in enumerate(view.slice_indices):
         done = None if cache is None else cache.get(n)
-        if done is None and getattr(sp, "tiling", None) is not None:
-            out[index] = segment_tiled(sp, index, generator, progress=tile_progress)
-        elif done is None:
-            emb = sp.get_embedding(index)
-            image = sp.store.prepare(view.get_slice(index))
-            records = generator.generate(image, embedding=emb)
-            out[index] = to_label_image(records, view.slice_shape)
         if done is None:
+            out[index] = segment_slice(sp, index, generator, tile_progress)
             if cache is not None:
                 cache.put(n, out[index])
         else:

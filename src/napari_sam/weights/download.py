@@ -40,15 +40,27 @@ class WeightFile:
     url : str
         Where to download it from.
     sha256 : str
-        Expected SHA256 of the file, lowercase hex.
+        Expected hash of the file, lowercase hex (SHA256 unless ``algorithm`` says otherwise).
     size : int or None
         Expected size in bytes, if known (used as a quick check before hashing).
+    algorithm : str
+        ``"sha256"`` (Meta's files) or ``"xxh128"`` (micro-sam's, as its registry records).
+    micro_sam_key : str or None
+        The file's name in micro-sam's cache (``vit_b_lm``, ``vit_b_lm_decoder``): a verified
+        copy there is used as it is, so a file micro-sam downloaded is not downloaded again.
     """
 
     filename: str
     url: str
     sha256: str
     size: int | None = None
+    algorithm: str = "sha256"
+    micro_sam_key: str | None = None
+
+    @property
+    def known_hash(self) -> str:
+        """The hash as pooch's ``known_hash`` (``"<algorithm>:<hex>"``)."""
+        return f"{self.algorithm}:{_normalize(self.sha256, self.algorithm)}"
 
 
 def _official(filename: str, sha256: str, size: int) -> WeightFile:
@@ -96,16 +108,21 @@ def cache_dir() -> pathlib.Path:
     return path
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def _sha256(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    if algorithm == "xxh128":
+        import xxhash
+
+        digest = xxhash.xxh128()
+    else:
+        digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _normalize(sha256: str) -> str:
-    return sha256.lower().removeprefix("sha256:")
+def _normalize(sha256: str, algorithm: str = "sha256") -> str:
+    return sha256.lower().removeprefix(f"{algorithm}:")
 
 
 def verify_file(path: str | os.PathLike, sha256: str) -> None:
@@ -149,7 +166,7 @@ def _write_sidecar(path: pathlib.Path, sha256: str) -> None:
 
 def _is_verified(path: pathlib.Path, weight: WeightFile) -> bool:
     """Whether ``path`` holds ``weight``, hashing only if the sidecar does not vouch for it."""
-    expected = _normalize(weight.sha256)
+    expected = _normalize(weight.sha256, weight.algorithm)
     if weight.size is not None and path.stat().st_size != weight.size:
         return False
     try:
@@ -157,7 +174,7 @@ def _is_verified(path: pathlib.Path, weight: WeightFile) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    if _sha256(path) != expected:
+    if _sha256(path, weight.algorithm) != expected:
         return False
     _write_sidecar(path, expected)
     return True
@@ -166,16 +183,42 @@ def _is_verified(path: pathlib.Path, weight: WeightFile) -> bool:
 def _unavailable(weight: WeightFile, target: pathlib.Path, err: Exception, bad: bool) -> str:
     names = [name for name, w in OFFICIAL_WEIGHTS.items() if w.filename == weight.filename]
     label = f"{names[0]} ({weight.filename})" if names else weight.filename
-    existing = f"The file at {target} has the wrong SHA256 and was not used.\n" if bad else ""
+    algo = weight.algorithm.upper()
+    existing = f"The file at {target} has the wrong {algo} and was not used.\n" if bad else ""
     return (
         f"Could not download the SAM checkpoint {label} from {weight.url}: "
         f"this machine could not download it ({type(err).__name__}: {err}).\n{existing}"
         "To use it offline, download the file elsewhere and copy it to exactly:\n"
         f"    {target}\n"
-        f"(expected SHA256 {weight.sha256}; set the environment variable {CACHE_ENV} to use "
+        f"(expected {algo} {weight.sha256}; set the environment variable {CACHE_ENV} to use "
         'another cache directory), or pass pretrained="/path/to/file.pth" to load a local '
         "checkpoint instead."
     )
+
+
+MICRO_SAM_CACHE_ENV = "MICROSAM_CACHEDIR"
+
+
+def micro_sam_cache() -> pathlib.Path:
+    """Where micro-sam keeps its downloads: ``$MICROSAM_CACHEDIR/models`` or its pooch cache."""
+    env = os.environ.get(MICRO_SAM_CACHE_ENV)
+    base = pathlib.Path(env).expanduser() if env else pathlib.Path(pooch.os_cache("micro_sam"))
+    return base / "models"
+
+
+def _shared_copy(weight: WeightFile) -> pathlib.Path | None:
+    """micro-sam's own verified copy of ``weight`` (read, never written), if it has one."""
+    if weight.micro_sam_key is None:
+        return None
+    path = micro_sam_cache() / weight.micro_sam_key
+    try:
+        if path.is_file() and _sha256(path, weight.algorithm) == _normalize(
+            weight.sha256, weight.algorithm
+        ):
+            return path
+    except OSError:
+        pass
+    return None
 
 
 _NETWORK_ERRORS = (requests.exceptions.RequestException, ConnectionError, TimeoutError)
@@ -210,21 +253,25 @@ def fetch_weights(
     directory = pathlib.Path(cache).expanduser() if cache is not None else cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     target = directory.resolve() / weight.filename
+    shared = _shared_copy(weight)
+    if shared is not None:
+        return shared
     bad = False
     if target.is_file():
         if _is_verified(target, weight):
             return target
         bad = True
         warnings.warn(
-            f"Cached file {target} does not match the expected SHA256 {weight.sha256}; "
+            f"Cached file {target} does not match the expected {weight.algorithm.upper()} "
+            f"{weight.sha256}; "
             f"downloading it again from {weight.url}.",
             stacklevel=2,
         )
-    expected = _normalize(weight.sha256)
+    expected = _normalize(weight.sha256, weight.algorithm)
     try:
         path = pooch.retrieve(
             weight.url,
-            known_hash=f"sha256:{expected}",
+            known_hash=weight.known_hash,
             fname=weight.filename,
             path=directory,
             progressbar=progress,
@@ -232,11 +279,12 @@ def fetch_weights(
     except _NETWORK_ERRORS as err:
         raise WeightsUnavailableError(_unavailable(weight, target, err, bad)) from err
     except ValueError as err:
-        match = re.search(r"but got ([0-9a-fA-F]{64})", str(err))
+        match = re.search(r"but got ([0-9a-fA-F]{32,64})", str(err))
         if match is None:
             raise
         raise ChecksumMismatchError(
-            f"Downloaded file {weight.filename} from {weight.url} has the wrong SHA256: "
+            f"Downloaded file {weight.filename} from {weight.url} has the wrong "
+            f"{weight.algorithm.upper()}: "
             f"expected {expected}, got {match.group(1).lower()}. The corrupt download was "
             f"removed{'' if bad else f' (nothing was written to {target})'}. Try again; if "
             "this persists, the file on the server or the expected hash has changed."

@@ -86,8 +86,13 @@ def read_checkpoint(path: str | os.PathLike, native_copy: bool = True) -> dict[s
     return state
 
 
-def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoint") -> None:
+def load_state_dict(
+    model, state: dict[str, np.ndarray], source: str = "checkpoint", entries=None
+) -> None:
     """Fill every variable of ``model`` from ``state`` (Meta's key names).
+
+    ``entries`` is the key map to use (default: :func:`~napari_sam.weights.key_map.sam_key_map`
+    of a SAM model; the instance decoder passes its own).
 
     All keys, variables, shapes and values are checked first; nothing is assigned unless the
     whole checkpoint fits, so no half-loaded model is left behind.
@@ -98,7 +103,7 @@ def load_state_dict(model, state: dict[str, np.ndarray], source: str = "checkpoi
         Lists missing keys, unexpected keys, unfilled variables, shape mismatches and float
         tensors with NaN or infinite values (a model with them predicts only NaN).
     """
-    entries = sam_key_map(model)
+    entries = sam_key_map(model) if entries is None else list(entries)
     mapped = {id(e.variable) for e in entries}
     unfilled = [v.path for v in model.weights if id(v) not in mapped]
     keys = {e.key for e in entries}

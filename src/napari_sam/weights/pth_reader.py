@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - ml_dtypes comes with tensorflow
     _BFLOAT16 = None
 
-__all__ = ["CheckpointError", "read_pth"]
+__all__ = ["CheckpointError", "read_pth", "read_pth_states"]
 
 # torch storage type name -> numpy type code of its elements ("bf16" and "b1" are special).
 _STORAGE_CODES = {
@@ -71,20 +71,69 @@ def _is_index(value) -> bool:
     return type(value) is int and value >= 0
 
 
+_Rejected = namedtuple("_Rejected", "problem")  # a deferred problem, reported only if kept
+
+
+def _refusal(module, name) -> str:
+    return f"refuses to load '{module}.{name}' (not a tensor-rebuilding global)"
+
+
+class _Opaque:
+    """Inert stand-in for a global that is not allowed, and for what a pickle builds from it.
+
+    Calling the type, ``__new__``, BUILD, APPENDS, ADDITEMS and SETITEMS only record their
+    arguments; nothing given to it is ever called, iterated or hashed.
+    """
+
+    __slots__ = ("args", "kwargs", "state", "items")
+    global_name = ("?", "?")
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self.args, self.kwargs, self.state, self.items = args, kwargs, None, []
+        return self
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def append(self, item):
+        self.items.append(item)
+
+    def extend(self, items):
+        self.items.append(items)
+
+    def add(self, item):
+        self.items.append(item)
+
+    def __setitem__(self, key, value):
+        self.items.append((key, value))
+
+
+def _is_opaque(obj) -> bool:
+    return isinstance(obj, _Opaque) or (isinstance(obj, type) and issubclass(obj, _Opaque))
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, *_ignored):
+    if type(storage) is _Rejected or _is_opaque(storage):
+        return storage
     if type(storage) is not _Storage:
-        raise _Invalid("a tensor is not backed by a storage record")
+        return _Rejected("a tensor is not backed by a storage record")
     size = tuple(size) if isinstance(size, tuple | list) else None
     stride = tuple(stride) if isinstance(stride, tuple | list) else None
     ok = size is not None and stride is not None and len(size) == len(stride)
     if not (ok and _is_index(storage_offset) and all(map(_is_index, size + stride))):
-        raise _Invalid(f"a tensor has an invalid layout (size={size}, stride={stride})")
+        return _Rejected(f"a tensor has an invalid layout (size={size}, stride={stride})")
     return _Tensor(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, *_ignored):
+    if type(data) is _Rejected or _is_opaque(data):
+        return data
     if type(data) is not _Tensor:
-        raise _Invalid("a parameter does not wrap a tensor")
+        return _Rejected("a parameter does not wrap a tensor")
     return data
 
 
@@ -97,21 +146,56 @@ _ALLOWED = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in ``_ALLOWED`` and torch's storage type names."""
+    """Resolves the globals in ``_ALLOWED`` and torch's storage type names; others are opaque."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.first_refused = None
+        self._opaque_types = {}
 
     def find_class(self, module, name):  # used by GLOBAL, STACK_GLOBAL, INST, EXT opcodes
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_CODES:
             return _StorageType(name)
-        raise _Invalid(f"refuses to load '{module}.{name}' (not a tensor-rebuilding global)")
+        if self.first_refused is None:
+            self.first_refused = _refusal(module, name)
+        key = (module, name)
+        if key not in self._opaque_types:
+            attrs = {"__slots__": (), "global_name": key, "__module__": __name__}
+            self._opaque_types[key] = type("_OpaqueGlobal", (_Opaque,), attrs)
+        return self._opaque_types[key]
 
     def persistent_load(self, pid):
+        if type(pid) is tuple and len(pid) > 1 and _is_opaque(pid[1]):
+            return _Rejected(_refusal(*pid[1].global_name))
         ok = type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
         ok = ok and type(pid[1]) is _StorageType and pid[1].name in _STORAGE_CODES
         if not (ok and type(pid[2]) is str and type(pid[3]) is str and _is_index(pid[4])):
-            raise _Invalid(f"refuses the persistent id {repr(pid)[:80]}")
+            return _Rejected(f"refuses the persistent id {repr(pid)[:80]}")
         return _Storage(pid[2], _STORAGE_CODES[pid[1].name], pid[4])
+
+
+def _first_problem(obj) -> str | None:
+    """The first opaque global or deferred problem in ``obj`` (iterative, cycle-safe walk)."""
+    stack, seen = [obj], set()
+    while stack:
+        x = stack.pop()
+        if _is_opaque(x):
+            return _refusal(*x.global_name)
+        if type(x) is _Rejected:
+            return x.problem
+        if type(x) in (_Tensor, _Storage, _StorageType) or id(x) in seen:
+            continue
+        if isinstance(x, dict):
+            children = [c for item in dict.items(x) for c in item]
+        elif isinstance(x, list | tuple | set | frozenset):
+            children = list(x)
+        else:
+            continue
+        seen.add(id(x))
+        stack.extend(reversed(children))
+    return None
 
 
 def _is_tensor_map(obj) -> bool:
@@ -135,6 +219,54 @@ def _state_dict(obj) -> dict[str, _Tensor]:
         f"data.pkl holds a {kind}, not a non-empty mapping of names to tensors "
         "(nor one nested under 'state_dict' or 'model')"
     )
+
+
+def _describe(obj) -> str:
+    return "dict" if isinstance(obj, dict) else type(obj).__name__
+
+
+def _strip_sam(sd: dict) -> dict:
+    out = {}
+    for key, t in sd.items():
+        short = key[len("sam.") :] if key.startswith("sam.") else key
+        if short in out:
+            raise _Invalid(f"'model_state' holds {short!r} both with and without 'sam.' prefix")
+        out[short] = t
+    return out
+
+
+def _states(obj) -> dict[str, dict | None]:
+    """The ``model`` and ``decoder`` tensor maps of a checkpoint's unpickled object."""
+    if type(obj) in (dict, _StateDict) and dict.__contains__(obj, "model_state"):
+        for key in dict.keys(obj):
+            if (problem := _first_problem(key)) is not None:
+                raise _Invalid(problem)
+        states = {}
+        for key, label in (("model_state", "model"), ("decoder_state", "decoder")):
+            value = dict.get(obj, key)
+            if value is None:
+                states[label] = None
+                continue
+            if (problem := _first_problem(value)) is not None:
+                raise _Invalid(problem)
+            if not _is_tensor_map(value):
+                bad = [
+                    f" (entry {k!r} holds a {_describe(v)})"
+                    for k, v in (dict.items(value) if isinstance(value, dict) else ())
+                    if type(k) is not str or type(v) is not _Tensor
+                ]
+                raise _Invalid(
+                    f"{key!r} holds a {_describe(value)}, not a non-empty mapping of names "
+                    f"to tensors{bad[0] if bad else ''}"
+                )
+            sd = dict(dict.items(value))
+            states[label] = _strip_sam(sd) if key == "model_state" else sd
+        if states["model"] is None and states["decoder"] is None:
+            raise _Invalid("data.pkl holds a dict whose 'model_state' holds no tensors")
+        return states
+    if (problem := _first_problem(obj)) is not None:
+        raise _Invalid(problem)
+    return {"model": _state_dict(obj), "decoder": None}
 
 
 def _to_array(flat: np.ndarray, t: _Tensor, name: str, code: str) -> np.ndarray:
@@ -209,7 +341,7 @@ def _not_a_zip(path: str, exc: Exception) -> str:
     return "not a PyTorch zip checkpoint (no zip archive signature)"
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
+def _read(path: str, labels=("model", "decoder")) -> dict[str, dict | None]:
     if not os.path.exists(path):
         raise _Invalid("no such file")
     if not os.path.isfile(path):
@@ -237,13 +369,24 @@ def _read(path: str) -> dict[str, np.ndarray]:
         byteorder = order.decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise _Invalid(f"unknown byte order {byteorder[:20]!r}")
+        unpickler = _RestrictedUnpickler(io.BytesIO(data))
         try:
-            obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+            obj = unpickler.load()
         except _Invalid:
             raise
         except Exception as exc:
-            raise _Invalid(f"data.pkl cannot be unpickled ({type(exc).__name__}: {exc})") from None
-        return _materialize(zf, prefix, _state_dict(obj), byteorder)
+            problem = f"data.pkl cannot be unpickled ({type(exc).__name__}: {exc})"
+            if unpickler.first_refused is not None:
+                problem = f"{unpickler.first_refused}, and {problem}"
+            raise _Invalid(problem) from None
+        del unpickler
+        states = _states(obj)
+        del obj
+        return {
+            label: None if states[label] is None else _materialize(zf, prefix, sd, byteorder)
+            for label, sd in states.items()
+            if label in labels
+        }
 
 
 def read_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -272,6 +415,43 @@ def read_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ``"cannot read checkpoint '<path>': <problem>"`` if the file is missing, empty, not a
         PyTorch zip checkpoint (e.g. the legacy format), truncated or corrupt, names a global
         that is not allowed, or does not hold a non-empty mapping of names to tensors.
+    """
+    path = os.fspath(path)
+    try:
+        state = _read(path, ("model",))["model"]
+        if state is None:
+            raise _Invalid("data.pkl holds a dict with a 'decoder_state' but no 'model_state'")
+        return state
+    except (_Invalid, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {exc}") from None
+
+
+def read_pth_states(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray] | None]:
+    """Read the model and decoder state dicts of a PyTorch zip checkpoint as numpy arrays.
+
+    Like :func:`read_pth`, neither imports torch nor runs code from the file. Globals that are
+    not allowed become inert stand-ins, accepted only in the entries other than
+    ``model_state`` and ``decoder_state`` of a dict with a ``model_state`` (a torch-em training
+    checkpoint's ``init``, optimizer and scheduler state), which are dropped unread.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A plain state dict (Meta's ``.pth``, micro-sam's ``vit_b.pt`` or decoder file, also
+        nested as for :func:`read_pth`), an export ``{"model_state": sd, "decoder_state": sd}``
+        or a torch-em training checkpoint (``best.pt``).
+
+    Returns
+    -------
+    dict
+        ``{"model": state or None, "decoder": state or None}``, each state a dict of name to
+        numpy array as returned by :func:`read_pth`. A plain state dict is returned as
+        ``"model"``; a leading ``sam.`` is stripped from the keys of ``model_state``.
+
+    Raises
+    ------
+    CheckpointError
+        ``"cannot read checkpoint '<path>': <problem>"``, as for :func:`read_pth`.
     """
     path = os.fspath(path)
     try:

@@ -13,8 +13,9 @@ from types import MappingProxyType
 
 from ..model.config import SegmentAnythingModelConfig
 from .adapt import adapt_mean_std, adapt_state
-from .download import OFFICIAL_WEIGHTS, fetch_weights
+from .download import OFFICIAL_WEIGHTS, WeightsUnavailableError, cache_dir, fetch_weights
 from .loading import load_state_dict, read_checkpoint
+from .micro_sam import MICRO_SAM_MODELS
 
 __all__ = [
     "TINY_NUCLEI_WEIGHTS",
@@ -24,6 +25,7 @@ __all__ = [
     "list_models",
     "model_config",
     "model_entry",
+    "pretrained_paths",
     "register_model",
     "weights_path",
 ]
@@ -53,6 +55,11 @@ class ModelEntry:
         The object diameter, in pixels of the model input, the model works best at (what
         ``diameter=`` / ``--diameter`` resamples images to); None where the model has no one
         size (Meta's models, trained on SA-1B's masks of every size: see docs/tiling.md).
+    decoder : WeightFile or path or None
+        The instance-segmentation decoder (micro-sam's models), or None.
+    ais : Mapping
+        The decoder's watershed settings (:class:`~napari_sam.segment.ais.AisSettings` fields)
+        that differ from micro-sam's generic defaults.
     """
 
     name: str
@@ -60,6 +67,13 @@ class ModelEntry:
     weights: object = None
     auto: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     object_diameter: float | None = None
+    decoder: object = None
+    ais: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether the model has an instance-segmentation decoder (``auto --method ais``)."""
+        return self.decoder is not None
 
     def auto_settings(self) -> dict:
         """Meta's automatic-segmentation thresholds, with this model's replacing them."""
@@ -70,7 +84,12 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    cfg: SegmentAnythingModelConfig, weights=None, auto=None, object_diameter=None
+    cfg: SegmentAnythingModelConfig,
+    weights=None,
+    auto=None,
+    object_diameter=None,
+    decoder=None,
+    ais=None,
 ) -> None:
     """Register a configuration under ``cfg.name``.
 
@@ -88,6 +107,10 @@ def register_model(
         Automatic segmentation thresholds that differ from Meta's (see :func:`auto_settings`).
     object_diameter : float, optional
         The object diameter (pixels of the model input) the model works best at.
+    decoder : WeightFile or path, optional
+        The model's instance-segmentation decoder file.
+    ais : dict, optional
+        The decoder's watershed settings that differ from micro-sam's defaults.
     """
     old = _REGISTRY.get(cfg.name)
     if weights is None and old is not None:
@@ -97,9 +120,12 @@ def register_model(
     if object_diameter is not None and not float(object_diameter) > 0:
         raise ValueError(f"object_diameter: expected a positive size, got {object_diameter}")
     settings = MappingProxyType(dict(auto)) if auto else (old.auto if old else None)
+    if decoder is None and old is not None:
+        decoder = old.decoder
+    ais = MappingProxyType(dict(ais)) if ais else (old.ais if old else MappingProxyType({}))
     _REGISTRY[cfg.name] = ModelEntry(
         cfg.name, cfg, weights, settings or MappingProxyType({}),
-        None if object_diameter is None else float(object_diameter),
+        None if object_diameter is None else float(object_diameter), decoder, ais,
     )  # fmt: skip
 
 
@@ -173,6 +199,25 @@ register_model(
 )
 
 
+# micro-sam's light- and electron-microscopy models: Meta's architectures, fine-tuned weights
+# and an instance decoder each (weights/micro_sam.py). Their AMG thresholds are micro-sam's.
+_MICRO_SAM_AMG = {
+    "vit_b_lm": (0.65, 0.7),
+    "vit_l_lm": (0.65, 0.73),
+    "vit_b_em_organelles": (0.75, 0.75),
+    "vit_l_em_organelles": (0.8, 0.8),
+}
+for _m in MICRO_SAM_MODELS.values():
+    _iou, _stability = _MICRO_SAM_AMG[_m.key]
+    register_model(
+        _REGISTRY[_m.sam].config.replace(name=_m.key, url=_m.encoder.url),
+        _m.encoder,
+        auto={"pred_iou_thresh": _iou, "stability_score_thresh": _stability},
+        decoder=_m.decoder,
+        ais=_m.ais,
+    )
+
+
 def list_models() -> list[str]:
     """Names of the registered models, e.g. ``["sam_vit_b", "sam_vit_h", "sam_vit_l"]``."""
     return sorted(_REGISTRY)
@@ -190,20 +235,92 @@ def model_config(name: str, in_channels: int = 3, **overrides) -> SegmentAnythin
     return base.replace(in_channels=int(in_channels), **overrides)
 
 
+def _local(name: str, weights, what: str) -> pathlib.Path:
+    if not pathlib.Path(weights).is_file():
+        raise FileNotFoundError(
+            f"the {what} of {name!r} should ship with the package at {weights}, but the "
+            "file is missing: reinstall napari-sam or run scripts/train_tiny.py"
+        )
+    return pathlib.Path(weights)
+
+
+def _fetch(name: str, files: dict, progress: bool) -> dict[str, pathlib.Path]:
+    """Local paths of ``files`` ({what: WeightFile or path}); one message for all that fail."""
+    paths, failed = {}, []
+    for what, weights in files.items():
+        if isinstance(weights, (str, os.PathLike)):
+            paths[what] = _local(name, weights, what)
+            continue
+        try:
+            paths[what] = fetch_weights(weights, progress=progress)
+        except WeightsUnavailableError as err:
+            failed.append((what, weights, err))
+    if not failed:
+        return paths
+    if len(files) == 1:
+        raise failed[0][2]
+    cache = cache_dir()
+    lines = [
+        f"Could not download the {len(failed)} file(s) of {name!r} (this machine could not "
+        "reach the server). To use it offline, download them elsewhere and copy them to:"
+    ]
+    for what, weights, _err in failed:
+        lines.append(f"    {cache / weights.filename}   ({what}, from {weights.url}, "
+                     f"{weights.algorithm} {weights.sha256})")  # fmt: skip
+    lines.append(
+        "or pass local files: create_model(name, pretrained=PATH, decoder=PATH) / "
+        "--weights FILE --decoder FILE."
+    )
+    raise WeightsUnavailableError("\n".join(lines)) from failed[0][2]
+
+
 def weights_path(name: str, progress: bool = True) -> pathlib.Path:
     """Local path of the pretrained weights of model ``name``, downloading them if needed."""
     entry = _REGISTRY.get(name)
     weights = None if entry is None else entry.weights
     if weights is None:
         raise ValueError(f"model {name!r} has no pretrained weights; pass a checkpoint path")
-    if isinstance(weights, (str, os.PathLike)):
-        if not pathlib.Path(weights).is_file():
-            raise FileNotFoundError(
-                f"the weights of {name!r} should ship with the package at {weights}, but the "
-                "file is missing: reinstall napari-sam or run scripts/train_tiny.py"
-            )
-        return pathlib.Path(weights)
-    return fetch_weights(weights, progress=progress)
+    return _fetch(name, {"weights": weights}, progress)["weights"]
+
+
+def pretrained_paths(name: str, progress: bool = True) -> dict[str, pathlib.Path]:
+    """Local paths of a model's pretrained files: ``{"weights": ..., "decoder": ...}``.
+
+    ``"decoder"`` only for a model with an instance decoder (micro-sam's); both files are
+    downloaded (once, with a progress bar) if needed. Offline, the message names each file
+    that is missing and where to put it.
+    """
+    entry = model_entry(name)
+    if entry.weights is None:
+        raise ValueError(f"model {name!r} has no pretrained weights; pass a checkpoint path")
+    files = {"weights": entry.weights}
+    if entry.decoder is not None:
+        files["decoder"] = entry.decoder
+    return _fetch(name, files, progress)
+
+
+def _read_decoder(path: pathlib.Path, embed_dim: int, required: bool):
+    """The instance decoder in ``path`` (a decoder file, an export or a training checkpoint)."""
+    from .decoder import load_decoder
+    from .pth_reader import CheckpointError, read_pth_states
+
+    if path.suffix.lower() == ".npz":
+        state = read_checkpoint(path)
+    else:
+        states = read_pth_states(path)
+        state = states.get("decoder")
+        if state is None and required:
+            state = states.get("model")  # a plain decoder file
+    if state is None:
+        if required:
+            raise CheckpointError(f"{path}: holds no instance decoder")
+        return None
+    return load_decoder(state, source=str(path), embed_dim=embed_dim)
+
+
+def _attach(model, decoder) -> None:
+    # not a tracked sub-layer: the SAM model's weights, key map and saved files stay SAM's
+    object.__setattr__(model, "instance_decoder", decoder)
 
 
 def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides):
@@ -215,29 +332,56 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
         A name from :func:`list_models`.
     pretrained : bool or path
         False: random initialisation. True: the official weights (downloaded once and
-        cached). A path: a checkpoint file (Meta's ``.pth`` or a converted ``.npz``).
+        cached; for micro-sam's models the instance decoder too). A path: a checkpoint file
+        (Meta's ``.pth``, micro-sam's ``vit_b.pt``, an export with ``model_state`` and
+        ``decoder_state``, a torch-em training checkpoint, or a converted ``.npz``).
     in_channels : int
         Number of input channels; pretrained weights of the layer at ``cfg.first_conv``
         are adapted (1 channel sums the RGB kernels, N channels tile them, scaled 3/N).
     **overrides
         Other :class:`SegmentAnythingModelConfig` fields, e.g. ``input_size`` (positional
-        embeddings are resized) or ``fixed_input_size``; and ``dtype="bfloat16"`` to run the
-        image encoder in bfloat16 (see :meth:`SegmentAnythingModel.set_encoder_dtype`).
+        embeddings are resized) or ``fixed_input_size``; ``dtype="bfloat16"`` to run the
+        image encoder in bfloat16 (see :meth:`SegmentAnythingModel.set_encoder_dtype`); and
+        ``decoder=`` (None, False or a path), the instance-segmentation decoder set as
+        ``model.instance_decoder``: a path to micro-sam's decoder file (or to a file with a
+        ``decoder_state``); None: the model's own when ``pretrained=True``, the one inside a
+        ``pretrained`` file that holds one; False: none.
 
     Returns
     -------
     SegmentAnythingModel
+        With ``instance_decoder`` (an :class:`~napari_sam.model.instance_decoder.InstanceDecoder`
+        or None).
     """
     from ..model.sam import SegmentAnythingModel  # TensorFlow: only when a model is built
 
     dtype = overrides.pop("dtype", "float32")
+    decoder = overrides.pop("decoder", None)
     cfg = model_config(name, in_channels, **overrides)
+    decoder_file = None if decoder in (None, False) else pathlib.Path(decoder)
+    if decoder_file is not None and not decoder_file.is_file():
+        raise FileNotFoundError(f"decoder: no such file {decoder_file}")
     model = SegmentAnythingModel(cfg)
     model.set_encoder_dtype(dtype)
+    _attach(model, None)
     if pretrained is False or pretrained is None:
+        if decoder_file is not None:
+            _attach(model, _read_decoder(decoder_file, cfg.embed_dim, True))
         return model
-    path = weights_path(name) if pretrained is True else pathlib.Path(pretrained)
+    if pretrained is True:
+        paths = pretrained_paths(name)
+        path = paths["weights"]
+        if decoder_file is None and decoder is not False:
+            decoder_file = paths.get("decoder")
+    else:
+        path = pathlib.Path(pretrained)
     state = adapt_state(read_checkpoint(path), cfg)
     load_state_dict(model, state, source=str(path))
     model.weights_source = str(path)
+    if decoder_file is not None:
+        _attach(model, _read_decoder(decoder_file, cfg.embed_dim, True))
+    elif decoder is None and pretrained is not True and path.suffix.lower() != ".npz":
+        _attach(model, _read_decoder(path, cfg.embed_dim, False))
+    if model.instance_decoder is not None:
+        model.decoder_source = str(decoder_file or path)
     return model
