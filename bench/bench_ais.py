@@ -20,24 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench_tiling import cpu_kind  # the same CPU description in every bench
+
 SIZE = 1024
-
-
-def cpu_kind() -> str:
-    """The CPU model and whether it has AVX-512."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                 if ln.startswith("model name")), "unknown")  # fmt: skip
-    return f"{name}, {'AVX-512' if 'avx512f' in text else 'AVX2 only'}"
 
 
 def _side(method: str, points_per_side: int, loose: bool) -> dict:
