@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from napari_sam.weights import pth_reader
+from napari_sam.weights import pth_reader, pth_storage
 from napari_sam.weights.pth_reader import CheckpointError, read_pth
 
 
@@ -39,7 +39,7 @@ def _assert_matches(arrays, state_dict):
         assert isinstance(arr, np.ndarray), name
         assert arr.shape == tuple(t.shape), name
         if str(t.dtype) == "torch.bfloat16":
-            assert arr.dtype == (pth_reader._BFLOAT16 or np.float32), name
+            assert arr.dtype == (pth_storage._BFLOAT16 or np.float32), name
             arr = arr.astype(np.float32)
         else:
             assert arr.dtype == want.dtype, name
@@ -126,7 +126,7 @@ def test_round_trip(checkpoint, state_dict, monkeypatch):
 
 
 def test_bfloat16_without_ml_dtypes(checkpoint, state_dict, monkeypatch):
-    monkeypatch.setattr(pth_reader, "_BFLOAT16", None)
+    monkeypatch.setattr(pth_storage, "_BFLOAT16", None)
     arrays = read_pth(str(checkpoint))
     assert arrays["bf16"].dtype == np.float32
     _assert_matches(arrays, state_dict)

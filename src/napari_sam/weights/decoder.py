@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .key_map import KeyMapEntry, _conv, _conv_transpose, _same
+from .key_map import KeyMapEntry, layer_entries, plain_entry
 from .pth_reader import CheckpointError
 
 __all__ = ["decoder_config", "decoder_key_map", "load_decoder"]
@@ -78,11 +78,7 @@ def decoder_config(state: dict[str, np.ndarray], source: str = "decoder", embed_
 
 
 def _conv_entries(prefix, layer, transpose=False):
-    fn = _conv_transpose if transpose else _conv
-    return [
-        KeyMapEntry(f"{prefix}.weight", layer.kernel, fn),
-        KeyMapEntry(f"{prefix}.bias", layer.bias, _same),
-    ]
+    return layer_entries(prefix, layer, "conv_transpose" if transpose else "conv")
 
 
 def _upsampler_entries(prefix, up):
@@ -105,10 +101,10 @@ def decoder_key_map(decoder) -> list[KeyMapEntry]:
         out += _conv_entries(f"{p}.1.block", block.conv)
         norm = block.norm
         out += [
-            KeyMapEntry(f"{p}.2.weight", norm.gamma, _same),
-            KeyMapEntry(f"{p}.2.bias", norm.beta, _same),
-            KeyMapEntry(f"{p}.2.running_mean", norm.moving_mean, _same),
-            KeyMapEntry(f"{p}.2.running_var", norm.moving_variance, _same),
+            plain_entry(f"{p}.2.weight", norm.gamma),
+            plain_entry(f"{p}.2.bias", norm.beta),
+            plain_entry(f"{p}.2.running_mean", norm.moving_mean),
+            plain_entry(f"{p}.2.running_var", norm.moving_variance),
         ]
     out += _conv_block_entries("base", decoder.base)
     for i, (sampler, block) in enumerate(zip(decoder.samplers, decoder.blocks, strict=True)):

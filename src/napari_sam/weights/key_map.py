@@ -66,6 +66,17 @@ def _entries_for(prefix, layer, kind):
     raise ValueError(kind)
 
 
+def layer_entries(prefix: str, layer, kind: str) -> list[KeyMapEntry]:
+    """Entries of a Keras ``layer`` standing for the torch module ``prefix`` of ``kind``:
+    ``"linear"``, ``"conv"``, ``"conv_transpose"`` (kernel, and bias if any) or ``"norm"``."""
+    return _entries_for(prefix, layer, kind)
+
+
+def plain_entry(key: str, variable) -> KeyMapEntry:
+    """An entry whose array is used as it is (embeddings, norm statistics)."""
+    return KeyMapEntry(key, variable, _same)
+
+
 def _attention(prefix, attn):
     return [
         e

@@ -11,20 +11,14 @@ like are rejected when the pickle names them, before anything is called.
 from __future__ import annotations
 
 import io
-import math
 import os
 import pickle
 import zipfile
-import zlib
 from collections import namedtuple
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
-try:
-    from ml_dtypes import bfloat16 as _BFLOAT16
-except ImportError:  # pragma: no cover - ml_dtypes comes with tensorflow
-    _BFLOAT16 = None
+from .pth_storage import ZIP_ERRORS, InvalidCheckpoint, materialize
 
 __all__ = ["CheckpointError", "read_pth", "read_pth_states"]
 
@@ -41,16 +35,14 @@ _STORAGE_CODES = {
     "ByteStorage": "u1",
     "BoolStorage": "b1",
 }
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
-_MAX_EXPANDED = 2**24  # elements a stride-0 (expanded) tensor may have beyond its storage size
+_ZIP_ERRORS = ZIP_ERRORS
 
 
 class CheckpointError(ValueError):
     """A file that is missing, is not a PyTorch zip checkpoint, is corrupt, or is unsafe."""
 
 
-class _Invalid(Exception):
-    """Internal: a problem with the file's content, re-raised as CheckpointError with the path."""
+_Invalid = InvalidCheckpoint  # a problem with the file's content; re-raised with the path
 
 
 # Stand-ins: ``torch.<X>Storage`` (not callable), a lazy ``data/<key>`` reference, a lazy tensor
@@ -269,65 +261,6 @@ def _states(obj) -> dict[str, dict | None]:
     return {"model": _state_dict(obj), "decoder": None}
 
 
-def _to_array(flat: np.ndarray, t: _Tensor, name: str, code: str) -> np.ndarray:
-    """Copy tensor ``t`` out of its storage ``flat`` into a new C-contiguous native array."""
-    native = flat.dtype.newbyteorder("=")
-    if 0 in t.size:
-        view = np.zeros(t.size, native)
-    else:
-        end = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True)) + 1
-        if end > flat.size:
-            raise _Invalid(f"tensor {name!r} needs {end} elements but its storage has {flat.size}")
-        if math.prod(t.size) > max(flat.size, _MAX_EXPANDED):
-            raise _Invalid(f"tensor {name!r} of size {t.size} expands its storage too far")
-        strides = tuple(s * flat.itemsize for s in t.stride)
-        view = as_strided(flat[t.offset :], shape=t.size, strides=strides, writeable=False)
-    if code == "b1":
-        return np.not_equal(view, 0)
-    array = np.array(view, dtype=native, order="C")
-    if code == "bf16":
-        if _BFLOAT16 is not None:
-            return array.view(_BFLOAT16)
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    return array
-
-
-def _materialize(zf: zipfile.ZipFile, prefix: str, tensors: dict, byteorder: str) -> dict:
-    """Read each storage record once and build every tensor viewing it."""
-    by_storage: dict[str, list[str]] = {}
-    for name, t in tensors.items():
-        by_storage.setdefault(t.storage.key, []).append(name)
-    arrays = {}
-    for key, names in by_storage.items():
-        refs = {tensors[name].storage for name in names}
-        if len(refs) != 1:
-            raise _Invalid(f"storage {key!r} is referenced with different types or sizes")
-        ref = refs.pop()
-        record = f"{prefix}data/{key}"
-        try:
-            raw = zf.read(record)
-        except KeyError:
-            raise _Invalid(f"the storage record {record!r} is missing") from None
-        except _ZIP_ERRORS as exc:
-            raise _Invalid(f"the storage record {record!r} is corrupt ({exc})") from None
-        raw_code = {"bf16": "u2", "b1": "u1"}.get(ref.code, ref.code)
-        dtype = np.dtype(raw_code).newbyteorder("<" if byteorder == "little" else ">")
-        need = ref.numel * dtype.itemsize
-        if len(raw) != need:
-            raise _Invalid(
-                f"the storage record {record!r} has {len(raw)} bytes, but {ref.numel} elements "
-                f"of {dtype.itemsize} bytes need {need} (truncated or corrupt file)"
-            )
-        flat = np.frombuffer(raw, dtype=dtype)
-        for name in names:
-            try:
-                arrays[name] = _to_array(flat, tensors[name], name, ref.code)
-            except (ValueError, OverflowError, MemoryError) as exc:
-                raise _Invalid(f"tensor {name!r} cannot be built ({exc})") from None
-        del raw, flat
-    return {name: arrays[name] for name in tensors}
-
-
 def _not_a_zip(path: str, exc: Exception) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
@@ -383,7 +316,7 @@ def _read(path: str, labels=("model", "decoder")) -> dict[str, dict | None]:
         states = _states(obj)
         del obj
         return {
-            label: None if states[label] is None else _materialize(zf, prefix, sd, byteorder)
+            label: None if states[label] is None else materialize(zf, prefix, sd, byteorder)
             for label, sd in states.items()
             if label in labels
         }
