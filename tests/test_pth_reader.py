@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from napari_sam.weights import pth_reader, pth_storage
+from napari_sam.weights import pth_storage
 from napari_sam.weights.pth_reader import CheckpointError, read_pth
 
 
