@@ -359,7 +359,9 @@ def read_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"cannot read checkpoint '{path}': {exc}") from None
 
 
-def read_pth_states(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray] | None]:
+def read_pth_states(
+    path: str | os.PathLike, which=("model", "decoder")
+) -> dict[str, dict[str, np.ndarray] | None]:
     """Read the model and decoder state dicts of a PyTorch zip checkpoint as numpy arrays.
 
     Like :func:`read_pth`, neither imports torch nor runs code from the file. Globals that are
@@ -373,6 +375,8 @@ def read_pth_states(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray] 
         A plain state dict (Meta's ``.pth``, micro-sam's ``vit_b.pt`` or decoder file, also
         nested as for :func:`read_pth`), an export ``{"model_state": sd, "decoder_state": sd}``
         or a torch-em training checkpoint (``best.pt``).
+    which : tuple of str
+        The states to read (``"model"``, ``"decoder"``); the others' tensors are not read.
 
     Returns
     -------
@@ -388,6 +392,6 @@ def read_pth_states(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray] 
     """
     path = os.fspath(path)
     try:
-        return _read(path)
+        return _read(path, tuple(which))
     except (_Invalid, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint '{path}': {exc}") from None

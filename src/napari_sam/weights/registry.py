@@ -307,7 +307,8 @@ def _read_decoder(path: pathlib.Path, embed_dim: int, required: bool):
     if path.suffix.lower() == ".npz":
         state = read_checkpoint(path)
     else:
-        states = read_pth_states(path)
+        # looking for a decoder beside the weights: leave the SAM tensors unread
+        states = read_pth_states(path, ("model", "decoder") if required else ("decoder",))
         state = states.get("decoder")
         if state is None and required:
             state = states.get("model")  # a plain decoder file
