@@ -100,6 +100,10 @@ class _Upsampler(keras.layers.Layer):
         return self.proj(x)
 
 
+def _spatial_mean(x):
+    return tf.reduce_mean(tf.reduce_mean(x, axis=2, keepdims=True), axis=1, keepdims=True)
+
+
 class _ConvBlock(keras.layers.Layer):
     """torch-em's ConvBlock2d: (InstanceNorm, 3 x 3 conv, ReLU) twice."""
 
@@ -110,8 +114,12 @@ class _ConvBlock(keras.layers.Layer):
 
     @staticmethod
     def _instance_norm(x):
-        mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-        return (x - mean) * tf.math.rsqrt(var + _EPS)
+        # Means over rows, then over their means: a float32 sum over all of a 512 x 512 map at
+        # once (tf.nn.moments) loses about 1e-5 of the variance, and the loss compounds through
+        # the blocks (1e-3 at the output against 2e-6 this way).
+        mean = _spatial_mean(x)
+        centred = x - mean
+        return centred * tf.math.rsqrt(_spatial_mean(tf.square(centred)) + _EPS)
 
     def call(self, x):
         x = tf.nn.relu(self.conv1(self._instance_norm(x)))
