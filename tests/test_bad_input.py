@@ -387,8 +387,10 @@ def test_zero_slice_tiff_and_axes_hints(tmp_path, capsys):
         (["--diameter", "big"], r"--diameter: expected a positive object size in pixels, got big"),
         (["--no-tile", "--tile", "256"], r"--no-tile: cannot be combined with --tile"),
         (["--tile", "256", "--diameter", "30"], r"--tile: give either --tile or --diameter"),
-        (["--model", "sam_vit_b", "--diameter", "30"],
-         r"--diameter: this model records no preferred object size; give a tile size"),
+        (
+            ["--model", "sam_vit_b", "--diameter", "30"],
+            r"--diameter: this model records no preferred object size; give a tile size",
+        ),
     ],
 )
 def test_option_errors_come_before_tensorflow(tmp_path, argv, pattern):
@@ -467,3 +469,50 @@ def test_halo_too_large_for_the_default_tile(tmp_path, capsys):
                             "sam_tiny_nuclei", "--halo", "128")  # fmt: skip
     one_error(code, err, r"--halo: 128 px is half the tile \(256 px\) or more")
     assert not (tmp_path / "l.tif").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (
+            ["--method", "ais"],
+            r"--method: ais needs an instance decoder, and model "
+            r"'sam_tiny_nuclei' has none: pass --decoder FILE",
+        ),
+        (
+            ["--method", "ais", "--weights", "PLAIN"],
+            r"--method: ais needs an instance decoder, "
+            r"and '.*plain\.pth' has none",
+        ),
+        (
+            ["--method", "ais", "--weights", "BROKEN"],
+            r"--weights: cannot read checkpoint "
+            r"'.*broken\.pth'",
+        ),
+        (["--decoder", "DIR"], r"--decoder: '.*' is a directory; expected a checkpoint file"),
+        (["--decoder", "MISSING"], r"--decoder: '.*missing_decoder\.pt': no such file"),
+    ],
+)
+def test_auto_method_and_decoder_errors_come_before_tensorflow(tmp_path, argv, pattern):
+    import torch
+
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, stack(1)[0])
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 4, 4, 8)}, tmp_path / "plain.pth")
+    (tmp_path / "broken.pth").write_bytes(b"PK\x03\x04 not a zip")
+    files = {
+        "DIR": tmp_path,
+        "PLAIN": tmp_path / "plain.pth",
+        "BROKEN": tmp_path / "broken.pth",
+        "MISSING": tmp_path / "missing_decoder.pt",
+    }
+    argv = [str(files.get(a, a)) for a in argv] + ["--model", "sam_tiny_nuclei"]
+    code = (
+        "import sys, napari_sam.cli as c\n"
+        f"rc = c.main({['auto', str(img), '--out', str(tmp_path / 'o'), *argv]!r})\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    one_error(proc.returncode, lines, pattern)

@@ -351,3 +351,26 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_preplaced_micro_sam_file_with_wrong_xxh128_offline_is_named_and_kept(
+    payload, cache, monkeypatch
+):
+    """vit_b_lm.pt put in the cache by hand, but not micro-sam's file: the error names it and
+    the expected XXH128; the file stays where the user put it."""
+    from napari_sam.weights import registry
+
+    entry = registry.model_entry("vit_b_lm")
+    port = _free_port()
+    dead = dataclasses.replace(entry.weights, url=f"http://127.0.0.1:{port}/vit_b.pt")
+    monkeypatch.setitem(registry._REGISTRY, "vit_b_lm", dataclasses.replace(entry, weights=dead))
+    cache.mkdir()
+    (cache / "vit_b_lm.pt").write_bytes(payload)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(WeightsUnavailableError) as err:
+            registry.pretrained_paths("vit_b_lm", progress=False)
+    text = str(err.value)
+    assert "vit_b_lm.pt" in text and "XXH128" in text.upper(), text
+    assert entry.weights.sha256 in text, text
+    assert (cache / "vit_b_lm.pt").read_bytes() == payload

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import InputError
 
 __all__ = [
+    "check_method",
     "check_model",
     "check_weights",
     "check_writable",
@@ -95,26 +96,53 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def check_weights(text: str | None) -> Path | None:
-    """The ``--weights`` file, checked to be a readable, non-empty file (None stays None)."""
+def check_weights(text: str | None, arg: str = "--weights") -> Path | None:
+    """The ``--weights`` (or ``arg``) file, checked to be a readable, non-empty file (None
+    stays None)."""
     if text is None:
         return None
     path = Path(text)
     if path.is_dir():
         raise InputError(
-            "--weights", f"{text!r} is a directory; expected a checkpoint file (Meta's .pth "
-            "or a converted .npz)"
+            arg, f"{text!r} is a directory; expected a checkpoint file (Meta's .pth, "
+            "micro-sam's .pt or a converted .npz)"
         )  # fmt: skip
     if not path.is_file():
-        raise InputError("--weights", f"{text!r}: no such file")
+        raise InputError(arg, f"{text!r}: no such file")
     try:
         with open(path, "rb") as f:
             empty = not f.read(1)
     except OSError as err:
-        raise InputError("--weights", f"cannot read {text!r} ({err.strerror or err})") from None
+        raise InputError(arg, f"cannot read {text!r} ({err.strerror or err})") from None
     if empty:
-        raise InputError("--weights", f"{text!r} is empty; expected a checkpoint file")
+        raise InputError(arg, f"{text!r} is empty; expected a checkpoint file")
     return path
+
+
+def check_method(method: str | None, model: str, weights: Path | None, decoder: Path | None):
+    """``--method ais`` needs an instance decoder: ``--decoder``, the one inside ``--weights``
+    (read from the file's index, no tensors) or the registered model's own."""
+    from ..weights.pth_reader import CheckpointError, read_pth_states
+    from ..weights.registry import model_entry
+
+    if method != "ais" or decoder is not None:
+        return
+    if weights is None:
+        found = model_entry(model).has_decoder
+    elif weights.suffix.lower() == ".npz":
+        found = False
+    else:
+        try:
+            found = read_pth_states(weights, which=None)["decoder"]
+        except CheckpointError as err:
+            raise InputError("--weights", err) from None
+    if not found:
+        source = f"{str(weights)!r}" if weights is not None else f"model {model!r}"
+        raise InputError(
+            "--method",
+            f"ais needs an instance decoder, and {source} has none: pass --decoder FILE "
+            "(micro-sam's vit_b_decoder.pt, ...) or use --method amg",
+        )
 
 
 def check_writable(path: Path, arg: str) -> None:

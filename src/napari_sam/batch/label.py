@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .auto import segment_automatically, write_errors
 from .checks import (
+    check_method,
     check_model,
     check_weights,
     os_reason,
@@ -42,12 +43,14 @@ def check_label_settings(settings: LabelSettings, auto: bool) -> None:
     parse_channels(s.channels)
     parse_normalization(s.normalization)
     check_model(s.model, 3, parse_overrides(s.override))
-    check_weights(s.weights)
+    weights = check_weights(s.weights)
+    decoder = check_weights(s.decoder, "--decoder")
     check_tile_options(s)
     if not auto:
         if s.prompts is None:
             raise InputError("--prompts", "required: a CSV or JSON file of prompts")
         return
+    check_method(s.method, s.model, weights, decoder)
     for name in ("points_per_side", "min_slices"):
         if getattr(s, name) < 1:
             raise InputError(f"--{name.replace('_', '-')}",

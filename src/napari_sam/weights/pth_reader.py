@@ -315,6 +315,8 @@ def _read(path: str, labels=("model", "decoder")) -> dict[str, dict | None]:
         del unpickler
         states = _states(obj)
         del obj
+        if labels is None:  # which states the file holds, no tensor read
+            return {label: sd is not None for label, sd in states.items()}
         return {
             label: None if states[label] is None else materialize(zf, prefix, sd, byteorder)
             for label, sd in states.items()
@@ -375,8 +377,9 @@ def read_pth_states(
         A plain state dict (Meta's ``.pth``, micro-sam's ``vit_b.pt`` or decoder file, also
         nested as for :func:`read_pth`), an export ``{"model_state": sd, "decoder_state": sd}``
         or a torch-em training checkpoint (``best.pt``).
-    which : tuple of str
+    which : tuple of str or None
         The states to read (``"model"``, ``"decoder"``); the others' tensors are not read.
+        None: only whether the file holds each, ``{"model": bool, "decoder": bool}``.
 
     Returns
     -------
@@ -392,6 +395,6 @@ def read_pth_states(
     """
     path = os.fspath(path)
     try:
-        return _read(path, tuple(which))
+        return _read(path, None if which is None else tuple(which))
     except (_Invalid, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint '{path}': {exc}") from None
