@@ -22,6 +22,7 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
-# test-only references for micro-sam's instance decoder (tests/torch_em_ref.py): installed without
-# their dependencies, which pull torchvision (no CPU build here) and a training stack never used
-.venv/bin/python -m pip install -q --no-deps torch-em==0.10.9 python-elf==0.9.2
+# test-only references for micro-sam's instance decoder (tests/torch_em_ref.py) and embedding
+# stores (tests/test_microsam_embeddings.py): installed without their dependencies, which pull
+# torchvision (no CPU build here) and a training stack never used
+.venv/bin/python -m pip install -q --no-deps torch-em==0.10.9 python-elf==0.9.2 micro_sam==1.8.10
