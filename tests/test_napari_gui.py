@@ -1,8 +1,9 @@
-"""Runs the GUI cases (``napari_gui_cases.py``) in a fresh process on a real X display.
+"""Runs the GUI cases (``napari_gui_cases*.py``) in a fresh process on a real X display.
 
 A fresh process because TensorFlow must be loaded after the OpenGL driver (see
 ``napari_sam._napari._tf``), and the rest of the suite loads TensorFlow first. The display is
-``$DISPLAY`` or a private Xvfb (``napari_fixtures.xvfb_display``); each case is one test here.
+``$DISPLAY`` or a private Xvfb (``napari_fixtures.xvfb_display``); each case is one test here,
+and the process runs the cases selected here only (e.g. with ``-k``).
 """
 
 import ast
@@ -18,26 +19,39 @@ from napari_fixtures import xvfb_display
 
 __all__ = ["xvfb_display"]
 
-CASES_FILE = Path(__file__).with_name("napari_gui_cases.py")
+CASES_FILES = [Path(__file__).with_name(n) for n in ("napari_gui_cases.py",
+                                                     "napari_gui_cases_auto.py")]  # fmt: skip
 CASES = [
     n.name
-    for n in ast.parse(CASES_FILE.read_text()).body
+    for path in CASES_FILES
+    for n in ast.parse(path.read_text()).body
     if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
 ]
+assert len(set(CASES)) == len(CASES), "two GUI cases of one name"
+
+
+def selected_cases(session) -> list[str]:
+    """The cases of :func:`test_gui` this pytest session runs (after ``-k`` / ``-m``)."""
+    items = [i for i in session.items if getattr(i, "originalname", "") == "test_gui"]
+    return [i.callspec.params["case"] for i in items if i.path == Path(__file__)]
 
 
 @pytest.fixture(scope="module")
-def gui_results(xvfb_display, tmp_path_factory):
+def gui_results(xvfb_display, tmp_path_factory, request):
     pytest.importorskip("napari")
     pytest.importorskip("pytestqt")
     xml = tmp_path_factory.mktemp("gui") / "cases.xml"
     env = {**os.environ, "DISPLAY": xvfb_display}
     if env.get("QT_QPA_PLATFORM") == "offscreen":
         del env["QT_QPA_PLATFORM"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(CASES_FILE)]
-    cmd += [f"--junitxml={xml}", "-o", "python_files=napari_gui_cases.py"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
+    cmd += [str(p) for p in CASES_FILES]
+    cmd += [f"--junitxml={xml}", "-o", "python_files=napari_gui_cases*.py"]
+    cases = selected_cases(request.session)
+    if cases and len(cases) < len(CASES):
+        cmd += ["-k", " or ".join(cases)]
     run = subprocess.run(
-        cmd, env=env, cwd=CASES_FILE.parents[1], capture_output=True, text=True, timeout=1800
+        cmd, env=env, cwd=CASES_FILES[0].parents[1], capture_output=True, text=True, timeout=1800
     )
     if not xml.exists():
         pytest.fail(f"the GUI cases did not run (rc {run.returncode}):\n{run.stdout[-4000:]}"

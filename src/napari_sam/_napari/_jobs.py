@@ -2,7 +2,8 @@
 
 The functions a worker runs off the Qt thread, :func:`build_session`, :func:`embed_slices` and
 :meth:`PropagationJob.run`, take plain values and return (or yield) their results; they never
-touch an :class:`~napari_sam._napari.annotator.Annotator`.
+touch an :class:`~napari_sam._napari.annotator.Annotator`. "Segment everything"'s bodies and its
+linked write are in :mod:`._everything` (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from ._everything import segment_everything, segment_slices, segmenter_for, write_instances
 from ._session import Geometry, ObjectPrompt, Session
 from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
            "build_session", "embed_one", "embed_slices", "preview_job", "refine_prompt",
-           "with_session", "write_objects"]  # fmt: skip
+           "segment_everything", "segment_slices", "segmenter_for", "with_session",
+           "write_instances", "write_objects"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -307,64 +310,3 @@ def embed_one(session, index):
     yield from ()
     session.embed(index)
     return session
-
-
-def segmenter_for(model):
-    """The automatic segmenter of ``model``: its instance decoder (micro-sam's models) with the
-    model's watershed settings, else Meta's grid-prompt generator with the model's thresholds."""
-    from ..segment.ais import AisSettings, InstanceSegmenter
-    from ..weights import auto_settings, list_models, model_entry
-
-    name = model.cfg.name
-    decoder = getattr(model, "instance_decoder", None)
-    if decoder is not None:
-        ais = model_entry(name).ais if name in list_models() else {}
-        return InstanceSegmenter(decoder, AisSettings().with_options(ais))
-    return auto_settings(name)
-
-
-def segment_everything(session, index):
-    """A worker's body: uint32 labels of every object of slice ``index`` (a generator that
-    yields nothing and returns the labels)."""
-    from ..segment.automatic import AutomaticMaskGenerator
-    from ..segment.driver import segment_slice
-
-    sp = session.sp
-    segmenter = segmenter_for(sp.model)
-    if isinstance(segmenter, dict):  # the model's AMG thresholds
-        segmenter = AutomaticMaskGenerator(sp.predictor, **segmenter)
-    yield from ()
-    labels = segment_slice(sp, tuple(index), segmenter)
-    sp.release_slice()
-    return labels
-
-
-def write_instances(labels, index, instances, overwrite: bool, setitem=None) -> list[int]:
-    """Write a slice's ``instances`` (0 background) into ``labels`` with new ids, in one
-    assignment (one undo step with a Labels layer's ``data_setitem``).
-
-    New ids follow the largest label of ``labels``; pixels of existing labels are kept unless
-    ``overwrite``. Returns the new ids written. Raises ValueError (nothing written) when they do
-    not fit the dtype of ``labels``.
-    """
-    instances = np.asarray(instances)
-    n = int(instances.max(initial=0))
-    if n == 0:
-        return []
-    first = int(np.max(labels)) + 1
-    dtype = np.dtype(getattr(labels, "dtype", np.int32))
-    if dtype.kind in "iu" and first + n - 1 > np.iinfo(dtype).max:
-        raise ValueError(
-            f"output labels: label {first + n - 1} does not fit the layer's {dtype} data; "
-            "choose a Labels layer of a larger integer type"
-        )
-    plane = np.asarray(labels[tuple(index)])
-    write = (instances > 0) & ((plane == 0) | overwrite)
-    rows, cols = np.nonzero(write)
-    values = (instances[rows, cols].astype(np.int64) + first - 1).astype(plane.dtype)
-    full = tuple(np.full(len(rows), i) for i in index) + (rows, cols)
-    if setitem is None:
-        labels[full] = values
-    else:
-        setitem(full, values)
-    return sorted(int(v) for v in np.unique(values))

@@ -20,7 +20,8 @@ from qtpy.QtCore import QEvent, QTimer
 from . import _layers as L
 from ._commands import register, unregister
 from ._controls import ControlsPanel, KeyBindings
-from ._jobs import Built, segment_everything, with_session, write_instances
+from ._everything import segment_slices, stack_indices, write_instances
+from ._jobs import Built, with_session
 from ._preview import PreviewActions
 from .annotator import Annotator
 
@@ -85,7 +86,8 @@ class SAMWidget(PreviewActions, ControlsPanel):
             ("Propagate", self.propagate, KEYS["propagate"]),
             ("Segment everything", self.segment_everything,
              "this slice: the model's decoder (micro-sam) or a grid of point prompts"),
-            ("Cancel", self.cancel, "stop embedding / propagation"),
+            ("Segment stack", self.segment_stack, "every slice, linked in 3-D"),
+            ("Cancel", self.cancel, "stop embedding / propagation / segmenting"),
         ])  # fmt: skip
         self.setToolTip("Points: positive/negative toggled with T (lime/magenta); "
                         "Shapes rectangles are boxes, one object each. "
@@ -267,7 +269,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
             self._pbar.update(1)
 
     def cancel(self):
-        """Stop the running embedding or propagation."""
+        """Stop the running embedding, propagation or stack segmentation."""
         self._cancel.set()
 
     # ---------------------------------------------------------------- actions
@@ -327,29 +329,42 @@ class SAMWidget(PreviewActions, ControlsPanel):
         self._show_preview()
         return done.ids
 
-    def segment_everything(self):
-        """Segment every object of the displayed slice into the output labels (new ids)."""
+    def segment_everything(self, all_slices: bool = False):
+        """Segment every object of the displayed slice into the output labels (an object
+        overlapping one of a neighbouring slice along the slice axis takes its id)."""
         out = self.output_box.layer()
         try:
             image, geo = self._checked_output(out)
-            index = self.current_index(geo)
+            s = self.settings()
+            indices = (stack_indices(geo.label_shape, geo.n_slice_dims, s.prop_axis, s.limits)
+                       if all_slices else [self.current_index(geo)])  # fmt: skip
             spec = self.session_spec(image, geo)
         except ValueError as err:
             return show_error(f"Segment Anything: {err}")
-        overwrite = self.overwrite.isChecked()
+        written = set()
 
-        def done(instances):
+        def on_slice(item):  # (index, instances): written on the Qt thread, one undo step
             try:
-                ids = write_instances(out.data, index, instances, overwrite, out.data_setitem)
+                ids = write_instances(out.data, *item, s.overwrite, out.data_setitem, s.prop_axis)
             except ValueError as err:
+                self._cancel.set()  # the next slices would not fit either
                 return show_error(f"Segment Anything: {err}")
-            if ids:
-                out.selected_label = ids[-1]
-            show_info(f"Segment Anything: {len(ids)} object(s) on this slice")
+            written.update(ids)
+            out.selected_label = max(written, default=out.selected_label)
+            self._step()
 
-        body = functools.partial(segment_everything, index=index)
+        def done(count):
+            show_info(f"Segment Anything: {len(written)} object(s) on {count} slice(s)")
+
+        body = functools.partial(segment_slices, indices=indices, cancel=self._cancel.is_set)
         self.busy = True
-        return self._run(spec, body, None, done, None, "segmenting everything")
+        total = len(indices) if all_slices else None
+        return self._run(spec, body, on_slice, done, total, "segmenting everything")
+
+    def segment_stack(self):
+        """Segment every slice of the slice range along the slice axis, as Segment everything
+        does slice after slice (in the background; Cancel keeps the slices done)."""
+        return self.segment_everything(all_slices=True)
 
     def propagate(self):
         """Follow the previewed (committed first) or selected object through the stack."""

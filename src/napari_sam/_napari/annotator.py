@@ -9,7 +9,8 @@ can be driven and tested without a display.
 
 Threading: the functions a worker runs off the Qt thread are :func:`build_session`,
 :func:`embed_slices`, :func:`preview_job` (embedding, and on a tiled image decoding too),
-:func:`~napari_sam._napari._tiles.embed_all_tiles` and :meth:`PropagationJob.run`; they
+:func:`~napari_sam._napari._tiles.embed_all_tiles`, :meth:`PropagationJob.run` and
+:func:`~napari_sam._napari._everything.segment_slices` (segment everything); they
 take plain values, never touch an
 :class:`Annotator`, and return (or yield) their results. Every :class:`Annotator` method that
 changes its state (:meth:`Annotator.adopt`, :meth:`Annotator.predict`,

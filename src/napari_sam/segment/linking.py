@@ -10,7 +10,7 @@ import numpy as np
 
 from ..masks import label_overlaps
 
-__all__ = ["drop_short_objects", "link_slices", "match_labels", "offset_ids"]
+__all__ = ["drop_short_objects", "link_slices", "match_labels", "match_neighbours", "offset_ids"]
 
 
 def match_labels(prev: np.ndarray, cur: np.ndarray, min_overlap: float = 0.3,
@@ -51,6 +51,45 @@ def match_labels(prev: np.ndarray, cur: np.ndarray, min_overlap: float = 0.3,
         if c not in out and p not in used:
             out[c] = p
             used.add(p)
+    return out
+
+
+def match_neighbours(cur: np.ndarray, neighbours, min_overlap: float = 0.3, metric: str = "iou",
+                     exclude=()) -> dict[int, int]:  # fmt: skip
+    """One-to-one matches ``{id in cur: id of a neighbour}`` of a 2-D label image against
+    neighbouring label images, one after the other.
+
+    Each neighbour in turn (e.g. the previous slice, then the next one) matches the objects of
+    ``cur`` still unmatched (see :func:`match_labels`) against its objects whose ids are
+    neither taken by an earlier match nor in ``exclude``, so each id is given at most once.
+
+    Parameters
+    ----------
+    cur : ndarray
+        The label image whose objects are matched (0 is background).
+    neighbours : iterable of ndarray
+        Label images of the shape of ``cur``, in order of preference.
+    min_overlap, metric
+        Matching of a pair of objects, see :func:`match_labels`.
+    exclude : iterable of int
+        Ids never given (e.g. ids already on the slice of ``cur``).
+
+    Returns
+    -------
+    dict of int to int
+        ``{id in cur: id in a neighbour}`` for every matched object of ``cur``.
+    """
+    cur = np.asarray(cur)
+    out, taken = {}, {int(i) for i in exclude}
+    for other in neighbours:
+        other = np.asarray(other)
+        free = (other > 0) & ~np.isin(other, list(taken))
+        rest = (cur > 0) & ~np.isin(cur, list(out))
+        if not (free & rest).any():
+            continue
+        found = match_labels(np.where(free, other, 0), np.where(rest, cur, 0), min_overlap, metric)
+        out.update(found)
+        taken.update(found.values())
     return out
 
 

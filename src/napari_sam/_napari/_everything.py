@@ -1,0 +1,181 @@
+"""The widget's "Segment everything": worker bodies and the linked write (no napari, no Qt).
+
+A worker segments slices automatically with :func:`segment_slices` (the model's instance
+decoder, micro-sam's AIS, else Meta's grid-prompt generator); :func:`write_instances` writes
+each slice's objects into the output labels on the Qt thread, giving an object the id of the
+object it overlaps on a neighbouring slice, so that slice after slice builds 3-D objects
+(the slice-by-slice counterpart of :func:`~napari_sam.segment.driver.segment_stack`'s linking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["neighbour_indices", "segment_everything", "segment_slices", "segmenter_for",
+           "stack_indices", "write_instances"]  # fmt: skip
+
+
+def segmenter_for(model):
+    """The automatic segmenter of ``model``: its instance decoder (micro-sam's models) with the
+    model's watershed settings, else the model's thresholds of Meta's grid-prompt generator
+    (a dict of :class:`~napari_sam.segment.automatic.AutomaticMaskGenerator` arguments)."""
+    from ..segment.ais import AisSettings, InstanceSegmenter
+    from ..weights import auto_settings, list_models, model_entry
+
+    name = model.cfg.name
+    decoder = getattr(model, "instance_decoder", None)
+    if decoder is not None:
+        ais = model_entry(name).ais if name in list_models() else {}
+        return InstanceSegmenter(decoder, AisSettings().with_options(ais))
+    return auto_settings(name)
+
+
+def _segmenter(sp):
+    from ..segment.automatic import AutomaticMaskGenerator
+
+    segmenter = segmenter_for(sp.model)
+    if isinstance(segmenter, dict):  # the model's AMG thresholds
+        segmenter = AutomaticMaskGenerator(sp.predictor, **segmenter)
+    return segmenter
+
+
+def _segment(sp, index, segmenter) -> np.ndarray:
+    from ..segment.driver import segment_slice
+
+    labels = segment_slice(sp, tuple(index), segmenter)
+    sp.release_slice()  # the shared predictor was given the slice's embedding directly
+    return labels
+
+
+def segment_everything(session, index):
+    """A worker's body: uint32 labels of every object of slice ``index`` (a generator that
+    yields nothing and returns the labels)."""
+    segmenter = _segmenter(session.sp)
+    yield from ()
+    return _segment(session.sp, index, segmenter)
+
+
+def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None = None
+                   ) -> Iterator[tuple[tuple, np.ndarray]]:  # fmt: skip
+    """A worker's body: segment slices one by one (a generator).
+
+    Yields
+    ------
+    index, labels
+        Each slice and the uint32 labels of its objects (numbered from 1 on each slice).
+
+    Returns
+    -------
+    int
+        Number of slices segmented (fewer than ``len(indices)`` if ``cancel()`` became true).
+    """
+    segmenter = _segmenter(session.sp)
+    for n, index in enumerate(indices):
+        if cancel is not None and cancel():
+            return n
+        yield tuple(index), _segment(session.sp, index, segmenter)
+    return len(indices)
+
+
+def stack_indices(shape: Sequence[int], n_slice_dims: int, axis: int = 0, limits=None) -> list:
+    """The slices of labels of ``shape`` (``n_slice_dims`` slice axes, then Y, X) whose
+    position along slice axis ``axis`` is in the inclusive range ``limits``, in order (each
+    slice after its neighbour before it along any axis). No slice axis: ``[()]``."""
+    if n_slice_dims == 0:
+        return [()]
+    axis = min(axis, n_slice_dims - 1)
+    lo, hi = limits if limits is not None else (0, shape[axis] - 1)
+    return [i for i in np.ndindex(*shape[:n_slice_dims]) if lo <= i[axis] <= hi]
+
+
+def neighbour_indices(index, axis: int, shape: Sequence[int]) -> list[tuple]:
+    """The slices before and after slice ``index`` along slice axis ``axis`` (clipped to
+    the slice axes), those inside ``shape`` only: previous first."""
+    index = tuple(int(i) for i in index)
+    if not index:
+        return []
+    axis = min(axis, len(index) - 1)
+    out = []
+    for step in (-1, 1):
+        k = index[axis] + step
+        if 0 <= k < shape[axis]:
+            out.append(index[:axis] + (k,) + index[axis + 1 :])
+    return out
+
+
+def write_instances(labels, index, instances, overwrite: bool, setitem=None, axis: int | None = 0,
+                    min_overlap: float = 0.3, metric: str = "iou") -> list[int]:  # fmt: skip
+    """Write a slice's ``instances`` into ``labels`` in one assignment, linked to the objects
+    of the neighbouring slices.
+
+    An instance takes the id of the object it matches on the slice before ``index`` along
+    slice axis ``axis``, else on the slice after (one-to-one, see
+    :func:`napari_sam.segment.linking.match_neighbours`); an id still on this slice after the
+    write (a kept object) is never taken. The other instances get new ids after the largest
+    label of ``labels``. Pixels of existing labels are kept unless ``overwrite``.
+
+    Parameters
+    ----------
+    labels : array-like
+        The labels (e.g. a Labels layer's ``data``): slice axes, then Y, X.
+    index : tuple of int
+        The slice, over the slice axes.
+    instances : ndarray
+        ``(Y, X)`` labels of the slice's objects (0 background), e.g. of :func:`segment_slices`.
+    overwrite : bool
+        Overwrite pixels of other labels.
+    setitem : callable, optional
+        ``setitem(key, values)`` doing the write (a Labels layer's ``data_setitem``: one undo
+        step); default ``labels[key] = values``.
+    axis : int, optional
+        Slice axis to link along (clipped to the slice axes); ``None``: every instance gets
+        a new id.
+    min_overlap, metric
+        Matching of an instance and an object, see
+        :func:`napari_sam.segment.linking.match_labels`.
+
+    Returns
+    -------
+    list of int
+        The ids written, sorted.
+
+    Raises
+    ------
+    ValueError
+        When a new id does not fit the dtype of ``labels`` (nothing is written).
+    """
+    from ..segment.linking import match_neighbours
+
+    instances, index = np.asarray(instances), tuple(int(i) for i in index)
+    plane = np.asarray(labels[index])
+    write = (instances > 0) & ((plane == 0) | overwrite)
+    ids = np.unique(instances[write])
+    if not len(ids):
+        return []
+    matches = {}
+    if axis is not None and index:
+        kept = np.unique(plane[~write])
+        near = [np.asarray(labels[n]) for n in neighbour_indices(index, axis, labels.shape)]
+        cur = np.where(np.isin(instances, ids), instances, 0)
+        matches = match_neighbours(cur, near, min_overlap, metric, exclude=kept[kept > 0])
+    new = [int(i) for i in ids if int(i) not in matches]
+    first = int(np.max(labels)) + 1
+    dtype = np.dtype(getattr(labels, "dtype", np.int32))
+    if new and dtype.kind in "iu" and first + len(new) - 1 > np.iinfo(dtype).max:
+        raise ValueError(
+            f"output labels: label {first + len(new) - 1} does not fit the layer's {dtype} data; "
+            "choose a Labels layer of a larger integer type"
+        )
+    lut = np.zeros(int(ids[-1]) + 1, np.int64)
+    lut[list(matches)] = list(matches.values())
+    lut[new] = np.arange(first, first + len(new))
+    rows, cols = np.nonzero(write)
+    values = lut[instances[rows, cols]].astype(plane.dtype)
+    full = tuple(np.full(len(rows), i) for i in index) + (rows, cols)
+    if setitem is None:
+        labels[full] = values
+    else:
+        setitem(full, values)
+    return sorted(int(v) for v in np.unique(values))

@@ -1,0 +1,88 @@
+"""GUI cases of the widget's automatic segmentation ("Segment everything", "Segment stack").
+
+Run in a fresh process by ``test_napari_gui.py`` with ``napari_gui_cases.py``; run directly
+with ``xvfb-run -a python -m pytest tests/napari_gui_cases_auto.py``.
+"""
+
+import numpy as np
+
+from napari_sam.train.evaluation import iou
+from napari_sam.train.synthetic import make_nuclei_2d
+
+import napari_fixtures as nf
+from napari_fixtures import sam_widget, viewer, xvfb_display
+
+__all__ = ["sam_widget", "viewer", "xvfb_display"]  # fixtures
+
+
+def ids_of(plane):
+    return set(np.unique(plane[plane > 0]).tolist())
+
+
+def test_segment_everything_links_slices_and_segment_stack_streams(
+    viewer, sam_widget, qtbot, monkeypatch
+):
+    """Issue [auto]: Segment everything slice after slice gives an object one id in 3-D (one
+    undo step a slice); Segment stack does every slice in the worker, with a progress bar,
+    the same labels and Cancel keeping the slices done. The shipped model's AMG at 96 x 96."""
+    import napari_sam.segment.driver as driver
+
+    image, _ = make_nuclei_2d((96, 96), seed=1)
+    stack = np.stack([np.roll(image, k, axis=1) for k in range(3)])  # drifting by a pixel
+    viewer.add_image(stack, name="drift")
+    sam_widget.image_box.setCurrentText("drift")
+    _, _, _, out = sam_widget.setup_layers()
+    viewer.dims.set_current_step(0, 0)
+    n = len(nf.records())
+    sam_widget.buttons["Segment everything"].click()
+    nf.idle(qtbot, sam_widget, 300_000)
+    first = out.data[0].copy()
+    assert ids_of(first) and not out.data[1:].any(), nf.messages(n)
+    viewer.dims.set_current_step(0, 1)
+    sam_widget.buttons["Segment everything"].click()
+    nf.idle(qtbot, sam_widget, 300_000)
+    second = out.data[1].copy()
+    assert ids_of(second) and not out.data[2].any()
+    np.testing.assert_array_equal(out.data[0], first)  # slice 0 untouched
+    same = 0
+    for i in ids_of(second):
+        best = max(ids_of(first), key=lambda j: iou(second == i, first == j))
+        if iou(second == i, first == best) > 0.5:  # the same nucleus, a pixel further
+            assert i == best, f"object {i} of slice 1 is object {best} of slice 0"
+            same += 1
+        elif i in ids_of(first):  # a weaker match links too (IoU 0.3 and up)
+            assert iou(second == i, first == i) >= 0.3, f"object {i} is not on slice 0"
+        else:
+            assert i > max(ids_of(first)), f"new object {i} took an id of slice 0"
+    assert same >= 1 and out.selected_label in ids_of(second)
+    assert any("object(s) on 1 slice(s)" in m for m in nf.messages(n)), nf.messages(n)
+    out.undo()  # the second slice's write only
+    assert not out.data[1].any()
+    np.testing.assert_array_equal(out.data[0], first)
+    out.redo()
+
+    stacked = viewer.add_labels(np.zeros(stack.shape, np.int32), name="stacked")
+    sam_widget.output_box.setCurrentText("stacked")
+    assert sam_widget.segment_stack() is not None
+    assert sam_widget._pbar is not None and sam_widget._pbar.total == 3  # a progress bar
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert all(ids_of(p) for p in stacked.data)
+    np.testing.assert_array_equal(stacked.data[:2], out.data[:2])  # as slice after slice
+    stacked.undo()  # one undo step a slice
+    assert not stacked.data[2].any() and stacked.data[1].any()
+
+    cut = viewer.add_labels(np.zeros(stack.shape, np.int32), name="cancelled")
+    sam_widget.output_box.setCurrentText("cancelled")
+    segment = driver.segment_slice
+
+    def then_cancel(sp, index, *args, **kw):  # press Cancel while slice 0 is segmented
+        sam_widget.cancel()
+        return segment(sp, index, *args, **kw)
+
+    monkeypatch.setattr(driver, "segment_slice", then_cancel)
+    n = len(nf.records())
+    sam_widget.buttons["Segment stack"].click()
+    nf.idle(qtbot, sam_widget, 300_000)
+    np.testing.assert_array_equal(cut.data[0], stacked.data[0])  # the slice done is kept
+    assert not cut.data[1:].any()
+    assert any("on 1 slice(s)" in m for m in nf.messages(n)), nf.messages(n)
