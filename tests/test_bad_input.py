@@ -401,9 +401,15 @@ def test_option_errors_come_before_tensorflow(tmp_path, argv, pattern):
             else a for a in argv]  # fmt: skip
     if "--model" not in argv:
         argv += ["--model", "sam_tiny_nuclei"]
+    one_error_without_tensorflow(["embed", str(img), "--out", str(tmp_path / "s"), *argv], pattern)
+
+
+def one_error_without_tensorflow(argv, pattern):
+    """The CLI with ``argv`` in a fresh process: one error line matching ``pattern``, and
+    TensorFlow never imported."""
     code = (
         "import sys, napari_sam.cli as c\n"
-        f"rc = c.main({['embed', str(img), '--out', str(tmp_path / 's'), *argv]!r})\n"
+        f"rc = c.main({argv!r})\n"
         "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
         "sys.exit(rc)\n"
     )
@@ -507,12 +513,4 @@ def test_auto_method_and_decoder_errors_come_before_tensorflow(tmp_path, argv, p
         "MISSING": tmp_path / "missing_decoder.pt",
     }
     argv = [str(files.get(a, a)) for a in argv] + ["--model", "sam_tiny_nuclei"]
-    code = (
-        "import sys, napari_sam.cli as c\n"
-        f"rc = c.main({['auto', str(img), '--out', str(tmp_path / 'o'), *argv]!r})\n"
-        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
-        "sys.exit(rc)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    one_error(proc.returncode, lines, pattern)
+    one_error_without_tensorflow(["auto", str(img), "--out", str(tmp_path / "o"), *argv], pattern)
