@@ -238,7 +238,7 @@ def _json(v):
 
 
 def test_napari_segment_everything_job_writes_new_ids(micro_sam_files):
-    from napari_sam._napari._jobs import segment_everything, write_instances
+    from napari_sam._napari._everything import segment_slices, write_instances
     from napari_sam._napari._session import Geometry, Session
     from napari_sam.stacks.channels import ChannelSpec
 
@@ -247,10 +247,8 @@ def test_napari_segment_everything_job_writes_new_ids(micro_sam_files):
     data = np.stack([make_nuclei_2d((96, 96), seed=s)[0] for s in (1, 2)])
     session = Session(model, data, Geometry(data.shape), ChannelSpec("single", (0,)).resolve(1),
                       None)  # fmt: skip
-    job = segment_everything(session, (1,))
-    with pytest.raises(StopIteration) as stop:
-        next(job)
-    instances = stop.value.value
+    index, instances = next(segment_slices(session, [(1,)]))
+    assert index == (1,)
     assert instances.shape == (96, 96) and instances.dtype == np.uint32
     labels = np.zeros(data.shape, np.int32)
     labels[1, :3, :3] = 7

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["neighbour_indices", "segment_everything", "segment_slices", "segmenter_for",
-           "stack_indices", "write_instances"]  # fmt: skip
+__all__ = ["neighbour_indices", "segment_slices", "segmenter_for", "stack_indices",
+           "write_instances"]  # fmt: skip
 
 
 def segmenter_for(model):
@@ -47,14 +47,6 @@ def _segment(sp, index, segmenter) -> np.ndarray:
     labels = segment_slice(sp, tuple(index), segmenter)
     sp.release_slice()  # the shared predictor was given the slice's embedding directly
     return labels
-
-
-def segment_everything(session, index):
-    """A worker's body: uint32 labels of every object of slice ``index`` (a generator that
-    yields nothing and returns the labels)."""
-    segmenter = _segmenter(session.sp)
-    yield from ()
-    return _segment(session.sp, index, segmenter)
 
 
 def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None = None

@@ -2,8 +2,8 @@
 
 The functions a worker runs off the Qt thread, :func:`build_session`, :func:`embed_slices` and
 :meth:`PropagationJob.run`, take plain values and return (or yield) their results; they never
-touch an :class:`~napari_sam._napari.annotator.Annotator`. "Segment everything"'s bodies and its
-linked write are in :mod:`._everything` (re-exported here).
+touch an :class:`~napari_sam._napari.annotator.Annotator`. "Segment everything"'s body and its
+linked write are in :mod:`._everything`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ._everything import segment_everything, segment_slices, segmenter_for, write_instances
 from ._session import Geometry, ObjectPrompt, Session
 from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
            "build_session", "embed_one", "embed_slices", "preview_job", "refine_prompt",
-           "segment_everything", "segment_slices", "segmenter_for", "with_session",
-           "write_instances", "write_objects"]  # fmt: skip
+           "with_session", "write_objects"]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -364,24 +364,23 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
         raise FileNotFoundError(f"decoder: no such file {decoder_file}")
     model = SegmentAnythingModel(cfg)
     model.set_encoder_dtype(dtype)
-    # a decoder file given is read first: a wrong one fails before a large encoder file is read
-    given = None if decoder_file is None else _read_decoder(decoder_file, cfg.embed_dim, True)
-    _attach(model, given)
-    if pretrained is False or pretrained is None:
-        return model
+    path = None
     if pretrained is True:
         paths = pretrained_paths(name)
         path = paths["weights"]
-    else:
+        if decoder is None:
+            decoder_file = paths.get("decoder")
+    elif pretrained not in (False, None):
         path = pathlib.Path(pretrained)
+    # the decoder file is read first: a wrong one fails before a large encoder file is read
+    given = None if decoder_file is None else _read_decoder(decoder_file, cfg.embed_dim, True)
+    _attach(model, given)
+    if path is None:
+        return model
     state = adapt_state(read_checkpoint(path), cfg)
     load_state_dict(model, state, source=str(path))
     model.weights_source = str(path)
-    if decoder_file is None and pretrained is True:
-        decoder_file = paths.get("decoder") if decoder is not False else None
-        if decoder_file is not None:
-            _attach(model, _read_decoder(decoder_file, cfg.embed_dim, True))
-    elif decoder_file is None and decoder is None and path.suffix.lower() != ".npz":
+    if decoder is None and pretrained is not True and path.suffix.lower() != ".npz":
         _attach(model, _read_decoder(path, cfg.embed_dim, False))
     if model.instance_decoder is not None:
         model.decoder_source = str(decoder_file or path)
