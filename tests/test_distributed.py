@@ -197,3 +197,34 @@ def test_tiles_of_one_image_on_two_workers_give_the_local_labels(
     ref = zarr.open_array(str(stores[0]), mode="r")[:]
     for store in stores[1:]:
         assert np.array_equal(zarr.open_array(str(store), mode="r")[:], ref), store
+
+
+def _snapshot(folder):
+    """Every file below ``folder`` with its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_scheduler_run_never_touches_a_users_store_beside_the_output(data, two_workers, tmp_path,
+                                                                     capsys):  # fmt: skip
+    """``auto --scheduler`` without ``--store`` on a tiled image: the user's own stores at
+    ``<out>.emb.zarr`` (one matching the tiling, one made with another) stay as they were."""
+    _, weights = data
+    image = tmp_path / "big.tif"
+    tifffile.imwrite(image, np.random.default_rng(3).integers(0, 4096, (160, 176), np.uint16))
+    model, address = _cli_options(weights), ["--scheduler", two_workers.scheduler.address]
+    embed = ["--model", "sam_vit_b", "--weights", weights, *overrides(SMALL)]
+    same, other = tmp_path / "same.tif.emb.zarr", tmp_path / "other.tif.emb.zarr"
+    for store, tiling in ((same, []), (other, ["--tile", "96"])):
+        code, _, err = run_main(capsys, "embed", image, "--out", store, *embed, *tiling)
+        assert code == 0, err
+    before = {s: _snapshot(s) for s in (same, other)}
+    for name in ("same.tif", "other.tif"):
+        code, out, err = run_main(capsys, "auto", image, "--out", tmp_path / name, *model,
+                                  *address)  # fmt: skip
+        assert code == 0 and "wrote 1 label image(s)" in out, err
+        assert tifffile.imread(tmp_path / name).max() > 0
+    assert {s: _snapshot(s) for s in (same, other)} == before
+    assert not any(p.name.endswith(".napari-sam-tiles.zarr") for p in tmp_path.iterdir())
+    from napari_sam.batch.cluster import temporary_store
+
+    assert temporary_store(tmp_path / "x.tif").name == ".x.tif.napari-sam-tiles.zarr"

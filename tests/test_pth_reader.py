@@ -365,3 +365,64 @@ def test_zip_without_data_pkl(tmp_path):
 
 def test_checkpoint_error_is_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+_PEAK = """
+import resource, sys
+from napari_sam.weights.pth_reader import read_pth
+try:
+    read_pth(sys.argv[1])
+except Exception as exc:
+    print(str(exc).splitlines()[0])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _peak_kib(path):
+    """Read ``path`` in a process of its own: (its first message line or "", peak RSS in KiB)."""
+    run = subprocess.run([sys.executable, "-c", _PEAK, str(path)], capture_output=True, text=True,
+                         timeout=300, check=True)  # fmt: skip
+    *message, peak = run.stdout.strip().splitlines()
+    return (message[0] if message else ""), int(peak)
+
+
+def _deflated_zeros(zf, name, size):
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zf.open(info, "w", force_zip64=True) as f:
+        chunk = bytes(1 << 26)
+        for start in range(0, size, len(chunk)):
+            f.write(chunk[: min(len(chunk), size - start)])
+
+
+def test_a_record_that_inflates_to_a_gibibyte_is_refused_from_its_header(tmp_path):
+    """A 1 MB file whose storage record inflates to 1 GiB (as its pickle declares) is refused,
+    named, with the peak memory of reading a small file (within 300 MiB)."""
+    numel = 2**28  # float32: 1 GiB
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", _tensor_pkl(numel, 0, (numel,), (1,)))
+        zf.writestr("archive/byteorder", b"little")
+        _deflated_zeros(zf, "archive/data/0", numel * 4)
+    assert bomb.stat().st_size < 4 << 20
+    small = _write_zip(tmp_path / "small.pth", _tensor_pkl(6, 0, (6,), (1,)),
+                       [("0", np.arange(6, dtype="<f4").tobytes())])  # fmt: skip
+    message, peak = _peak_kib(bomb)
+    ok, base = _peak_kib(small)
+    assert ok == "" and str(bomb) in message and "zip bomb" in message, message
+    assert peak - base < 300 * 1024, (peak, base)
+    _error(bomb, "'archive/data/0' would inflate from")
+
+
+def test_an_oversized_pickle_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "pkl_bomb.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        _deflated_zeros(zf, "archive/data.pkl", (1 << 26) + 1)
+    _error(path, "'archive/data.pkl' declares 67108865 bytes")
+
+
+def test_a_record_with_a_lying_size_is_never_read_past_it(tmp_path):
+    """The pickle declares 6 elements but the record holds (and declares) more: refused by size."""
+    path = _write_zip(tmp_path / "long.pth", _tensor_pkl(6, 0, (6,), (1,)),
+                      [("0", bytes(4 << 20))])  # fmt: skip
+    _error(path, "'archive/data/0' has 4194304 bytes, but its tensors need 24")

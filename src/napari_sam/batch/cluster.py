@@ -12,8 +12,9 @@ weights file, overrides and channels). Tasks carry the frozen settings, nothing 
   worker) with :meth:`EmbeddingStore.precompute_indices
   <napari_sam.stacks.store.EmbeddingStore.precompute_indices>`; this process then segments the
   image from the stored tiles as the local run does. The store is ``--store`` (on a file
-  system the workers share), else a temporary ``<output>.emb.zarr`` next to the output,
-  removed once the output is written (kept, and resumed, after a failure).
+  system the workers share), else a temporary ``.<output>.napari-sam-tiles.zarr`` next to
+  the output (a hidden name of this program's own, never a user's store), removed once the
+  output is written (kept, and resumed, after a failure).
 
 Examples
 --------
@@ -39,7 +40,7 @@ from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 from .settings import LabelSettings
 from .tiles import make_predictor, tiling_for
 
-__all__ = ["map_files", "precompute_on_cluster", "worker_stats"]
+__all__ = ["map_files", "precompute_on_cluster", "temporary_store", "worker_stats"]
 
 _STATES: dict[tuple, dict] = {}  # worker side: (model, weights, overrides) -> model state
 _LOCK = threading.Lock()
@@ -310,12 +311,19 @@ def _tile_store(settings, inp: Path, out: Path, many: bool) -> tuple[Path, bool]
     given = store_for(settings, inp, many)
     if given is not None:
         return Path(given), False
-    path = out.with_name(out.name + ".emb.zarr")
+    path = temporary_store(out)
     try:
         check_store_path(path)
     except StoreMismatchError as err:
         raise InputError("--store", f"{err}; give --store for the tiles' embeddings") from None
     return path, True
+
+
+def temporary_store(out) -> Path:
+    """The temporary tile store beside the output ``out`` when no ``--store`` is given: a
+    hidden name no store of the user's has, so removing it never touches the user's work."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.napari-sam-tiles.zarr")
 
 
 def _remove_store(path: Path) -> None:

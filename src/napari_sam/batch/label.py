@@ -111,7 +111,8 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
     if len(inputs) < n_found:
         print(f"napari-sam: left out {n_found - len(inputs)} input(s) that are label images of "
               f"other inputs ('*{LABEL_SUFFIX}')", file=sys.stderr)  # fmt: skip
-    todo = [(i, o) for i, o in zip(inputs, outputs, strict=True) if s.overwrite or not o.exists()]
+    todo = [(i, o) for i, o in zip(inputs, outputs, strict=True)
+            if s.overwrite or not done_before(i, o)]  # fmt: skip
     if auto:  # a run killed after writing an output but before removing its work folder
         from ..segment.partial import PartialMismatchError, remove_work_folder, work_folder
 
@@ -133,6 +134,26 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
             label_file(s, auto, inp, out, many, state)
     print(f"wrote {len(todo)} label image(s), skipped {skipped} already done")
     return [o for _, o in todo]
+
+
+def done_before(inp: Path, out: Path) -> bool:
+    """Whether ``out`` holds this program's labels of ``inp`` (a finished earlier run); False
+    when it does not exist.
+
+    Raises
+    ------
+    InputError
+        ``out`` exists but is something else (another file, or the labels of another input):
+        never counted as done, never replaced without ``--overwrite``.
+    """
+    from ..io.labels import label_source
+
+    if not out.exists():
+        return False
+    if label_source(out) == inp.name:
+        return True
+    raise InputError("--out", f"{str(out)!r} exists and is not napari-sam's labels of "
+                     f"{inp.name!r}; pass --overwrite to replace it, or give another --out")
 
 
 def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool,
@@ -172,7 +193,7 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
         else:
             labels = write_errors(lambda: segment_prompts(sp, prompts), s)
         try:  # 6. write atomically, then drop the work folder
-            write_label_tiff(out, labels, view.slice_axes + "YX", like=inp)
+            write_label_tiff(out, labels, view.slice_axes + "YX", like=inp, source=inp.name)
             if partial is not None:
                 partial.discard()  # after the output: a kill in between leaves it complete
         except OSError as err:

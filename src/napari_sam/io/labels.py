@@ -8,10 +8,11 @@ import numpy as np
 
 from .._atomic import write_atomic
 
-__all__ = ["is_label_output", "tiff_metadata", "write_label_tiff"]
+__all__ = ["is_label_output", "label_source", "tiff_metadata", "write_label_tiff"]
 
 _IMAGEJ_ORDER = "TZCYXS"
 SOFTWARE = "napari-sam"  # the TIFF Software tag of the label images written here
+SOURCE_TAG = 65321  # a private ASCII tag: the name of the input the labels were made from
 
 
 def is_label_output(path) -> bool:
@@ -26,6 +27,21 @@ def is_label_output(path) -> bool:
             return tif.pages[0].software == SOFTWARE
     except Exception:  # not a TIFF we can read: not ours
         return False
+
+
+def label_source(path) -> str | None:
+    """The input file name recorded in a label TIFF written here, or None (none recorded, or
+    not a label image of this program's)."""
+    if not is_label_output(path):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(SOURCE_TAG)
+            return None if tag is None else str(tag.value)
+    except Exception:  # unreadable: no source
+        return None
 
 
 def tiff_metadata(path) -> dict:
@@ -50,7 +66,7 @@ def tiff_metadata(path) -> dict:
         return {}
 
 
-def write_label_tiff(path, labels: np.ndarray, axes: str, like=None) -> Path:
+def write_label_tiff(path, labels: np.ndarray, axes: str, like=None, source=None) -> Path:
     """Write a label image to ``path`` atomically (a temporary file, then ``os.replace``).
 
     The file is ``uint16`` if the largest id is below 65536, else ``uint32``. ``uint16``
@@ -68,6 +84,9 @@ def write_label_tiff(path, labels: np.ndarray, axes: str, like=None) -> Path:
         One letter per dimension of ``labels``, e.g. ``"ZYX"``.
     like : str or os.PathLike, optional
         A TIFF file whose pixel size, unit and z spacing are copied (see :func:`tiff_metadata`).
+    source : str, optional
+        The name of the input the labels were made from, recorded in the file (read back by
+        :func:`label_source`): a later run counts the file as done for that input only.
 
     Raises
     ------
@@ -85,6 +104,8 @@ def write_label_tiff(path, labels: np.ndarray, axes: str, like=None) -> Path:
     meta = dict(extra.get("metadata", {})) if imagej else {}
     meta["axes"] = axes
     kwargs = {"resolution": extra["resolution"]} if "resolution" in extra else {}
+    if source is not None:
+        kwargs["extratags"] = [(SOURCE_TAG, "s", 0, str(source), True)]
     data = labels.astype(dtype)
     return write_atomic(
         path,

@@ -18,7 +18,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .pth_storage import ZIP_ERRORS, InvalidCheckpoint, materialize
+from .pth_storage import MAX_PICKLE, ZIP_ERRORS, InvalidCheckpoint, materialize, read_record
 
 __all__ = ["CheckpointError", "read_pth", "read_pth_states"]
 
@@ -294,12 +294,12 @@ def _read(path: str, labels=("model", "decoder")) -> dict[str, dict | None]:
             )
         prefix = pickles[0][: -len("data.pkl")]
         try:
-            data = zf.read(pickles[0])
-            names = set(zf.namelist())
-            order = zf.read(prefix + "byteorder") if prefix + "byteorder" in names else b"little"
+            data = read_record(zf, pickles[0], limit=MAX_PICKLE).tobytes()
+            has_order = prefix + "byteorder" in set(zf.namelist())
+            order = read_record(zf, prefix + "byteorder", limit=16) if has_order else b"little"
         except _ZIP_ERRORS as exc:
             raise _Invalid(f"truncated or corrupt zip archive ({exc})") from None
-        byteorder = order.decode("ascii", "replace").strip()
+        byteorder = bytes(order).decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise _Invalid(f"unknown byte order {byteorder[:20]!r}")
         unpickler = _RestrictedUnpickler(io.BytesIO(data))

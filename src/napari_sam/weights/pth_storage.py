@@ -20,10 +20,13 @@ try:
 except ImportError:  # pragma: no cover - ml_dtypes comes with tensorflow
     _BFLOAT16 = None
 
-__all__ = ["ZIP_ERRORS", "InvalidCheckpoint", "materialize"]
+__all__ = ["MAX_PICKLE", "ZIP_ERRORS", "InvalidCheckpoint", "materialize", "read_record"]
 
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 _MAX_EXPANDED = 2**24  # elements a stride-0 (expanded) tensor may have beyond its storage size
+MAX_PICKLE = 1 << 26  # bytes of a checkpoint's data.pkl (the structure, no tensor data)
+_CHUNK = 1 << 24  # bytes read from a record at a time
+_MAX_RATIO, _SLACK = 64, 1 << 20  # a compressed record may inflate this much (torch stores them)
 
 
 class InvalidCheckpoint(Exception):
@@ -53,6 +56,72 @@ def _to_array(flat: np.ndarray, t, name: str, code: str) -> np.ndarray:
             return array.view(_BFLOAT16)
         return (array.astype(np.uint32) << 16).view(np.float32)
     return array
+
+
+def read_record(zf: zipfile.ZipFile, record: str, need: int | None = None,
+                limit: int | None = None) -> np.ndarray:
+    """The bytes of one archive record, checked against its sizes before anything is inflated.
+
+    The record's declared uncompressed size must be ``need`` (or at most ``limit``), and a
+    compressed record may inflate at most 64-fold (torch stores its records uncompressed): a
+    zip bomb is refused from its header. The bytes are read in bounded chunks into one buffer,
+    never more than the declared size.
+
+    Parameters
+    ----------
+    zf : zipfile.ZipFile
+        The open archive.
+    record : str
+        The record's name.
+    need : int, optional
+        The exact size the record must have.
+    limit : int, optional
+        The largest size accepted when ``need`` is not known.
+
+    Returns
+    -------
+    numpy.ndarray
+        The record's bytes (``uint8``).
+
+    Raises
+    ------
+    InvalidCheckpoint
+        The record is missing, of the wrong size, inflates too far, or is corrupt.
+    """
+    try:
+        info = zf.getinfo(record)
+    except KeyError:
+        raise InvalidCheckpoint(f"the storage record {record!r} is missing") from None
+    size = info.file_size
+    if need is not None and size != need:
+        raise InvalidCheckpoint(
+            f"the storage record {record!r} has {size} bytes, but its tensors need {need} "
+            "(truncated or corrupt file)"
+        )
+    if limit is not None and size > limit:
+        raise InvalidCheckpoint(f"the record {record!r} declares {size} bytes, over {limit}")
+    if info.compress_type != zipfile.ZIP_STORED and size > _MAX_RATIO * info.compress_size + _SLACK:
+        raise InvalidCheckpoint(
+            f"the record {record!r} would inflate from {info.compress_size} to {size} bytes "
+            "(a zip bomb?); refused before reading it"
+        )
+    buf = np.empty(size, np.uint8)
+    view, pos = memoryview(buf), 0
+    try:
+        with zf.open(info) as f:
+            while pos < size:
+                n = f.readinto(view[pos : pos + _CHUNK])
+                if not n:
+                    break
+                pos += n
+    except ZIP_ERRORS as exc:
+        raise InvalidCheckpoint(f"the storage record {record!r} is corrupt ({exc})") from None
+    if pos != size:
+        raise InvalidCheckpoint(
+            f"the storage record {record!r} has {pos} bytes, but declares {size} "
+            "(truncated or corrupt file)"
+        )
+    return buf
 
 
 def materialize(zf: zipfile.ZipFile, prefix: str, tensors: dict, byteorder: str) -> dict:
@@ -85,21 +154,10 @@ def materialize(zf: zipfile.ZipFile, prefix: str, tensors: dict, byteorder: str)
             raise InvalidCheckpoint(f"storage {key!r} is referenced with different types or sizes")
         ref = refs.pop()
         record = f"{prefix}data/{key}"
-        try:
-            raw = zf.read(record)
-        except KeyError:
-            raise InvalidCheckpoint(f"the storage record {record!r} is missing") from None
-        except ZIP_ERRORS as exc:
-            raise InvalidCheckpoint(f"the storage record {record!r} is corrupt ({exc})") from None
         raw_code = {"bf16": "u2", "b1": "u1"}.get(ref.code, ref.code)
         dtype = np.dtype(raw_code).newbyteorder("<" if byteorder == "little" else ">")
-        need = ref.numel * dtype.itemsize
-        if len(raw) != need:
-            raise InvalidCheckpoint(
-                f"the storage record {record!r} has {len(raw)} bytes, but {ref.numel} elements "
-                f"of {dtype.itemsize} bytes need {need} (truncated or corrupt file)"
-            )
-        flat = np.frombuffer(raw, dtype=dtype)
+        raw = read_record(zf, record, need=ref.numel * dtype.itemsize)
+        flat = raw.view(dtype)
         for name in names:
             try:
                 arrays[name] = _to_array(flat, tensors[name], name, ref.code)
