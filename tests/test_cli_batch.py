@@ -220,7 +220,7 @@ def test_write_failure_leaves_no_output(files, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tifffile, "imwrite", failing)
     code, _, err = run_main(capsys, "segment", d / "stack.tif", "--prompts", prompts,
                             "--out", out, *model_args(weights))  # fmt: skip
-    errors = [line for line in err if line.startswith("napari-sam:")]  # after a progress bar
+    errors = [line for line in err if line.startswith("napari-sam: error")]  # after a progress bar
     assert code == 2 and len(errors) == 1 and errors[0] == err[-1], err
     assert re.search(r"--out: cannot write '.*l\.tif' \(No space left on device\)", err[-1])
     assert list(tmp_path.iterdir()) == [prompts]

@@ -225,6 +225,6 @@ def test_scheduler_run_never_touches_a_users_store_beside_the_output(data, two_w
         assert tifffile.imread(tmp_path / name).max() > 0
     assert {s: _snapshot(s) for s in (same, other)} == before
     assert not any(p.name.endswith(".napari-sam-tiles.zarr") for p in tmp_path.iterdir())
-    from napari_sam.batch.cluster import temporary_store
+    from napari_sam.batch.files import temporary_store
 
     assert temporary_store(tmp_path / "x.tif").name == ".x.tif.napari-sam-tiles.zarr"

@@ -107,3 +107,23 @@ def test_tiled_store_is_refused_by_name(reference):
                                      halo=(16, 16), verbose=False)  # fmt: skip
     with pytest.raises(ValueError, match=f"{path}: a tiled micro-sam store"):
         MicroSamEmbeddings(path)
+
+
+def test_damaged_stores_are_named_not_used(reference, tmp_path):
+    """NaN features and a missing original_size: a ValueError naming the store ([hardening-2])."""
+    import shutil
+
+    import zarr
+
+    _, _, _, _, folder = reference
+    nan, unsized = tmp_path / "nan.zarr", tmp_path / "unsized.zarr"
+    for path in (nan, unsized):
+        shutil.copytree(folder / "image.zarr", path)
+    features = zarr.open_group(str(nan), mode="r+")["features"]
+    features[0, 5, 3, 4] = np.nan
+    with pytest.raises(ValueError, match=f"{nan}: slice 0's embedding holds NaN or infinite"):
+        MicroSamEmbeddings(nan).get(0)
+    group = zarr.open_group(str(unsized), mode="r+")
+    del group.attrs["original_size"]
+    with pytest.raises(ValueError, match=f"{unsized}: the attribute original_size is None"):
+        MicroSamEmbeddings(unsized)

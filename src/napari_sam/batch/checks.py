@@ -7,6 +7,7 @@ expected, so that a mistake costs well under a second.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .errors import InputError
 __all__ = [
     "check_method",
     "check_model",
+    "check_scheduler",
     "check_weights",
     "check_writable",
     "os_reason",
@@ -119,15 +121,25 @@ def check_weights(text: str | None, arg: str = "--weights") -> Path | None:
     return path
 
 
-def check_method(method: str | None, model: str, weights: Path | None, decoder: Path | None):
-    """``--method ais`` needs an instance decoder: ``--decoder``, the one inside ``--weights``
-    (read from the file's index, no tensors) or the registered model's own."""
+def check_method(method: str | None, model: str, weights: Path | None, decoder: Path | None
+                 ) -> str:  # fmt: skip
+    """The method ``auto`` will use: ``--method``, else ``ais`` where an instance decoder is
+    found (``--decoder``, the one inside ``--weights``, read from the file's index with no
+    tensors, or the registered model's own), else ``amg``.
+
+    Raises
+    ------
+    InputError
+        ``--method ais`` without any decoder.
+    """
     from ..weights.pth_reader import CheckpointError, read_pth_states
     from ..weights.registry import model_entry
 
-    if method != "ais" or decoder is not None:
-        return
-    if weights is None:
+    if method == "amg":
+        return method
+    if decoder is not None:
+        found = True
+    elif weights is None:
         found = model_entry(model).has_decoder
     elif weights.suffix.lower() == ".npz":
         found = False
@@ -136,13 +148,25 @@ def check_method(method: str | None, model: str, weights: Path | None, decoder: 
             found = read_pth_states(weights, which=None)["decoder"]
         except CheckpointError as err:
             raise InputError("--weights", err) from None
-    if not found:
+    if method == "ais" and not found:
         source = f"{str(weights)!r}" if weights is not None else f"model {model!r}"
         raise InputError(
             "--method",
             f"ais needs an instance decoder, and {source} has none: pass --decoder FILE "
             "(micro-sam's vit_b_decoder.pt, ...) or use --method amg",
         )
+    return "ais" if found else "amg"
+
+
+_ADDRESS = re.compile(r"([a-z][a-z0-9+.-]*://)?[^\s/:]+(:\d{1,5})(/.*)?|[a-z]+://[^\s]+", re.I)
+
+
+def check_scheduler(address: str | None) -> None:
+    """``--scheduler``: a dask scheduler's address (``tcp://host:8786``, ``host:8786``); the
+    form only, nothing is connected to."""
+    if address is not None and not _ADDRESS.fullmatch(address.strip()):
+        raise InputError("--scheduler", f"{address!r} is not a scheduler address; expected "
+                         "e.g. tcp://host:8786 or host:8786")  # fmt: skip
 
 
 def check_writable(path: Path, arg: str) -> None:

@@ -35,12 +35,12 @@ from pathlib import Path
 
 from .checks import os_reason, parse_channels, parse_normalization, parse_overrides, setup_error_arg
 from .errors import InputError
-from .files import store_for
+from .files import store_for, temporary_store
 from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 from .settings import LabelSettings
 from .tiles import make_predictor, tiling_for
 
-__all__ = ["map_files", "precompute_on_cluster", "temporary_store", "worker_stats"]
+__all__ = ["map_files", "precompute_on_cluster", "worker_stats"]
 
 _STATES: dict[tuple, dict] = {}  # worker side: (model, weights, overrides) -> model state
 _LOCK = threading.Lock()
@@ -98,10 +98,13 @@ def _connected(scheduler, client):
     if client is not None:
         yield client
         return
-    try:
+    try:  # the address's form was checked with the other options (checks.check_scheduler)
         client = Client(scheduler, timeout="20s")
     except OSError as err:
         raise InputError("--scheduler", f"cannot reach {scheduler!r} ({err})") from None
+    except Exception as err:  # something else answers: dask fails on what it reads
+        raise InputError("--scheduler", f"no dask scheduler answers at {scheduler!r} "
+                         f"({type(err).__name__}: {str(err)[:120]})") from None  # fmt: skip
     try:
         yield client
     finally:
@@ -317,13 +320,6 @@ def _tile_store(settings, inp: Path, out: Path, many: bool) -> tuple[Path, bool]
     except StoreMismatchError as err:
         raise InputError("--store", f"{err}; give --store for the tiles' embeddings") from None
     return path, True
-
-
-def temporary_store(out) -> Path:
-    """The temporary tile store beside the output ``out`` when no ``--store`` is given: a
-    hidden name no store of the user's has, so removing it never touches the user's work."""
-    out = Path(out)
-    return out.with_name(f".{out.name}.napari-sam-tiles.zarr")
 
 
 def _remove_store(path: Path) -> None:

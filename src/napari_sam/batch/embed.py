@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .checks import (
     check_model,
+    check_scheduler,
     check_weights,
     check_writable,
     os_reason,
@@ -53,6 +54,7 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
     normalization = parse_normalization(s.normalization)
     overrides = parse_overrides(s.override)
     check_tile_options(s)
+    check_scheduler(s.scheduler)
     if s.batch_size < 1:
         raise InputError("--batch-size", f"expected a positive integer, got {s.batch_size}")
     out, inp = Path(s.out), Path(s.input)

@@ -4,6 +4,7 @@ label images, stores and prompt files (one stem each, never two inputs to one ou
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 from .checks import check_writable, os_reason
@@ -18,6 +19,7 @@ __all__ = [
     "prompt_file_for",
     "same_file",
     "store_for",
+    "temporary_store",
 ]
 
 
@@ -72,13 +74,17 @@ def same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def plan_outputs(inputs: list[Path], many: bool, out: Path) -> tuple[list[Path], list[Path]]:
+def plan_outputs(inputs: list[Path], many: bool, out) -> tuple[list[Path], list[Path]]:
     """(inputs, label images to write), checked: outputs never collide or replace an input.
 
-    In a folder run, inputs that are the label images of other inputs (a run whose output
-    folder is its input folder, run again) are outputs, not inputs: they are left out.
+    ``out`` is a folder when there are several inputs, when it is one, or when its text ends
+    with a path separator (``labels/``). In a folder run, inputs that are the label images of
+    other inputs (a run whose output folder is its input folder, run again) are outputs, not
+    inputs: they are left out.
     """
-    if many or out.is_dir():
+    folder = str(out).endswith(("/", os.sep))
+    out = Path(out)
+    if many or folder or out.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(
                 "--out", f"cannot create folder {str(out)!r} (a file of that name exists)"
@@ -141,3 +147,10 @@ def prompt_file_for(settings, inp: Path, many: bool) -> Path:
         if (prompts / f"{stem}{suffix}").is_file():
             return prompts / f"{stem}{suffix}"
     raise InputError("--prompts", f"no {stem}.csv or {stem}.json in folder {str(prompts)!r}")
+
+
+def temporary_store(out) -> Path:
+    """The temporary tile store beside the output ``out`` when no ``--store`` is given: a
+    hidden name no store of the user's has, so removing it never touches the user's work."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.napari-sam-tiles.zarr")

@@ -14,6 +14,7 @@ from .auto import segment_automatically, write_errors
 from .checks import (
     check_method,
     check_model,
+    check_scheduler,
     check_weights,
     os_reason,
     parse_channels,
@@ -34,6 +35,8 @@ from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 from .settings import LabelSettings
 from .tiles import check_tile_options, make_predictor, tiling_for
 
+MAX_POINTS_PER_SIDE = 256  # a grid of 65,536 prompts per image or tile
+
 __all__ = ["check_label_settings", "label_file", "run_files", "segment_prompts"]
 
 
@@ -46,15 +49,27 @@ def check_label_settings(settings: LabelSettings, auto: bool) -> None:
     weights = check_weights(s.weights)
     decoder = check_weights(s.decoder, "--decoder")
     check_tile_options(s)
+    check_scheduler(s.scheduler)
     if not auto:
         if s.prompts is None:
             raise InputError("--prompts", "required: a CSV or JSON file of prompts")
         return
-    check_method(s.method, s.model, weights, decoder)
+    if check_method(s.method, s.model, weights, decoder) == "ais":
+        grid = {"points_per_side": s.points_per_side != LabelSettings.points_per_side,
+                "pred_iou_thresh": s.pred_iou_thresh is not None,
+                "stability_score_thresh": s.stability_score_thresh is not None}  # fmt: skip
+        for name in (name for name, given in grid.items() if given):
+            raise InputError(f"--{name.replace('_', '-')}", "sets the grid prompts of --method "
+                             "amg, and this run uses ais (the model's instance decoder): leave "
+                             "it out, or pass --method amg")  # fmt: skip
     for name in ("points_per_side", "min_slices"):
         if getattr(s, name) < 1:
             raise InputError(f"--{name.replace('_', '-')}",
                              f"expected a positive integer, got {getattr(s, name)}")  # fmt: skip
+    if s.points_per_side > MAX_POINTS_PER_SIDE:
+        raise InputError("--points-per-side", f"{s.points_per_side} would prompt "
+                         f"{s.points_per_side**2:,} points per image or tile; expected at most "
+                         f"{MAX_POINTS_PER_SIDE} (Meta's default is 32)")  # fmt: skip
     if s.max_gap < 0:
         raise InputError("--max-gap", f"expected an integer >= 0, got {s.max_gap}")
     for name in ("pred_iou_thresh", "stability_score_thresh", "min_overlap"):
@@ -99,7 +114,7 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
     if not auto and not many and same_file(Path(s.out), Path(s.prompts)):
         raise InputError("--out", f"{s.out!r} is the prompts file; give the labels another name")
     n_found = len(inputs)
-    inputs, outputs = plan_outputs(inputs, many, Path(s.out))
+    inputs, outputs = plan_outputs(inputs, many, s.out)
     if s.store is not None:
         from ..stacks.store import StoreMismatchError, check_store_path
 

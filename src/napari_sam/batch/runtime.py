@@ -130,6 +130,10 @@ def resolve_channels(channels, view):
     of its number of channels) checked against it."""
     from ..stacks.channels import ChannelSpec
 
+    if channels is None and view.n_channels > 3:  # the command line's words, not the API's
+        raise InputError("--channels", f"the image has {view.n_channels} channels; choose up to "
+                         "three with --channels rgb:0,1,2 (or single:0), or give them all with "
+                         "--channels adapt")  # fmt: skip
     try:
         return (channels or ChannelSpec.default_for(view.n_channels)).resolve(view.n_channels)
     except ValueError as err:

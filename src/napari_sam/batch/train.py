@@ -134,12 +134,38 @@ def _read_labels(path: Path) -> np.ndarray:
         raise InputError("LABELS", f"{str(path)!r} does not exist")
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
-        import tifffile
+            labels = np.load(path, allow_pickle=False)
+        else:
+            import tifffile
 
-        return tifffile.imread(path)
+            labels = tifffile.imread(path)
     except Exception as err:
         raise InputError("LABELS", f"cannot read {str(path)!r}: {err}") from None
+    return check_instance_labels(labels, str(path))
+
+
+def check_instance_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """Instance labels as integers: 0 the background, 1, 2, ... the objects.
+
+    Raises
+    ------
+    InputError
+        ``LABELS`` holds other values: negative, fractional or non-finite ones, or not numbers.
+    """
+    labels = np.asarray(labels)
+    expected = "an instance label image (whole numbers >= 0, 0 the background)"
+    if labels.dtype.kind not in "biuf":
+        raise InputError("LABELS", f"{name!r} holds {labels.dtype} values; expected {expected}")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            value = labels[bad][0].item()
+            raise InputError("LABELS", f"{name!r} holds a value {value!r} that is not a whole "
+                                       f"number; expected {expected}")  # fmt: skip
+    if labels.dtype.kind in "if" and labels.size and labels.min() < 0:
+        raise InputError("LABELS", f"{name!r} holds negative values ({labels.min().item()!r}); "
+                                   f"expected {expected}")  # fmt: skip
+    return labels.astype(np.int64) if labels.dtype.kind == "f" else labels
 
 
 def _sampler(view, labels, channels, norm, size, pad_value):

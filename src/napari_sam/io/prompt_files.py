@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,13 +63,21 @@ def _num(value, name, where) -> float:
     return out
 
 
+def _whole(value, name, where) -> int:
+    """A slice number: a whole number (``3`` or ``3.0``), never rounded."""
+    out = _num(value, name, where)
+    if out != int(out):
+        raise PromptFileError(f"{where}: {name} {value!r} is not a whole number")
+    return int(out)
+
+
 def _slice_index(values, view, where) -> tuple:
     if len(values) != len(view.stack_shape):
         raise PromptFileError(
             f"{where}: expected {len(view.stack_shape)} slice coordinate(s) for slice axes "
             f"{view.slice_axes!r}, got {len(values)}"
         )
-    idx = tuple(int(round(_num(v, "slice coordinate", where))) for v in values)
+    idx = tuple(_whole(v, "slice coordinate", where) for v in values)
     for i, s, a in zip(idx, view.stack_shape, view.slice_axes, strict=True):
         if not 0 <= i < s:
             raise PromptFileError(f"{where}: slice {a}={i} is outside the stack ({a} < {s})")
@@ -106,6 +115,10 @@ def _add(objects: dict, key, sl, where, point=None, label=1.0, box=None) -> None
     if point is not None:
         if label not in (0.0, 1.0):
             raise PromptFileError(f"{where}: label {label:g} must be 1 (foreground) or 0")
+        if len(obj.points) >= MAX_POINTS:
+            raise PromptFileError(f"{where}: more than {MAX_POINTS} points for one object on "
+                                  "one slice; a few clicks describe an object (name each "
+                                  "object in an 'object' column or key)")  # fmt: skip
         obj.points.append(point)
         obj.labels.append(label)
     if box is not None:
@@ -152,7 +165,7 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
             _add(objects, key, sl, where, (x, y), label)
             continue
         if get("slice") is not None:
-            flat = int(_num(get("slice"), "slice", where))
+            flat = _whole(get("slice"), "slice", where)
             if not 0 <= flat < len(view):
                 raise PromptFileError(f"{where}: slice {flat} is outside the stack ({len(view)})")
             sl = view.index_tuple(flat)
@@ -169,6 +182,8 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
     return list(objects.values())
 
 
+#: Points one object may have on one slice (SAM is trained with a few clicks an object).
+MAX_POINTS = 1000
 _JSON_KEYS = ("slice", "points", "labels", "box", "object")
 
 
@@ -177,11 +192,14 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise PromptFileError(f"{path.name} line {err.lineno}: invalid JSON ({err.msg})") from None
+    except RecursionError:
+        raise PromptFileError(f"{path.name}: JSON nested too deeply to be prompts") from None
     if isinstance(data, dict):
         data = data.get("objects")
     if not isinstance(data, list):
         raise PromptFileError(f"{path.name}: expected a list of objects or {{'objects': [...]}}")
     objects: dict = {}
+    defaulted = 0  # objects of a stack without 'slice': on slice 0, said once
     for n, item in enumerate(data):
         where = f"{path.name} object {n}"
         if not isinstance(item, dict) or not ({"points", "box"} & set(item)):
@@ -195,6 +213,10 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
         s = item.get("slice", 0 if len(view.stack_shape) <= 1 else None)
         if s is None:
             raise PromptFileError(f"{where}: 'slice' is required for axes {view.slice_axes!r}")
+        if not view.stack_shape and s not in (0, [], [0]):  # one 2-D image: only slice 0
+            raise PromptFileError(f"{where}: slice {s!r} is outside the image (one 2-D slice: "
+                                  "leave 'slice' out or give 0)")  # fmt: skip
+        defaulted += "slice" not in item and bool(view.stack_shape)
         if isinstance(s, (dict, bool)) or (
             isinstance(s, list) and any(isinstance(v, (list, dict, bool)) for v in s)
         ):
@@ -242,6 +264,9 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
             _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box])
         if not points and box is None:
             raise PromptFileError(f"{where}: no point (in 'points') and no 'box'")
+    if defaulted:
+        warnings.warn(f"{path.name}: {defaulted} object(s) without 'slice' are taken to be on "
+                      f"slice 0 of the {view.slice_axes} stack", stacklevel=3)  # fmt: skip
     return list(objects.values())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,12 @@ class SegmentAnythingModelConfig:
             )
         if self.encoder_embed_dim % self.encoder_nb_heads:
             raise ValueError("encoder_embed_dim must be divisible by encoder_nb_heads")
+        step = math.lcm(8, 2 * self.decoder_nb_heads)  # the decoder's attention and upscaling
+        if self.embed_dim % step:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} must be a multiple of {step} (8 and twice "
+                f"decoder_nb_heads {self.decoder_nb_heads})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-serialisable dictionary."""

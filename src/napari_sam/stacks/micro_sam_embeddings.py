@@ -42,7 +42,8 @@ class MicroSamEmbeddings:
     Raises
     ------
     ValueError
-        ``"<path>: ..."``: not a micro-sam embedding store, tiled, or of another image or model.
+        ``"<path>: ..."``: not a micro-sam embedding store, tiled, of another image or model,
+        or without a valid ``input_size`` / ``original_size``.
     """
 
     def __init__(self, path, image=None, model: str | None = None):
@@ -76,10 +77,21 @@ class MicroSamEmbeddings:
                              f"{signature!r} differs from the image's)")  # fmt: skip
         self._features = features
         self.model = stored
-        self.input_size = tuple(int(v) for v in attrs["input_size"])
-        self.original_size = tuple(int(v) for v in attrs["original_size"])
+        self.input_size = self._size(attrs, "input_size")
+        self.original_size = self._size(attrs, "original_size")
         self.is_stack = features.ndim == 5
         self.version = attrs.get("micro_sam_version")
+
+    def _size(self, attrs: dict, name: str) -> tuple[int, int]:
+        value = attrs.get(name)
+        try:
+            size = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            size = ()
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"{self.path}: the attribute {name} is {value!r}; expected the "
+                             "(height, width) micro-sam records")  # fmt: skip
+        return size
 
     def __len__(self) -> int:
         """Slices in the store (1 for an image)."""
@@ -87,12 +99,17 @@ class MicroSamEmbeddings:
 
     def get(self, index: int = 0) -> np.ndarray | None:
         """Slice ``index``'s embedding as ``(1, h, w, 256)`` float32 (this package's layout),
-        or None where micro-sam has not computed it yet (all zeros)."""
+        or None where micro-sam has not computed it yet (all zeros).
+
+        Raises ValueError when the stored values are not all finite (a damaged store)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"{self.path}: slice {index} of {len(self)}")
         raw = np.asarray(self._features[index] if self.is_stack else self._features[:])
         if not np.any(raw):
             return None
+        if not np.isfinite(raw).all():
+            raise ValueError(f"{self.path}: slice {index}'s embedding holds NaN or infinite "
+                             "values (a damaged store); compute it again")  # fmt: skip
         return np.ascontiguousarray(raw.transpose(0, 2, 3, 1), dtype=np.float32)
 
     def set_on(self, predictor, index: int = 0) -> None:

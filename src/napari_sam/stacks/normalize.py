@@ -96,8 +96,11 @@ def _is_8bit_equivalent(dtype: np.dtype, sample: np.ndarray) -> bool:
         sample = sample[np.isfinite(sample)]  # non-finite pixels say nothing about the range
         if sample.size == 0 or sample.min() < 0 or sample.max() > 1:
             return False
-        scaled = sample * 255
-        return bool(np.all(np.abs(scaled - np.round(scaled)) < 1e-3))
+        scaled = sample.astype(np.float64) * 255
+        steps = np.round(scaled)
+        if np.any((sample != 0) & (steps == 0)):  # below one 8-bit step: by range, not 8-bit
+            return False
+        return bool(np.all(np.abs(scaled - steps) < 1e-3))
     return False
 
 
@@ -288,6 +291,22 @@ class FittedNormalization:
         return out
 
     __call__ = apply
+
+    def describe(self) -> str:
+        """One line saying what was chosen, e.g. ``"auto: percentiles 0.1 .. 99.9 (values
+        1.2e-07 .. 3.9e-06 -> 0 .. 255)"``."""
+        s = self.settings
+        how = {
+            "percentile": f"percentiles {s.low:g} .. {s.high:g}",
+            "minmax": "minimum .. maximum",
+            "dtype": f"the {self.dtype.name} range (8-bit data kept as it is)"
+            if self.dtype.kind != "f" or s.mode != "auto"
+            else "8-bit steps in [0, 1] (kept as 8-bit data)",
+            "fixed": "vmin .. vmax",
+            "none": "values used as they are",
+        }[self.mode]
+        ranges = ", ".join(f"{lo:.4g} .. {hi:.4g}" for lo, hi in zip(self.lo, self.hi, strict=True))
+        return f"{s.mode}: {how} (values {ranges} -> 0 .. 255)"
 
     def signature(self) -> str:
         """A stable string of the mode, its parameters and the fitted ranges."""

@@ -22,6 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tiling_options import (
+    ARG_NAMES,
+    AUTO_TILE_FACTOR,
+    MAX_TILE_PIXELS,
+    MIN_TILE,
+    as_pair,
+    check_tiling,
+)
+
 __all__ = [
     "AUTO_TILE_FACTOR",
     "MIN_TILE",
@@ -31,77 +40,6 @@ __all__ = [
     "plan_tiling",
     "read_window",
 ]
-
-#: Smallest tile side accepted, in pixels.
-MIN_TILE = 64
-#: Tiling switches on by default when an image side exceeds this many model inputs.
-AUTO_TILE_FACTOR = 1.5
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    v = np.atleast_1d(np.asarray(value))
-    if v.size not in (1, 2) or v.dtype.kind not in "iuf" or not np.all(v == np.round(v)):
-        raise ValueError(f"{name}: expected an integer or a (Y, X) pair of integers, got {value!r}")
-    v = np.broadcast_to(v, 2)
-    return int(v[0]), int(v[1])
-
-
-_NAMES = {"tile": "tile", "halo": "halo", "diameter": "diameter", "no_tile": "no_tile"}
-
-
-def check_tiling(tile=None, halo=None, diameter=None, no_tile: bool = False, names=None) -> None:
-    """Check tile, halo and diameter values and how they combine (before any image is read).
-
-    Parameters
-    ----------
-    tile, halo, diameter, no_tile
-        As for :func:`plan_tiling`; ``diameter`` may also be ``"auto"`` (resolved by the
-        caller before planning).
-    names : dict, optional
-        How the messages name each argument, e.g. ``{"tile": "--tile"}`` on the command line.
-
-    Raises
-    ------
-    ValueError
-        Starting with the argument's name: a tile under :data:`MIN_TILE` pixels, a negative
-        halo or one of half the tile or more, a diameter that is not a positive number,
-        ``no_tile`` with any of the others, ``tile`` with ``diameter``.
-    """
-    n = {**_NAMES, **(names or {})}
-    if diameter is not None and diameter != "auto":
-        try:
-            d = float(diameter)
-        except (TypeError, ValueError):
-            d = float("nan")
-        if not d > 0 or not math.isfinite(d):
-            raise ValueError(
-                f"{n['diameter']}: expected a positive object size in pixels, got {diameter}"
-            )
-    if tile is not None:
-        th, tw = _pair(tile, n["tile"])
-        if min(th, tw) < MIN_TILE:
-            raise ValueError(f"{n['tile']}: expected at least {MIN_TILE} pixels a side, got {tile}")
-    if halo is not None:
-        hy, hx = _pair(halo, n["halo"])
-        if min(hy, hx) < 0:
-            raise ValueError(f"{n['halo']}: expected 0 or more pixels, got {halo}")
-        if tile is not None and (2 * hy >= th or 2 * hx >= tw):
-            size = f"{th}" if th == tw else f"{th}x{tw}"
-            raise ValueError(
-                f"{n['halo']}: {halo} px is half the tile ({size} px) or more; the tiles would "
-                f"not advance. Expected a halo under {min(th, tw) // 2} px (about half the "
-                "largest object is enough)"
-            )
-    if no_tile:
-        given = [n[k] for k, v in (("tile", tile), ("halo", halo), ("diameter", diameter)) if v]
-        if given:
-            raise ValueError(f"{n['no_tile']}: cannot be combined with {' or '.join(given)}")
-    if tile is not None and diameter is not None:
-        raise ValueError(
-            f"{n['tile']}: give either {n['tile']} or {n['diameter']} (the diameter sets the "
-            "tile size)"
-        )
-
 
 def _axis(length: int, tile: int, halo: int) -> list[tuple[int, int, int]]:
     """``(window start, inner start, inner stop)`` of each window along one axis."""
@@ -139,10 +77,10 @@ class Tiling:
     halo: tuple[int, int]
 
     def __init__(self, image_shape, tile, halo):
-        check_tiling(tile, halo)
-        object.__setattr__(self, "image_shape", _pair(image_shape, "image_shape"))
-        object.__setattr__(self, "tile", _pair(tile, "tile"))
-        object.__setattr__(self, "halo", _pair(halo, "halo"))
+        check_tiling(tile, halo, geometry_only=True)
+        object.__setattr__(self, "image_shape", as_pair(image_shape, "image_shape"))
+        object.__setattr__(self, "tile", as_pair(tile, "tile"))
+        object.__setattr__(self, "halo", as_pair(halo, "halo"))
         (h, w), (th, tw), (hy, hx) = self.image_shape, self.tile, self.halo
         object.__setattr__(self, "rows", tuple(_axis(h, th, hy)))
         object.__setattr__(self, "cols", tuple(_axis(w, tw, hx)))
@@ -268,17 +206,28 @@ def plan_tiling(
     check_tiling(tile, halo, diameter, no_tile, names)
     if no_tile:
         return None
-    n = {**_NAMES, **(names or {})}
-    h, w = _pair(image_shape, "image_shape")
-    ih, iw = _pair(input_size, "input_size")
+    n = {**ARG_NAMES, **(names or {})}
+    h, w = as_pair(image_shape, "image_shape")
+    ih, iw = as_pair(input_size, "input_size")
     if diameter is not None:
         if model_diameter is None:
             raise ValueError(
                 f"{n['diameter']}: this model records no preferred object size; give a tile "
                 f"size instead ({n['tile']})"
             )
+        if float(diameter) > max(h, w):
+            raise ValueError(
+                f"{n['diameter']}: objects of {float(diameter):g} px are larger than the image "
+                f"({h} x {w} px); expected the typical object diameter, at most {max(h, w)} px"
+            )
         scale = float(diameter) / float(model_diameter)
         tile = (round(ih * scale), round(iw * scale))
+        if tile[0] * tile[1] > MAX_TILE_PIXELS:
+            raise ValueError(
+                f"{n['diameter']}: objects of {float(diameter):g} px would need windows of "
+                f"{tile[0]} x {tile[1]} px, too large for memory; expected at most "
+                f"{float(model_diameter) * math.isqrt(MAX_TILE_PIXELS) / max(ih, iw):g} px"
+            )
         if min(tile) < MIN_TILE:
             raise ValueError(
                 f"{n['diameter']}: objects of {diameter} px would need tiles of {tile} px, "
@@ -288,7 +237,7 @@ def plan_tiling(
         if max(h / ih, w / iw) <= AUTO_TILE_FACTOR:
             return None
         tile = (ih, iw)
-    th, tw = _pair(tile, n["tile"])
+    th, tw = as_pair(tile, n["tile"])
     if halo is None:
         halo = (th // 8, tw // 8)
     check_tiling((th, tw), halo, names=names)
