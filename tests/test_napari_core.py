@@ -88,7 +88,7 @@ def _oracle_session(truth, nid, beyond=None):
     from napari_sam._napari._session import Prediction, Session
 
     session = Session.__new__(Session)
-    session.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:1]))
+    session.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:1]), tiling=None)
     calls = []
 
     def predict(index, obj, multimask=True):
@@ -130,7 +130,7 @@ class _FakeSession:
 
     def __init__(self, truth):
         self.truth, self.embedded = truth, []
-        self.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:-2]))
+        self.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:-2]), tiling=None)
 
     def embed(self, index):
         self.embedded.append(tuple(index))

@@ -15,6 +15,7 @@ import functools
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ..stacks.contract import units_of
 from . import _layers as L
 from ._jobs import Previewed, embed_slices, preview_job
 from ._tiles import embed_all_tiles, overlay_factor, plan_for
@@ -77,7 +78,7 @@ class PreviewActions:
             return show_error(str(err))
         indices = list(np.ndindex(*spec.geometry.label_shape[:-2]))
         tiling = self.planned_tiling(geo)
-        overlay = None if tiling is None else self.tiles_layer(image, geo)
+        overlay = self.tiles_layer(image, geo)  # None untiled
         body = functools.partial(embed_stack_job, indices=indices, index=index,
                                  cancel=self._cancel.is_set)  # fmt: skip
 
@@ -97,19 +98,19 @@ class PreviewActions:
             show_info(f"Segment Anything: {result.computed + result.reused} of {result.total} "
                       f"tiles embedded ({result.reused} from the cache{stopped})")  # fmt: skip
 
-        total = len(indices) if tiling is None else len(indices) * len(tiling)
-        if tiling is not None and spec.store is None:
+        unit, per_slice = units_of(tiling)
+        total = len(indices) * per_slice
+        if spec.store is None:
             cfg = self.model_cfg()
             side = np.asarray(cfg.input_size) // cfg.encoder_patch_size
-            per_tile = int(np.prod(side)) * cfg.embed_dim * 4
-            if total * per_tile > MEMORY_BUDGET:
+            per_unit = int(np.prod(side)) * cfg.embed_dim * 4
+            if total * per_unit > MEMORY_BUDGET:
                 show_warning(
-                    f"Segment Anything: {total} tiles of {per_tile / 2**20:.1f} MB do not fit "
+                    f"Segment Anything: {total} {unit}s of {per_unit / 2**20:.1f} MB do not fit "
                     f"in {MEMORY_BUDGET >> 30} GiB of memory; only the last "
-                    f"{MEMORY_BUDGET // per_tile} stay. Choose a cache folder to keep them all"
+                    f"{MEMORY_BUDGET // per_unit} stay. Choose a cache folder to keep them all"
                 )
-        what = "slices" if tiling is None else "tiles"
-        return self._run(spec, body, on_yield, on_done, total, f"embedding {what}")
+        return self._run(spec, body, on_yield, on_done, total, f"embedding {unit}s")
 
     def update_preview(self):
         """Predict the prompted objects of the displayed slice into the preview layer."""
@@ -151,7 +152,8 @@ class PreviewActions:
             return show_error(f"Segment Anything: {err}")
         body = functools.partial(preview_job, index=index, objects=objects,
                                  multimask=self.multimask.isChecked(), refine=refine)  # fmt: skip
-        desc = "embedding slice" if self.planned_tiling(geo) is None else "embedding tiles"
+        unit, per_slice = units_of(self.planned_tiling(geo))
+        desc = f"embedding {unit}" if per_slice == 1 else f"embedding {unit}s"
         return self._run(spec, body, None, on_done, None, desc, bar_after=250)
 
     def _show(self, preds, index):

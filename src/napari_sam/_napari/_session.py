@@ -218,44 +218,39 @@ class Session:
     """
 
     def __init__(self, model, data, geometry: Geometry, channels=None, store=None):
-        from ..stacks.stack_predictor import StackPredictor  # TensorFlow: imported on first use
-        from ..stacks.tiled_predictor import TiledPredictor
+        from ..stacks.factory import make_predictor  # TensorFlow: imported on first use
 
         self.geometry = geometry
         channels = channels or ChannelSpec.default_for(geometry.n_channels)
         view = StackView(data, geometry.axes)
-        self.tiling = plan_for(view.slice_shape, model.cfg.input_size)
-        if self.tiling is None:
-            self.sp = StackPredictor(model, view, channels, store=store)
-        else:
-            self.sp = TiledPredictor(model, view, self.tiling, channels, store=store)
+        tiling = plan_for(view.slice_shape, model.cfg.input_size)
+        self.sp = make_predictor(model, view, tiling, channels, store=store)
         self.slice_shape = self.sp.view.slice_shape
+
+    @property
+    def tiling(self):
+        """The windows of a slice (None: the whole slice at once)."""
+        return self.sp.tiling
 
     @property
     def tiled(self) -> bool:
         """Whether the slices are tiled (predictions then carry a window)."""
-        return getattr(self, "tiling", None) is not None
+        return self.sp.tiling is not None
 
     def embed(self, index) -> None:
         """Make sure slice ``index`` (tuple over the slice axes) has an embedding (every tile
         of it, when tiled)."""
-        if not self.tiled:
-            self.sp.get_embedding(tuple(index))
-            return
-        for t in range(len(self.tiling)):
+        for t in range(self.sp.windows):
             self.sp.tile_embedding(tuple(index), t)
 
     def has_embedding(self, index) -> bool:
         """Whether slice ``index`` has an embedding in memory (every tile, when tiled)."""
-        if not self.tiled:
+        if not self.tiled:  # in memory: decoding on the Qt thread reads nothing
             return self.sp.store.in_memory(tuple(index))
-        return len(self.ready_tiles(index)) == len(self.tiling)
+        return len(self.ready_tiles(index)) == self.sp.windows
 
     def ready_tiles(self, index) -> list[int]:
-        """The tiles of slice ``index`` whose embedding is in memory or in the store
-        (``[]`` untiled)."""
-        if not self.tiled:
-            return []
+        """The windows of slice ``index`` whose embedding is in memory or in the store."""
         return np.nonzero(self.sp.ready_tiles(tuple(index)))[0].tolist()
 
     def warm_up(self) -> None:
@@ -284,31 +279,23 @@ class Session:
             and obj.mask_logits is None
             and (obj.points is not None and len(obj.points) == 1)
         )
-        kwargs = {"multimask_output": multimask and single_point}
-        if obj.points is not None and len(obj.points):
-            kwargs.update(points=obj.points, labels=obj.labels)
-        if obj.box is not None:
-            kwargs["boxes"] = obj.box[None]
-        if obj.mask_logits is not None and not self.tiled:
-            kwargs["masks"] = obj.mask_logits
-        if len(kwargs) == 1:
+        has_points = obj.points is not None and len(obj.points)
+        masks = obj.mask_logits if self.sp.supports_mask_prompts else None
+        if not has_points and obj.box is None and masks is None:
             raise ValueError("prompt: an object needs points, a box or a mask")
-        if self.tiled:
-            kwargs.setdefault("points", None)
-            kwargs.setdefault("labels", None)
-            masks, scores, logits, window = self.sp.predict_window(
-                tuple(index), kwargs["points"], kwargs["labels"], kwargs.get("boxes"),
-                kwargs["multimask_output"],
-            )  # fmt: skip
-            return Prediction(masks, scores, logits, int(np.argmax(scores)), window)
-        masks, scores, logits = self.sp.predict(tuple(index), **kwargs)  # one object: (K, ...)
-        return Prediction(masks, scores, logits, int(np.argmax(scores)))
+        masks, scores, logits, window = self.sp.predict_window(
+            tuple(index), obj.points if has_points else None, obj.labels if has_points else None,
+            obj.box, multimask and single_point, masks=masks,
+        )  # fmt: skip
+        h, w = self.slice_shape
+        whole = tuple(window) == (0, h, 0, w)  # None: the masks cover the whole slice
+        return Prediction(masks, scores, logits, int(np.argmax(scores)), None if whole else window)
 
     def mask_prompt(self, index, mask: np.ndarray) -> ObjectPrompt:
         """A prompt refining an existing object: its box, a point inside, and (untiled) its
         mask as low-res logits."""
         prompt = propagation_prompts(mask)
-        if not self.tiled:
+        if self.sp.supports_mask_prompts:
             self.sp.set_slice(tuple(index))
             prompt.mask_logits = self.sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
         return prompt

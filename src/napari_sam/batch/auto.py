@@ -136,9 +136,8 @@ def segment_automatically(sp, settings, inp: Path, out: Path):
         print(f"{'napari-sam'}: resuming {inp}: {done} of {len(view)} slice(s) already segmented "
               f"({folder})", file=sys.stderr)  # fmt: skip
     try:
-        tiling = getattr(sp, "tiling", None)
-        tiles = None if tiling is None else tqdm(
-            total=len(tiling), desc="tiles", unit="tile", file=sys.stderr, leave=False
+        tiles = None if sp.windows == 1 else tqdm(
+            total=sp.windows, desc="tiles", unit="tile", file=sys.stderr, leave=False
         )  # fmt: skip
 
         def tile_progress(done, total):

@@ -47,6 +47,7 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
     InputError
         Bad input, named by its argument; nothing complete-looking is left behind.
     """
+    from ..stacks.contract import units_of
     from ..stacks.store import StoreMismatchError, TqdmProgress, check_store_path
 
     s, progress_file = settings, progress_file or sys.stderr
@@ -73,11 +74,11 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
         in_channels = channels.out_channels(view.n_channels)
         check_model(s.model, in_channels, overrides)
         tiling = tiling_for(s, view, in_channels, overrides)
-        unit = "slice" if tiling is None else "tile"
+        unit, per_slice = units_of(tiling)
         if client is not None or s.scheduler:  # the tiles on a dask cluster
             from .cluster import precompute_on_cluster
 
-            n = len(view) * (1 if tiling is None else len(tiling))
+            n = len(view) * per_slice
             print(f"napari-sam: {n} {unit}(s) of {view!r} on the cluster -> {out}",
                   file=progress_file)  # fmt: skip
             return precompute_on_cluster(s, inp, out, n, unit, client, s.overwrite, s.batch_size,
@@ -99,8 +100,8 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
         except ValueError as err:
             raise InputError(setup_error_arg(err), err) from None
         what = f"{len(view)} slice(s)"
-        if tiling is not None:
-            what += f" x {len(tiling)} tile(s) of {tiling.tile[0]}x{tiling.tile[1]} px"
+        if sp.windows > 1:
+            what += f" x {sp.windows} tile(s) of {sp.window_shape[0]}x{sp.window_shape[1]} px"
         print(f"napari-sam: {what} of {view!r} -> {out}", file=progress_file)
         try:
             with TqdmProgress(desc="embedding", unit=unit, file=progress_file) as bar:

@@ -249,20 +249,10 @@ def segment_prompts(sp, prompts):
         pts, lbl, box = obj.arrays()
         single_point = box is None and len(pts) == 1
         target = labels[obj.slice]
-        if hasattr(sp, "predict_window"):  # tiled: the mask within the window it came from
-            masks, scores, _, (y0, y1, x0, x1) = sp.predict_window(
-                obj.slice, pts, lbl, box, multimask_output=single_point
-            )
-            target = target[y0:y1, x0:x1]
-        else:
-            masks, scores, _ = sp.predict(
-                obj.slice,
-                points=None if pts is None else pts[None],  # batched: one object
-                labels=None if lbl is None else lbl[None],
-                boxes=None if box is None else box[None],
-                multimask_output=single_point,
-            )
-            masks, scores = masks[0], scores[0]
+        masks, scores, _, (y0, y1, x0, x1) = sp.predict_window(
+            obj.slice, pts, lbl, box, multimask_output=single_point
+        )  # within the window the mask came from (the whole slice when not tiled)
+        target = target[y0:y1, x0:x1]
         mask = masks[int(np.argmax(scores))] if single_point else masks[0]
         key = obj.key or f"\0{obj.slice}"  # no object column: one object per slice
         target[mask] = ids.setdefault(key, len(ids) + 1)

@@ -65,19 +65,12 @@ def tiling_for(settings, view, in_channels: int, overrides: dict):
 
 def make_predictor(model, view, tiling, channels, normalization, store, encoder=None,
                    memory_budget: int = 1 << 30, overwrite: bool = False):  # fmt: skip
-    """The predictor of a stack: tiled when ``tiling`` is given. The normalisation chosen is
-    said on stderr (one line)."""
-    if tiling is None:
-        from ..stacks.stack_predictor import StackPredictor
+    """The predictor of a stack (:func:`napari_sam.stacks.factory.make_predictor`); the
+    normalisation chosen is said on stderr (one line)."""
+    from ..stacks import factory
 
-        sp = StackPredictor(model, view, channels, normalization, store=store,
-                            memory_budget=memory_budget, overwrite=overwrite,
-                            encoder=encoder)  # fmt: skip
-    else:
-        from ..stacks.tiled_predictor import TiledPredictor
-
-        sp = TiledPredictor(model, view, tiling, channels, normalization, store=store,
-                            memory_budget=memory_budget, overwrite=overwrite,
-                            encoder=encoder)  # fmt: skip
+    sp = factory.make_predictor(model, view, tiling, channels, normalization, store=store,
+                                encoder=encoder, memory_budget=memory_budget,
+                                overwrite=overwrite)  # fmt: skip
     print(f"napari-sam: normalisation {sp.normalization.describe()}", file=sys.stderr)
     return sp

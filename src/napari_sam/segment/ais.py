@@ -200,21 +200,16 @@ class InstanceSegmenter:
         from ..predict.resizer import ImageResizer
 
         input_size = tuple(sp.model.cfg.input_size)
-        tiling = getattr(sp, "tiling", None)
-        if tiling is None:
-            shape = tuple(sp.view.slice_shape)
-            rescaled = ImageResizer(shape, input_size).rescaled_size
-            return decoder_maps(self.decoder, sp.get_embedding(index), input_size, rescaled, shape)
-        out = np.zeros((*tiling.image_shape, 3), np.float32)
-        rescaled = ImageResizer(tiling.tile, input_size).rescaled_size
-        for t in range(len(tiling)):
-            wy0, _, wx0, _ = tiling.window(t)
-            y0, y1, x0, x1 = tiling.inner(t)
-            emb = sp.tile_embedding(index, t)
-            m = decoder_maps(self.decoder, emb, input_size, rescaled, tiling.tile)
+        out = np.zeros((*sp.view.slice_shape, 3), np.float32)
+        size = sp.window_shape
+        rescaled = ImageResizer(size, input_size).rescaled_size
+        for t in range(sp.windows):  # each window's maps over its inner region
+            wy0, _, wx0, _ = sp.window(t)
+            y0, y1, x0, x1 = sp.inner(t)
+            m = decoder_maps(self.decoder, sp.tile_embedding(index, t), input_size, rescaled, size)
             out[y0:y1, x0:x1] = m[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
             if progress is not None:
-                progress(t + 1, len(tiling))
+                progress(t + 1, sp.windows)
         return out
 
     def segment_slice(self, sp, index, progress=None) -> np.ndarray:

@@ -17,12 +17,13 @@ __all__ = ["segment_slice", "segment_stack"]
 
 
 def segment_slice(sp, index, generator, tile_progress=None) -> np.ndarray:
-    """uint32 labels of every object of slice ``index`` of ``sp`` (a StackPredictor or a
-    TiledPredictor) with ``generator`` (an AutomaticMaskGenerator or an InstanceSegmenter);
-    ``tile_progress(done, total)`` after each tile of a tiled slice."""
-    if hasattr(generator, "segment_slice"):  # InstanceSegmenter (AIS)
+    """uint32 labels of every object of slice ``index`` of ``sp`` (a
+    :class:`~napari_sam.stacks.contract.SlicePredictor`) with ``generator`` (an
+    AutomaticMaskGenerator or an InstanceSegmenter); ``tile_progress(done, total)`` after each
+    tile of a tiled slice."""
+    if not isinstance(generator, AutomaticMaskGenerator):  # InstanceSegmenter (AIS)
         return generator.segment_slice(sp, index, progress=tile_progress)
-    if getattr(sp, "tiling", None) is not None:
+    if sp.tiling is not None:  # grid prompts tile by tile, objects whole across borders
         return segment_tiled(sp, index, generator, progress=tile_progress)
     emb = sp.get_embedding(index)
     image = sp.store.prepare(sp.view.get_slice(index))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .channels import ChannelSpec
+from .contract import SlicePredictor
 from .encoder import ModelEncoder
 from .store import EmbeddingStore, PrecomputeResult
 from .tiling import TileView
@@ -44,7 +45,7 @@ def check_channels(channels: ChannelSpec, n_channels: int, in_channels: int) -> 
     return channels
 
 
-class StackPredictor:
+class StackPredictor(SlicePredictor):
     """Predict masks from prompts on any slice of a stack, reusing stored embeddings.
 
     Parameters
@@ -133,12 +134,38 @@ class StackPredictor:
         """The fitted normalisation (:class:`~napari_sam.stacks.normalize.FittedNormalization`)."""
         return self.store.normalization
 
-    def __len__(self) -> int:
-        return len(self.view)
-
     def get_embedding(self, index) -> np.ndarray:
         """The ``(H'', W'', D)`` embedding of slice ``index`` (stored, or computed now)."""
         return self.store.get(index)
+
+    def tile_embedding(self, index, t: int = 0) -> np.ndarray:
+        """The embedding of the one window (``t`` = 0) of slice ``index``: :meth:`get_embedding`."""
+        self._check_window(t)
+        return self.store.get(index)
+
+    def ready_tiles(self, index) -> np.ndarray:
+        """``(1,)`` bool: whether slice ``index`` has an embedding in memory or in the store."""
+        flat = self.view.flat_index(index)
+        return np.array([self.store.in_memory(flat) or flat in self.store.available()])
+
+    def predict_window(self, index, points=None, labels=None, boxes=None,
+                       multimask_output: bool = True, return_logits: bool = False,
+                       masks=None):  # fmt: skip
+        """One object's masks, scores, logits and window ``(0, H, 0, W)``: the whole slice
+        (see :meth:`SlicePredictor.predict_window
+        <napari_sam.stacks.contract.SlicePredictor.predict_window>`)."""
+        pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        lbl = None if labels is None else np.asarray(labels, np.float32).reshape(-1)
+        box = None if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)[:1]
+        masks, scores, logits = self.predict(
+            index,
+            points=None if pts is None else pts[None],  # batched: one object
+            labels=None if lbl is None else lbl[None],
+            boxes=None if box is None else box[None],
+            masks=None if masks is None else np.asarray(masks, np.float32)[None],
+            multimask_output=multimask_output, return_logits=return_logits,
+        )  # fmt: skip
+        return masks[0], scores[0], logits[0], self.window(0)
 
     def set_slice(self, index) -> None:
         """Make slice ``index`` (flat number or index tuple) the one prompts refer to.

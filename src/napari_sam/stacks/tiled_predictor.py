@@ -19,6 +19,7 @@ import numpy as np
 
 from ..masks import bounding_box
 from ..predict.prompts import batch_prompts
+from .contract import SlicePredictor
 from .normalize import Normalization
 from .stack_predictor import StackPredictor
 from .tiling import TileView, Tiling, read_window
@@ -29,7 +30,7 @@ __all__ = ["TiledPredictor"]
 _EDGE = 2  # a mask within this many pixels of a window edge inside the image is cut there
 
 
-class TiledPredictor:
+class TiledPredictor(SlicePredictor):
     """Predict masks from prompts anywhere on a large slice, from stored tile embeddings.
 
     The interface is :class:`~napari_sam.stacks.stack_predictor.StackPredictor`'s
@@ -205,9 +206,11 @@ class TiledPredictor:
         )  # fmt: skip
         return tuple(a[0] for a in out)
 
+    supports_mask_prompts = False
+
     def predict_window(
         self, index, points=None, labels=None, boxes=None, multimask_output=True,
-        return_logits=False,
+        return_logits=False, masks=None,
     ):  # fmt: skip
         """Masks of one object, within the window they were decoded on.
 
@@ -235,6 +238,8 @@ class TiledPredictor:
         window : tuple of int
             ``(y0, y1, x0, x1)`` in slice pixels (clipped to the slice).
         """
+        if masks is not None:
+            raise ValueError("masks: mask prompts are not supported on a tiled image")
         pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         lbl = None if labels is None else np.asarray(labels, np.float32).reshape(-1)
         box = None if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)[:1]

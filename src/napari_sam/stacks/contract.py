@@ -1,0 +1,150 @@
+"""The contract every predictor of a stack keeps, tiled or not, and the one factory of them.
+
+A slice is seen through *windows*: a tiled slice through the overlapping windows of its
+:class:`~napari_sam.stacks.tiling.Tiling`, an untiled one through a single window, the whole
+slice. Each window has an embedding and an *inner region*; the inner regions partition the
+slice. Whoever segments, embeds or shows a stack (``segment/``, ``batch/``, the napari widget)
+uses :class:`SlicePredictor` and never asks which kind it holds: ``windows``, ``window(t)``,
+``inner(t)``, ``tile_embedding(index, t)``, ``ready_tiles(index)`` and ``predict_window`` mean
+the same for both. :func:`napari_sam.stacks.factory.make_predictor` is the one place that
+picks the kind.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+__all__ = ["SlicePredictor", "units_of"]
+
+
+def units_of(tiling) -> tuple[str, int]:
+    """What embedding a stack with ``tiling`` counts, and how many per slice: ``("slice", 1)``
+    untiled (``tiling`` None), else ``("tile", len(tiling))``."""
+    return ("slice", 1) if tiling is None else ("tile", len(tiling))
+
+
+class SlicePredictor(abc.ABC):
+    """What a predictor of a stack offers (see the module).
+
+    Attributes
+    ----------
+    model : SegmentAnythingModel
+        The model.
+    view : StackView
+        The stack.
+    encoder : ModelEncoder
+        Embeds slices or windows.
+    predictor : SAMPredictor
+        The decoder, given one embedding at a time.
+    store : EmbeddingStore
+        The embeddings, one record per window per slice.
+    tiling : Tiling or None
+        The windows of a slice; None: one window, the whole slice.
+    """
+
+    tiling = None
+    #: Whether :meth:`predict_window` takes low-resolution mask logits as a prompt (a tiled
+    #: slice does not: the logits belong to one window).
+    supports_mask_prompts = True
+
+    @property
+    def unit(self) -> str:
+        """``"slice"`` or ``"tile"``: what :meth:`precompute` counts."""
+        return units_of(self.tiling)[0]
+
+    @property
+    def windows(self) -> int:
+        """Windows per slice (1 untiled)."""
+        return units_of(self.tiling)[1]
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """``(h, w)`` of every window (the tile, or the whole slice)."""
+        return tuple(self.view.slice_shape) if self.tiling is None else tuple(self.tiling.tile)
+
+    def window(self, t: int) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)`` of window ``t`` in slice pixels (may reach past a small slice)."""
+        if self.tiling is not None:
+            return self.tiling.window(t)
+        self._check_window(t)
+        h, w = self.view.slice_shape
+        return 0, h, 0, w
+
+    def inner(self, t: int) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)`` of the part of the slice window ``t`` owns."""
+        if self.tiling is not None:
+            return self.tiling.inner(t)
+        return self.window(t)
+
+    def _check_window(self, t: int) -> None:
+        if not 0 <= int(t) < self.windows:
+            raise IndexError(f"window {t} of {self.windows}")
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    @abc.abstractmethod
+    def tile_embedding(self, index, t: int) -> np.ndarray:
+        """The embedding of window ``t`` of slice ``index`` (stored, or computed now)."""
+
+    @abc.abstractmethod
+    def ready_tiles(self, index) -> np.ndarray:
+        """``(windows,)`` bool: which windows of slice ``index`` have an embedding in memory
+        or recorded in the store."""
+
+    @abc.abstractmethod
+    def predict_window(self, index, points=None, labels=None, boxes=None,
+                       multimask_output: bool = True, return_logits: bool = False,
+                       masks=None):  # fmt: skip
+        """Masks of one object within the window they were decoded on.
+
+        Parameters
+        ----------
+        index : int or tuple of int
+            The slice.
+        points : ndarray, optional
+            ``(M, 2)`` points (x, y) in slice pixels.
+        labels : ndarray, optional
+            ``(M,)`` 1 foreground, 0 background.
+        boxes : ndarray, optional
+            ``(4,)`` or ``(1, 4)`` box (x0, y0, x1, y1) in slice pixels.
+        multimask_output, return_logits
+            As for :meth:`SAMPredictor.__call__ <napari_sam.SAMPredictor.__call__>`.
+        masks : ndarray, optional
+            ``(1, H', W')`` low-resolution logits of the object, where
+            :attr:`supports_mask_prompts`.
+
+        Returns
+        -------
+        masks : ndarray
+            ``(K, y1 - y0, x1 - x0)`` masks (or logits) of the window part inside the slice.
+        scores : ndarray
+            ``(K,)`` predicted IoU.
+        logits : ndarray
+            ``(K, H', W')`` low-resolution logits of the window.
+        window : tuple of int
+            ``(y0, y1, x0, x1)`` in slice pixels (clipped to the slice; the whole slice when
+            it is not tiled).
+        """
+
+    @abc.abstractmethod
+    def predict(self, index, **prompts):
+        """Masks, scores, logits of prompts on slice ``index`` (``(…, Y, X)`` of the slice)."""
+
+    @abc.abstractmethod
+    def set_slice(self, index) -> None:
+        """Make slice ``index`` the one ``__call__``'s prompts refer to."""
+
+    @abc.abstractmethod
+    def release_slice(self) -> None:
+        """Forget the current slice (after the shared predictor was given other embeddings)."""
+
+    @abc.abstractmethod
+    def precompute(self, progress=None, cancel=None, batch_size: int = 1):
+        """Embed every window of every slice not yet stored; a ``PrecomputeResult``."""
+
+    @abc.abstractmethod
+    def invalidate(self, index=None) -> None:
+        """Forget in-memory embeddings (all slices, or one)."""

@@ -1,0 +1,37 @@
+"""The one factory of stack predictors: every app builds its predictors here.
+
+The command line (:func:`napari_sam.batch.tiles.make_predictor`), the dask workers and the
+napari session call :func:`make_predictor`, so that which kind a stack gets (see
+:mod:`napari_sam.stacks.contract`) is decided once.
+"""
+
+from __future__ import annotations
+
+from .contract import SlicePredictor
+from .stack_predictor import StackPredictor
+from .tiled_predictor import TiledPredictor
+
+__all__ = ["make_predictor"]
+
+
+def make_predictor(model, view, tiling=None, channels=None, normalization=None, store=None,
+                   encoder=None, memory_budget: int = 1 << 30,
+                   overwrite: bool = False) -> SlicePredictor:  # fmt: skip
+    """The predictor of a stack: a :class:`~napari_sam.stacks.tiled_predictor.TiledPredictor`
+    when ``tiling`` is given, else a :class:`~napari_sam.stacks.stack_predictor.StackPredictor`.
+
+    Parameters
+    ----------
+    model : SegmentAnythingModel
+        The model.
+    view : StackView
+        The stack.
+    tiling : Tiling, optional
+        The windows of a slice (see :func:`~napari_sam.stacks.tiling.plan_tiling`).
+    channels, normalization, store, encoder, memory_budget, overwrite
+        As for :class:`~napari_sam.stacks.stack_predictor.StackPredictor`.
+    """
+    kwargs = dict(store=store, memory_budget=memory_budget, overwrite=overwrite, encoder=encoder)
+    if tiling is None:
+        return StackPredictor(model, view, channels, normalization, **kwargs)
+    return TiledPredictor(model, view, tiling, channels, normalization, **kwargs)
