@@ -54,6 +54,35 @@ def upscale_logits_x4(logits, threshold=None):
     return _upscale_x4_compiled(logits, threshold)
 
 
+def postprocess_logits(logits, input_size, mask_size, threshold: float, rescaled_size,
+                       original_size, return_logits: bool):  # fmt: skip
+    """Meta's ``postprocess_masks`` in a graph: (N, K, h', w') low-resolution logits to the
+    original image, (N, K, H0, W0) logits or, without ``return_logits``, masks.
+
+    Upscaled to the input size (a fused 4 x upscaling when that is 4 times the logits), cropped
+    to the rescaled image, resized to the original size (skipped when the two are equal: an
+    image whose longest side is the input size). The prompt graphs and the automatic
+    segmentation's candidate graphs share it, so their masks are the same.
+    """
+    input_size = tuple(input_size)
+    x4 = tuple(4 * int(s) for s in mask_size) == input_size
+    same = tf.reduce_all(tf.equal(rescaled_size, original_size))
+
+    def upscaled(thresholded):
+        if x4:
+            up = upscale_logits_x4(logits, threshold if thresholded else None)
+        else:
+            up = upscale_logits(logits, input_size)
+            up = up > threshold if thresholded else up
+        return up[:, :, : rescaled_size[0], : rescaled_size[1]]
+
+    def resized():
+        up = upscale_logits(upscaled(False), original_size)
+        return up if return_logits else up > threshold
+
+    return tf.cond(same, lambda: upscaled(not return_logits), resized)
+
+
 @keras.saving.register_keras_serializable(package="napari_sam")
 class SegmentAnythingModel(keras.Model):
     """Segment Anything: predicts masks from images and prompts.

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from ..model.sam import upscale_logits, upscale_logits_x4
+from ..model.sam import postprocess_logits
 from .prompts import batch_prompts
 from .resizer import ImageResizer
 
@@ -87,8 +87,6 @@ def model_graphs(model) -> ModelGraphs:
     ]
 
     threshold = float(model.mask_threshold)
-    # The masks are 4 x the low-resolution logits for SAM's sizes: a fused 4 x upscaling.
-    x4 = (4 * mh, 4 * mw) == input_size
 
     def graph(multimask_output, return_logits):
         def decode(
@@ -106,23 +104,8 @@ def model_graphs(model) -> ModelGraphs:
                 )  # fmt: skip
 
             logits, scores = tf.cond(tf.shape(masks)[1] > 0, general, without_mask_prompt)
-            # Meta resizes the crop to the original size; when the two are equal (an image
-            # whose longest side is the input size) that is the identity: skip it.
-            same = tf.reduce_all(tf.equal(rescaled_size, original_size))
-
-            def upscaled(thresholded):
-                if x4:
-                    up = upscale_logits_x4(logits, threshold if thresholded else None)
-                else:
-                    up = upscale_logits(logits, input_size)
-                    up = up > threshold if thresholded else up
-                return up[:, :, : rescaled_size[0], : rescaled_size[1]]
-
-            def resized():
-                up = upscale_logits(upscaled(False), original_size)
-                return up if return_logits else up > threshold
-
-            out = tf.cond(same, lambda: upscaled(not return_logits), resized)
+            out = postprocess_logits(logits, input_size, (mh, mw), threshold, rescaled_size,
+                                     original_size, return_logits)  # fmt: skip
             return out, scores, logits
 
         return tf.function(decode, input_signature=signature)
@@ -155,6 +138,11 @@ class SAMPredictor:
         self.input_size = tuple(cfg.input_size)
         self._embed, self._prepare, self._decode = model_graphs(model)
         self.clear_image()
+
+    @property
+    def prepared(self):
+        """The prompt-independent decoder tensors of the current embedding (None unset)."""
+        return self._prepared
 
     @property
     def is_image_set(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..masks import mask_to_box
+from ..predict.candidates import decode_points, upscale_candidates
 from ..predict.predictor import SAMPredictor
 from . import amg_utils as amg
 
@@ -178,24 +179,27 @@ class AutomaticMaskGenerator:
 
     def _process_batch(self, points, crop_box, orig_size) -> dict:
         orig_h, orig_w = orig_size
-        logits, iou, _ = self.predictor(
-            points=points[:, None, :], labels=np.ones((len(points), 1)),
-            multimask_output=True, return_logits=True,
-        )  # fmt: skip
+        logits, iou = decode_points(self.predictor, points)  # low resolution: no upscaling
         k = logits.shape[1]
         logits, iou = logits.reshape(-1, *logits.shape[2:]), iou.reshape(-1)
-        threshold = self.predictor.model.mask_threshold
-        keep, stability = amg.filter_by_quality(
-            logits, iou, self.pred_iou_thresh, self.stability_score_thresh, threshold,
-            self.stability_score_offset,
-        )  # fmt: skip
-        masks = logits[keep] > threshold
-        iou, pts, stability = iou[keep], np.repeat(points, k, axis=0)[keep], stability[keep]
+        # Meta's filters (amg_utils.filter_by_quality): predicted IoU first (no mask needed),
+        # then the stability of the survivors, upscaled to the image as Meta's are
+        keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else np.ones(len(iou), bool)
+        masks, stability = upscale_candidates(
+            self.predictor, logits[keep], self.stability_score_offset
+        )
+        iou, pts = iou[keep], np.repeat(points, k, axis=0)[keep]
+        if self.stability_score_thresh > 0:
+            stable = stability >= self.stability_score_thresh
+            masks, iou, pts, stability = masks[stable], iou[stable], pts[stable], stability[stable]
         boxes = mask_to_box(masks)
         near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         x0, y0, x1, y1 = crop_box
-        full = np.zeros((int((~near).sum()), orig_h, orig_w), bool)
-        full[:, y0:y1, x0:x1] = masks[~near]
+        if (x0, y0, x1, y1) == (0, 0, orig_w, orig_h):
+            full = masks[~near]
+        else:
+            full = np.zeros((int((~near).sum()), orig_h, orig_w), bool)
+            full[:, y0:y1, x0:x1] = masks[~near]
         return {
             "masks": full,
             "iou_preds": iou[~near],

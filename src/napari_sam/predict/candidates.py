@@ -1,0 +1,135 @@
+"""Grid-prompt candidates of automatic segmentation, without wasted work.
+
+Meta's generator upscales every candidate mask of every grid point (3 per point) to the full
+image in float32, then drops most of them by predicted IoU and stability. Here the prompts are
+decoded to low-resolution logits only (:func:`decode_points`); the caller filters by predicted
+IoU, which needs no mask; only the survivors are upscaled (:func:`upscale_candidates`), with
+the very operations of the prompt graphs (:func:`~napari_sam.model.sam.postprocess_logits`), and
+their stability scores come out of the graph as two thresholded areas, so that only boolean
+masks leave TensorFlow. The masks and scores are Meta's; the work is a fraction.
+
+Both graphs are traced once per model: the number of points, and of survivors (padded to a
+fixed batch), never retraces or recompiles them.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from ..model.sam import postprocess_logits
+from .predictor import model_graphs
+
+__all__ = ["UPSCALE_BATCH", "decode_points", "upscale_candidates"]
+
+#: Candidates upscaled together (the survivors are padded to a multiple: one compiled shape).
+UPSCALE_BATCH = 8
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graphs(model):
+    if model in _GRAPHS:
+        return _GRAPHS[model]
+    cfg = model.cfg
+    input_size = tuple(cfg.input_size)
+    gh, gw = model.grid_size(input_size)
+    mh, mw = model.mask_size(input_size)
+    threshold = float(model.mask_threshold)
+    f32 = tf.float32
+    prepared_spec = tf.nest.map_structure(
+        lambda t: tf.TensorSpec(t.shape, t.dtype),
+        model_graphs(model).prepare.get_concrete_function().structured_outputs,
+    )
+
+    def lowres(embeddings, prepared, points):
+        n = tf.shape(points)[0]
+        return model.decode(
+            embeddings, points, tf.ones((n, 1), f32), tf.zeros((n, 0, 4), f32),
+            tf.zeros((n, 0, mh, mw), f32), input_size, True, prepared=prepared,
+        )  # fmt: skip
+
+    def upscale(logits, rescaled_size, original_size, offset):
+        full = postprocess_logits(logits[:, None], input_size, (mh, mw), threshold,
+                                  rescaled_size, original_size, True)[:, 0]  # fmt: skip
+        inter = tf.reduce_sum(tf.cast(full > threshold + offset, tf.int32), axis=(1, 2))
+        union = tf.reduce_sum(tf.cast(full > threshold - offset, tf.int32), axis=(1, 2))
+        return full > threshold, inter, union
+
+    _GRAPHS[model] = graphs = (
+        tf.function(lowres, input_signature=[
+            tf.TensorSpec((1, gh, gw, cfg.embed_dim), f32), prepared_spec,
+            tf.TensorSpec((None, 1, 2), f32)]),
+        tf.function(upscale, input_signature=[
+            tf.TensorSpec((UPSCALE_BATCH, mh, mw), f32), tf.TensorSpec((2,), tf.int32),
+            tf.TensorSpec((2,), tf.int32), tf.TensorSpec((), f32)]),
+    )  # fmt: skip
+    return graphs
+
+
+def decode_points(predictor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low-resolution logits and predicted IoU of one positive point each, three masks a point.
+
+    Parameters
+    ----------
+    predictor : SAMPredictor
+        With an image (or embedding) set.
+    points : ndarray
+        ``(N, 2)`` points (x, y) in original image pixels.
+
+    Returns
+    -------
+    logits : ndarray
+        ``(N, K, H', W')`` low-resolution mask logits.
+    scores : ndarray
+        ``(N, K)`` predicted IoU.
+    """
+    if not predictor.is_image_set:
+        raise RuntimeError("set an image with set_image() before decoding points")
+    pts = predictor.resizer.scale_points(np.asarray(points, np.float64).reshape(-1, 1, 2))
+    logits, scores = _graphs(predictor.model)[0](
+        predictor.embedding, predictor.prepared, pts.astype(np.float32)
+    )
+    return logits.numpy(), scores.numpy()
+
+
+def upscale_candidates(predictor, logits: np.ndarray, offset: float = 1.0):
+    """Masks and stability scores of low-resolution candidates, at the original image size.
+
+    Parameters
+    ----------
+    predictor : SAMPredictor
+        The predictor that decoded them (its image sizes are used).
+    logits : ndarray
+        ``(M, H', W')`` low-resolution logits.
+    offset : float
+        The stability score's logit offset.
+
+    Returns
+    -------
+    masks : ndarray
+        ``(M, H0, W0)`` bool: ``logits > mask_threshold`` upscaled as the prompt graphs do.
+    stability : ndarray
+        ``(M,)`` float32: IoU of the masks thresholded at ``mask_threshold +/- offset``.
+    """
+    upscale = _graphs(predictor.model)[1]
+    logits = np.asarray(logits, np.float32)
+    h0, w0 = predictor.original_size
+    m = len(logits)
+    masks = np.zeros((m, h0, w0), bool)
+    inter, union = np.zeros(m, np.int64), np.zeros(m, np.int64)
+    sizes = (np.asarray(predictor.resizer.rescaled_size, np.int32),
+             np.asarray(predictor.original_size, np.int32))  # fmt: skip
+    for i in range(0, m, UPSCALE_BATCH):
+        part = logits[i : i + UPSCALE_BATCH]
+        n = len(part)
+        if n < UPSCALE_BATCH:  # one compiled shape: pad the last batch
+            part = np.concatenate([part, np.zeros((UPSCALE_BATCH - n, *part.shape[1:]),
+                                                  np.float32)])  # fmt: skip
+        mk, it, un = upscale(part, *sizes, np.float32(offset))
+        masks[i : i + n], inter[i : i + n], union[i : i + n] = (
+            mk.numpy()[:n], it.numpy()[:n], un.numpy()[:n])  # fmt: skip
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return masks, (inter / union).astype(np.float32)
