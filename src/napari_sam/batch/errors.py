@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["InputError"]
 
-MAX_MESSAGE = 500
+MAX_MESSAGE = 640  # characters of one error line: long enough for a path to copy a file to
 
 
 class InputError(Exception):
@@ -17,6 +17,7 @@ class InputError(Exception):
             if message.startswith(known):
                 message = message[len(known) :]
                 break
-        if len(message) > MAX_MESSAGE:
-            message = f"{message[: MAX_MESSAGE - 40].rstrip()} ... ({len(message)} characters)"
+        if len(message) > MAX_MESSAGE:  # the advice comes last: cut before it, never in it
+            head, tail = message[: MAX_MESSAGE // 4], message[MAX_MESSAGE // 4 - MAX_MESSAGE + 7 :]
+            message = f"{head.rstrip()} [...] {tail.lstrip()}"
         super().__init__(f"{arg}: {message}")

@@ -180,19 +180,30 @@ def _is_verified(path: pathlib.Path, weight: WeightFile) -> bool:
     return True
 
 
+OFFLINE_MODEL = "sam_tiny_nuclei"  # ships with the package: works with no download
+
+
+def short_reason(err: Exception, limit: int = 120) -> str:
+    """``Type: message`` of a download error, on one line, at most ``limit`` characters."""
+    text = " ".join(f"{type(err).__name__}: {err}".split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3].rstrip(" .") + "..."
+
+
+def offline_advice() -> str:
+    """The sentence naming the model that works offline (before the copy advice)."""
+    return f"The shipped model {OFFLINE_MODEL!r} works offline."
+
+
 def _unavailable(weight: WeightFile, target: pathlib.Path, err: Exception, bad: bool) -> str:
     names = [name for name, w in OFFICIAL_WEIGHTS.items() if w.filename == weight.filename]
     label = f"{names[0]} ({weight.filename})" if names else weight.filename
     algo = weight.algorithm.upper()
-    existing = f"The file at {target} has the wrong {algo} and was not used.\n" if bad else ""
+    existing = f" The file at {target} has the wrong {algo} and was not used." if bad else ""
     return (
-        f"Could not download the SAM checkpoint {label} from {weight.url}: "
-        f"this machine could not download it ({type(err).__name__}: {err}).\n{existing}"
-        "To use it offline, download the file elsewhere and copy it to exactly:\n"
-        f"    {target}\n"
-        f"(expected {algo} {weight.sha256}; set the environment variable {CACHE_ENV} to use "
-        'another cache directory), or pass pretrained="/path/to/file.pth" to load a local '
-        "checkpoint instead."
+        f"Could not download the SAM checkpoint {label} ({short_reason(err, 80)}).{existing} "
+        f"{offline_advice()} To use this one offline, give a local copy (--weights FILE, "
+        f"pretrained=FILE), or download {weight.url} ({algo} {weight.sha256}; cache folder: "
+        f"${CACHE_ENV}) and copy it to exactly:\n    {target}"
     )
 
 

@@ -13,7 +13,14 @@ from types import MappingProxyType
 
 from ..model.config import SegmentAnythingModelConfig
 from .adapt import adapt_mean_std, adapt_state
-from .download import OFFICIAL_WEIGHTS, WeightsUnavailableError, cache_dir, fetch_weights
+from .download import (
+    OFFICIAL_WEIGHTS,
+    WeightsUnavailableError,
+    cache_dir,
+    fetch_weights,
+    offline_advice,
+    short_reason,
+)
 from .loading import load_state_dict, read_checkpoint
 from .micro_sam import MICRO_SAM_MODELS
 
@@ -261,16 +268,15 @@ def _fetch(name: str, files: dict, progress: bool) -> dict[str, pathlib.Path]:
         raise failed[0][2]
     cache = cache_dir()
     lines = [
-        f"Could not download the {len(failed)} file(s) of {name!r} (this machine could not "
-        "reach the server). To use it offline, download them elsewhere and copy them to:"
+        f"Could not download the {len(failed)} file(s) of {name!r} "
+        f"({short_reason(failed[0][2].__cause__ or failed[0][2], 80)}). {offline_advice()} "
+        "To use this one offline, give local files (--weights FILE --decoder FILE, "
+        "create_model(name, pretrained=PATH, decoder=PATH)), or download these elsewhere and "
+        "copy them to exactly:"
     ]
     for what, weights, _err in failed:
-        lines.append(f"    {cache / weights.filename}   ({what}, from {weights.url}, "
-                     f"{weights.algorithm} {weights.sha256})")  # fmt: skip
-    lines.append(
-        "or pass local files: create_model(name, pretrained=PATH, decoder=PATH) / "
-        "--weights FILE --decoder FILE."
-    )
+        lines.append(f"    {weights.url} ({what}, {weights.algorithm} {weights.sha256}) to:")
+        lines.append(f"    {cache / weights.filename}")
     raise WeightsUnavailableError("\n".join(lines)) from failed[0][2]
 
 
