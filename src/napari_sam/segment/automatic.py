@@ -179,7 +179,7 @@ class AutomaticMaskGenerator:
 
     def _process_batch(self, points, crop_box, orig_size) -> dict:
         orig_h, orig_w = orig_size
-        logits, iou = decode_points(self.predictor, points)  # low resolution: no upscaling
+        logits, iou = decode_points(self.predictor, points, self.points_per_batch)  # low res
         k = logits.shape[1]
         logits, iou = logits.reshape(-1, *logits.shape[2:]), iou.reshape(-1)
         # Meta's filters (amg_utils.filter_by_quality): predicted IoU first (no mask needed),
