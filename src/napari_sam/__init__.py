@@ -31,6 +31,11 @@ from . import _compat  # noqa: E402  (the module names of 0.1, for one release)
 _compat.install()
 
 
+def __dir__():
+    # help(napari_sam) and tab completion list the API, which __getattr__ loads on first use
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name):
     # TensorFlow takes seconds to import: load it only when the model API is used, so that
     # napari can read the plugin manifest and the CLI can print --help quickly.

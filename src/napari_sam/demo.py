@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -53,8 +54,9 @@ def main(argv=None) -> int:
             f"({ms:.0f} ms)"
         )
         overlay[best] = 0.5 * overlay[best] + 0.5 * colours[i]
-    Image.fromarray(overlay.clip(0, 255).astype(np.uint8)).save(args.out)
-    print(f"wrote {args.out}")
+    out = Path(args.out).resolve()
+    Image.fromarray(overlay.clip(0, 255).astype(np.uint8)).save(out)
+    print(f"wrote {out}")
     return 0
 
 

@@ -136,7 +136,8 @@ def segment_automatically(sp, settings, inp: Path, out: Path):
         print(f"{'napari-sam'}: resuming {inp}: {done} of {len(view)} slice(s) already segmented "
               f"({folder})", file=sys.stderr)  # fmt: skip
     try:
-        tiles = None if sp.windows == 1 else tqdm(
+        nested = sys.stderr.isatty()  # a log file gets no cursor movements ("\x1b[A")
+        tiles = None if sp.windows == 1 or not nested else tqdm(
             total=sp.windows, desc="tiles", unit="tile", file=sys.stderr, leave=False
         )  # fmt: skip
 

@@ -34,6 +34,7 @@ from .files import (
 from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 from .settings import LabelSettings
 from .tiles import check_tile_options, make_predictor, tiling_for
+from .timing import timed
 
 MAX_POINTS_PER_SIDE = 256  # a grid of 65,536 prompts per image or tile
 
@@ -144,8 +145,9 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
     else:
         state: dict = {}
         for inp, out in tqdm(
-            todo, desc="files", unit="file", file=sys.stderr, disable=len(todo) < 2
-        ):
+            todo, desc="files", unit="file", file=sys.stderr,
+            disable=len(todo) < 2 or not sys.stderr.isatty(),  # a log: the per-file lines
+        ):  # fmt: skip
             label_file(s, auto, inp, out, many, state)
     print(f"wrote {len(todo)} label image(s), skipped {skipped} already done")
     return [o for _, o in todo]
@@ -202,11 +204,12 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
         sp = _stack_predictor(state, view, tiling, channels, normalization,
                               store_for(s, inp, many))  # fmt: skip
         partial, note = None, ""
-        if auto:  # 5. segment every slice (resumable) and link in 3-D
-            labels, partial = segment_automatically(sp, s, inp, out)
-            note = f"; {partial.computed} slice(s) computed, {partial.reused} resumed"
-        else:
-            labels = write_errors(lambda: segment_prompts(sp, prompts), s)
+        with timed("segmentation"):  # embedding included
+            if auto:  # 5. segment every slice (resumable) and link in 3-D
+                labels, partial = segment_automatically(sp, s, inp, out)
+                note = f"; {partial.computed} slice(s) computed, {partial.reused} resumed"
+            else:
+                labels = write_errors(lambda: segment_prompts(sp, prompts), s)
         try:  # 6. write atomically, then drop the work folder
             write_label_tiff(out, labels, view.slice_axes + "YX", like=inp, source=inp.name)
             if partial is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import _tensorflow
 from .checks import check_model
 from .errors import InputError
+from .timing import timed
 
 __all__ = ["import_tensorflow", "load_model", "open_input", "resolve_channels"]
 
@@ -17,7 +18,8 @@ _CHECK_PIXELS = 1 << 22
 
 def import_tensorflow() -> None:
     """Import TensorFlow quietly (after the quick checks); ``napari-sam -v`` shows its lines."""
-    _tensorflow.import_tensorflow(verbose=os.environ.get("NAPARI_SAM_VERBOSE") == "1")
+    with timed("TensorFlow import"):
+        _tensorflow.import_tensorflow(verbose=os.environ.get("NAPARI_SAM_VERBOSE") == "1")
 
 
 def open_input(path: Path, axes: str | None):
@@ -112,8 +114,9 @@ def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=No
     if decoder is not None and not Path(decoder).is_file():
         raise InputError("--decoder", f"no such file {str(decoder)!r}")
     try:
-        return create_model(name, pretrained=weights or True, in_channels=in_channels,
-                            decoder=decoder, **overrides)  # fmt: skip
+        with timed("model load"):
+            return create_model(name, pretrained=weights or True, in_channels=in_channels,
+                                decoder=decoder, **overrides)  # fmt: skip
     except (ValueError, OSError, WeightsUnavailableError) as err:  # bad checkpoint, download
         if isinstance(err, CheckpointError) and decoder is not None and str(decoder) in str(err):
             raise InputError("--decoder", err) from None

@@ -71,9 +71,16 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from ..batch import timing
+
+    timing.reset()
+    verbose = getattr(args, "verbose", False)
     try:
-        with _console(getattr(args, "verbose", False)):
-            return args.run(args)
+        with _console(verbose):
+            code = args.run(args)
+        if verbose:
+            print(f"{PROG}: times: {timing.report()}", file=sys.stderr)
+        return code
     except CLIError as err:
         _error(args, str(err))
         return 2
