@@ -52,11 +52,12 @@ def _graphs(model):
             tf.zeros((n, 0, mh, mw), f32), input_size, True, prepared=prepared,
         )  # fmt: skip
 
-    def upscale(logits, rescaled_size, original_size, offset):
+    def upscale(logits, rescaled_size, original_size, offset, valid):
         full = postprocess_logits(logits[:, None], input_size, (mh, mw), threshold,
                                   rescaled_size, original_size, True)[:, 0]  # fmt: skip
-        inter = tf.reduce_sum(tf.cast(full > threshold + offset, tf.int32), axis=(1, 2))
-        union = tf.reduce_sum(tf.cast(full > threshold - offset, tf.int32), axis=(1, 2))
+        part = full[:, : valid[0], : valid[1]]  # stability over the valid region only
+        inter = tf.reduce_sum(tf.cast(part > threshold + offset, tf.int32), axis=(1, 2))
+        union = tf.reduce_sum(tf.cast(part > threshold - offset, tf.int32), axis=(1, 2))
         return full > threshold, inter, union
 
     _GRAPHS[model] = graphs = (
@@ -65,7 +66,8 @@ def _graphs(model):
             tf.TensorSpec((None, 1, 2), f32)]),
         tf.function(upscale, input_signature=[
             tf.TensorSpec((UPSCALE_BATCH, mh, mw), f32), tf.TensorSpec((2,), tf.int32),
-            tf.TensorSpec((2,), tf.int32), tf.TensorSpec((), f32)]),
+            tf.TensorSpec((2,), tf.int32), tf.TensorSpec((), f32),
+            tf.TensorSpec((2,), tf.int32)]),
     )  # fmt: skip
     return graphs
 
@@ -107,7 +109,7 @@ def decode_points(predictor, points: np.ndarray, batch: int | None = None
     return logits.numpy()[:n], scores.numpy()[:n]
 
 
-def upscale_candidates(predictor, logits: np.ndarray, offset: float = 1.0):
+def upscale_candidates(predictor, logits: np.ndarray, offset: float = 1.0, valid=None):
     """Masks and stability scores of low-resolution candidates, at the original image size.
 
     Parameters
@@ -118,6 +120,9 @@ def upscale_candidates(predictor, logits: np.ndarray, offset: float = 1.0):
         ``(M, H', W')`` low-resolution logits.
     offset : float
         The stability score's logit offset.
+    valid : (int, int), optional
+        ``(h, w)``: the stability counts only the top-left part of the masks (a tile's part
+        inside the image); default the whole image.
 
     Returns
     -------
@@ -134,13 +139,14 @@ def upscale_candidates(predictor, logits: np.ndarray, offset: float = 1.0):
     inter, union = np.zeros(m, np.int64), np.zeros(m, np.int64)
     sizes = (np.asarray(predictor.resizer.rescaled_size, np.int32),
              np.asarray(predictor.original_size, np.int32))  # fmt: skip
+    valid = np.asarray(predictor.original_size if valid is None else valid, np.int32)
     for i in range(0, m, UPSCALE_BATCH):
         part = logits[i : i + UPSCALE_BATCH]
         n = len(part)
         if n < UPSCALE_BATCH:  # one compiled shape: pad the last batch
             part = np.concatenate([part, np.zeros((UPSCALE_BATCH - n, *part.shape[1:]),
                                                   np.float32)])  # fmt: skip
-        mk, it, un = upscale(part, *sizes, np.float32(offset))
+        mk, it, un = upscale(part, *sizes, np.float32(offset), valid)
         masks[i : i + n], inter[i : i + n], union[i : i + n] = (
             mk.numpy()[:n], it.numpy()[:n], un.numpy()[:n])  # fmt: skip
     with np.errstate(invalid="ignore", divide="ignore"):

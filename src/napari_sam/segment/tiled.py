@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..masks import mask_to_box
+from ..predict.candidates import decode_points, upscale_candidates
 from . import amg_utils as amg
 from .seams import merge_across_tiles
 
@@ -109,28 +110,29 @@ def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
     wy0, wy1, wx0, wx1 = tiling.window(t)
     vh, vw = min(wy1, h) - wy0, min(wx1, w) - wx0  # the part of the window inside the image
     tp.predictor.set_embedding(tp.tile_embedding(index, t), (wy1 - wy0, wx1 - wx0))
-    threshold = tp.model.mask_threshold
     crop_box = [wx0, wy0, wx0 + vw, wy0 + vh]
     local = (points - np.array([wx0, wy0])).astype(np.float32)
     found = []
     step = generator.points_per_batch
     for i in range(0, len(local), step):
         batch = local[i : i + step]
-        logits, iou, _ = tp.predictor(
-            points=batch[:, None, :], labels=np.ones((len(batch), 1)),
-            multimask_output=True, return_logits=True,
-        )  # fmt: skip
-        k = logits.shape[1]
-        logits = logits.reshape(-1, *logits.shape[2:])[:, :vh, :vw]
-        iou, pts = iou.reshape(-1), np.repeat(batch, k, axis=0)
-        keep, stab = _quality(generator, threshold, logits, iou)
-        masks = logits[keep] > threshold
+        low, iou = decode_points(tp.predictor, batch, step)  # low resolution: no upscaling
+        k = low.shape[1]
+        low, iou, pts = low.reshape(-1, *low.shape[2:]), iou.reshape(-1), np.repeat(batch, k, 0)
+        keep = np.ones(len(iou), bool)
+        if generator.pred_iou_thresh > 0:
+            keep = iou > generator.pred_iou_thresh
+        masks, stab = upscale_candidates(tp.predictor, low[keep],
+                                         generator.stability_score_offset, (vh, vw))  # fmt: skip
+        iou, pts, masks = iou[keep], pts[keep], masks[:, :vh, :vw]
+        if generator.stability_score_thresh > 0:
+            stable = stab >= generator.stability_score_thresh
+            masks, iou, pts, stab = masks[stable], iou[stable], pts[stable], stab[stable]
         if not len(masks):
             continue
         boxes = mask_to_box(masks)
         near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, w, h], _CUT_TOLERANCE)
-        for m, b, s, st, p, is_cut in zip(masks, boxes, iou[keep], stab[keep], pts[keep], near,
-                                          strict=True):  # fmt: skip
+        for m, b, s, st, p, is_cut in zip(masks, boxes, iou, stab, pts, near, strict=True):
             if not m.any():
                 continue
             rec = _crop(m, wy0, wx0, b, s, st, (float(p[0] + wx0), float(p[1] + wy0)), t)
