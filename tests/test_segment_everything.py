@@ -155,3 +155,29 @@ def test_segment_slices_streams_slices_and_stops_when_cancelled(monkeypatch):
     assert stop.value.value == 2 and asked == [(0,), (1,)] and len(released) == 2
     assert [i for i, _ in got] == [(0,), (1,)] and got[1][1].max() == 2
     assert list(segment_slices(session, [(2,)]))[0][1].max() == 3
+
+
+def test_rims_around_committed_objects_and_specks_are_not_objects():
+    """Overwrite off ([newcomer] 2): an instance mostly over committed labels (the rim of a
+    committed nucleus) or too small once its free part is left is not written."""
+    from napari_sam._napari._everything import min_object_area
+
+    labels = np.zeros((1, 60, 60), np.int32)
+    labels[0, 10:30, 10:30] = 1  # committed
+    inst = np.zeros((60, 60), np.uint32)
+    inst[8:32, 8:32] = 1  # the committed nucleus and a rim of 2 px: 176 of 576 px free
+    inst[50:54, 50:54] = 2  # a speck: 16 px
+    inst[35:55, 5:25] = 3  # a new nucleus: 400 px
+    inst[25:45, 25:45] = 4  # half over the committed one (25 px of 400): most of it free
+    got = write_instances(labels.copy(), (0,), inst, False, axis=None, min_area=50)
+    assert got == [2, 3]  # the ids written for instances 3 and 4
+    out = labels.copy()
+    write_instances(out, (0,), inst, False, axis=None, min_area=50)
+    assert not out[0, 8:10].any() and not out[0, 50:54, 50:54].any()  # no rim, no speck
+    assert (out[0, 35:55, 5:25] > 1).all()
+    areas = np.bincount(out[0][out[0] > 1])
+    assert areas[areas > 0].min() >= 50
+    # overwrite on: everything is written, over the committed object too
+    assert write_instances(labels.copy(), (0,), inst, True, axis=None, min_area=50) == [2, 3, 4, 5]
+    assert min_object_area("sam_tiny_nuclei") == 153  # a quarter of a 28 px disc
+    assert min_object_area("sam_vit_b") == 16  # no object size recorded

@@ -13,8 +13,24 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["neighbour_indices", "segment_slices", "segmenter_for", "stack_indices",
-           "write_instances"]  # fmt: skip
+__all__ = ["min_object_area", "neighbour_indices", "segment_slices", "segmenter_for",
+           "stack_indices", "write_instances"]  # fmt: skip
+
+DEFAULT_MIN_AREA = 16  # pixels: the smallest object added for a model without an object size
+
+
+def min_object_area(name: str) -> int:
+    """The smallest object "Segment everything" adds for registered model ``name``: a quarter
+    of the area of its typical object (a disc of its ``object_diameter``), else
+    :data:`DEFAULT_MIN_AREA`."""
+    import math
+
+    from ..weights import list_models, model_entry
+
+    diameter = model_entry(name).object_diameter if name in list_models() else None
+    if diameter is None:
+        return DEFAULT_MIN_AREA
+    return int(math.pi * diameter**2 / 16)
 
 
 def segmenter_for(model):
@@ -98,7 +114,8 @@ def neighbour_indices(index, axis: int, shape: Sequence[int]) -> list[tuple]:
 
 
 def write_instances(labels, index, instances, overwrite: bool, setitem=None, axis: int | None = 0,
-                    min_overlap: float = 0.3, metric: str = "iou") -> list[int]:  # fmt: skip
+                    min_overlap: float = 0.3, metric: str = "iou", min_area: int = 0,
+                    max_covered: float = 0.5) -> list[int]:  # fmt: skip
     """Write a slice's ``instances`` into ``labels`` in one assignment, linked to the objects
     of the neighbouring slices.
 
@@ -106,7 +123,10 @@ def write_instances(labels, index, instances, overwrite: bool, setitem=None, axi
     slice axis ``axis``, else on the slice after (one-to-one, see
     :func:`napari_sam.segment.linking.match_neighbours`); an id still on this slice after the
     write (a kept object) is never taken. The other instances get new ids after the largest
-    label of ``labels``. Pixels of existing labels are kept unless ``overwrite``.
+    label of ``labels``. Pixels of existing labels are kept unless ``overwrite``; then an
+    instance of which more than ``max_covered`` lies over existing labels, or whose free part
+    is smaller than ``min_area`` pixels, is left out (a rim around a committed object, not an
+    object).
 
     Parameters
     ----------
@@ -127,6 +147,12 @@ def write_instances(labels, index, instances, overwrite: bool, setitem=None, axi
     min_overlap, metric
         Matching of an instance and an object, see
         :func:`napari_sam.segment.linking.match_labels`.
+    min_area : int
+        Without ``overwrite``: the smallest free part an instance needs to be written (e.g.
+        :func:`min_object_area`).
+    max_covered : float
+        Without ``overwrite``: the largest share of an instance that may lie over existing
+        labels.
 
     Returns
     -------
@@ -142,7 +168,14 @@ def write_instances(labels, index, instances, overwrite: bool, setitem=None, axi
 
     instances, index = np.asarray(instances), tuple(int(i) for i in index)
     plane = np.asarray(labels[index])
-    write = (instances > 0) & ((plane == 0) | overwrite)
+    inside = instances > 0
+    write = inside & ((plane == 0) | overwrite)
+    if not overwrite and inside.any():  # slivers: mostly covered, or too small once free
+        ids, area = np.unique(instances[inside], return_counts=True)
+        free = np.bincount(instances[write], minlength=int(ids[-1]) + 1)[ids]
+        drop = ids[(free < min_area) | (free < (1 - max_covered) * area)]
+        if len(drop):
+            write &= ~np.isin(instances, drop)
     ids = np.unique(instances[write])
     if not len(ids):
         return []

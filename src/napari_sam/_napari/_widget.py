@@ -20,7 +20,7 @@ from qtpy.QtCore import QEvent, QTimer
 from . import _layers as L
 from ._commands import register, unregister
 from ._controls import ControlsPanel, KeyBindings
-from ._everything import segment_slices, stack_indices, write_instances
+from ._everything import min_object_area, segment_slices, stack_indices, write_instances
 from ._jobs import Built, with_session
 from ._preview import PreviewActions
 from .annotator import Annotator
@@ -341,11 +341,12 @@ class SAMWidget(PreviewActions, ControlsPanel):
             spec = self.session_spec(image, geo)
         except ValueError as err:
             return show_error(f"Segment Anything: {err}")
-        written = set()
+        written, min_area = set(), min_object_area(s.model_name)
 
         def on_slice(item):  # (index, instances): written on the Qt thread, one undo step
             try:
-                ids = write_instances(out.data, *item, s.overwrite, out.data_setitem, s.prop_axis)
+                ids = write_instances(out.data, *item, s.overwrite, out.data_setitem, s.prop_axis,
+                                      min_area=min_area)  # fmt: skip
             except ValueError as err:
                 self._cancel.set()  # the next slices would not fit either
                 return show_error(f"Segment Anything: {err}")
