@@ -31,6 +31,10 @@ def test_widget_and_sample_from_manifest(viewer, sam_widget):
     image = viewer.layers["nuclei stack"]
     assert image.data.shape == (2, 12, 192, 192) and image.data.dtype == np.uint16
     assert viewer.layers["true nuclei"].data.shape == (12, 192, 192)
+    # the output is never a layer the user did not choose: not the sample's ground truth
+    assert sam_widget.output_box.layer() is None and sam_widget.output_box.currentText() == ""
+    sam_widget.setup_layers()
+    assert sam_widget.output_box.layer().name != "true nuclei"
     assert sam_widget.geometry()[1].axes == "CZYX"  # the channel axis from the axis labels
     tz = viewer.add_image(np.zeros((5, 6, 32, 32)), name="tz", axis_labels=("t", "z", "y", "x"))
     sam_widget.image_box.setCurrentText(tz.name)

@@ -36,11 +36,15 @@ class LayerBox(QComboBox):
         The layer class listed.
     exclude : tuple of str
         Layer names left out.
+    optional : bool
+        The first entry is empty (no layer), and is the choice until the user makes one: an
+        existing layer is never picked by default (the output labels: never the sample's
+        ground truth, or any layer the user did not choose).
     """
 
-    def __init__(self, viewer, kind, exclude=()):
+    def __init__(self, viewer, kind, exclude=(), optional: bool = False):
         super().__init__()
-        self.viewer, self.kind, self.exclude = viewer, kind, exclude
+        self.viewer, self.kind, self.exclude, self.optional = viewer, kind, exclude, optional
 
     def refresh(self):
         """List the viewer's layers again, keeping the choice if it is still there."""
@@ -49,7 +53,7 @@ class LayerBox(QComboBox):
         names = [n for n in names if n not in self.exclude]
         self.blockSignals(True)
         self.clear()
-        self.addItems(names)
+        self.addItems([""] * self.optional + names)
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
@@ -138,7 +142,8 @@ class ControlsPanel(QWidget):
         self.cache = QLineEdit(placeholderText="embedding cache folder (empty: memory only)")
         self.points_box = LayerBox(self.viewer, Points)
         self.boxes_box = LayerBox(self.viewer, Shapes)
-        self.output_box = LayerBox(self.viewer, Labels, exclude=(L.PREFIX + "preview",))
+        self.output_box = LayerBox(self.viewer, Labels, exclude=(L.PREFIX + "preview",),
+                                   optional=True)  # fmt: skip
         self.multimask = QCheckBox("several candidate masks")
         self.multimask.setChecked(True)
         self.overwrite = QCheckBox("overwrite existing labels")
@@ -245,6 +250,6 @@ class ControlsPanel(QWidget):
         """The image layer's geometry, after checking ``out`` fits it (else ValueError)."""
         image, geo = self.geometry()
         if out is None:
-            raise ValueError("output labels: choose a Labels layer")
+            raise ValueError("output labels: choose a Labels layer, or press Set up layers")
         L.check_labels(out, image, geo)
         return image, geo
