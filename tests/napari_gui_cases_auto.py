@@ -86,3 +86,30 @@ def test_segment_everything_links_slices_and_segment_stack_streams(
     np.testing.assert_array_equal(cut.data[0], stacked.data[0])  # the slice done is kept
     assert not cut.data[1:].any()
     assert any("on 1 slice(s)" in m for m in nf.messages(n)), nf.messages(n)
+
+
+def test_one_click_one_object_mode_commits_three_nuclei(viewer, sam_widget, qtbot):
+    """[newcomer] 3: three positive clicks on three nuclei are one object by SAM's rule (the
+    status line says so); in "one click = one object" mode one commit gives three labels."""
+    from napari_sam.masks import object_centre
+    from napari_sam.train.synthetic import make_sample_stack
+
+    points, _, preview, out = nf.open_sample(viewer, sam_widget, 5)
+    _, truth = make_sample_stack(0)
+    plane = truth[5]
+    ids, counts = np.unique(plane[plane > 0], return_counts=True)
+    chosen = ids[np.argsort(-counts)][:3]
+    for nid in chosen:
+        x, y = object_centre(plane == nid)
+        points.add([5, y, x])
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert len(sam_widget.predictions) == 1
+    assert "3 positive clicks describe ONE object" in viewer.status
+    sam_widget.one_per_click.setChecked(True)
+    sam_widget.update_preview()
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert len(sam_widget.predictions) == 3
+    ids = sam_widget.commit()
+    assert len(ids) == 3 and set(np.unique(out.data[5])) - {0} == set(ids)
+    for nid in chosen:  # each nucleus got a label of its own
+        assert len(set(np.unique(out.data[5][plane == nid])) - {0}) == 1

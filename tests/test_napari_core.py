@@ -344,3 +344,16 @@ def test_tiled_session_previews_commits_propagates_and_embeds_all_tiles():
     assert progress[-1][1:] == (18, 18) and items[-1][:2] == ("tiles", (0,))
     assert sorted(items[-1][2]) == list(range(9)) and all(items[-1][2].values())
     assert session.has_embedding((0,)) and session.has_embedding((1,))
+
+
+def test_one_click_one_object_splits_positive_points_outside_boxes():
+    pts = np.array([[10, 10], [30, 30], [50, 50], [20, 40]], float)  # (row, col)
+    pos = np.array([True, True, True, False])
+    box = [np.array([[45, 45], [45, 60], [60, 60], [60, 45]], float)]
+    together, _ = split_prompts(pts, pos, box, (64, 64))
+    assert len(together) == 2 and len(together[1].points) == 3  # box, then the rest together
+    apart, _ = split_prompts(pts, pos, box, (64, 64), one_per_click=True)
+    assert len(apart) == 3  # the box (with its point), then one object per positive click
+    for obj in apart[1:]:
+        assert obj.labels.tolist() == [1.0, 0.0] or obj.labels.tolist() == [0.0, 1.0]
+    assert {tuple(o.points[o.labels == 1][0]) for o in apart[1:]} == {(10.0, 10.0), (30.0, 30.0)}

@@ -64,6 +64,17 @@ class LayerBox(QComboBox):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
 
+def prompt_status(objects) -> str:
+    """The status line for the prompts of a slice: several positive clicks in one object
+    are one object (SAM's rule), said with the way to count objects instead."""
+    clicks = max((int(np.sum(o.labels)) for o in objects if o.box is None and o.labels is not None),
+                 default=0)  # fmt: skip
+    if clicks > 1:
+        return (f"Segment Anything: {clicks} positive clicks describe ONE object (SAM's rule); "
+                "commit each object (Shift-C) or tick 'one click = one object'")
+    return f"Segment Anything: {len(objects)} object(s) prompted; Shift-C commits"
+
+
 def channels_first(image) -> bool:
     """Guess whether the first axis of an image layer holds channels.
 
@@ -147,6 +158,11 @@ class ControlsPanel(QWidget):
         self.multimask = QCheckBox("several candidate masks")
         self.multimask.setChecked(True)
         self.overwrite = QCheckBox("overwrite existing labels")
+        self.one_per_click = QCheckBox("one click = one object")
+        self.one_per_click.setToolTip(
+            "Each positive point is an object of its own (count many nuclei quickly). Off: "
+            "the points of a slice describe one object together, as SAM means them"
+        )
         self.iou_label = QLabel("predicted IoU: -")
         self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
         self.z_from, self.z_to = QSpinBox(maximum=99999), QSpinBox(maximum=99999, value=99999)
@@ -155,7 +171,8 @@ class ControlsPanel(QWidget):
                 ("image", self.image_box), ("channel axis", self.channel_axis),
                 ("channels", self.channel_mode), ("channel indices", self.channel_idx),
                 ("cache", self.cache), ("points", self.points_box), ("boxes", self.boxes_box),
-                ("output labels", self.output_box), ("", self.multimask), ("", self.overwrite),
+                ("output labels", self.output_box), ("", self.one_per_click),
+                ("", self.multimask), ("", self.overwrite),
                 ("", self.iou_label)]  # fmt: skip
         for label, w in rows:
             form.addRow(label, w)
@@ -241,9 +258,11 @@ class ControlsPanel(QWidget):
                 L.check_aligned(layer, image, geo, what)
         index = self.current_index(geo)
         pts, flags, rects = L.slice_prompts(points, boxes, index)
-        objects, dropped = split_prompts(pts, flags, rects, geo.label_shape[-2:])
+        objects, dropped = split_prompts(pts, flags, rects, geo.label_shape[-2:],
+                                         self.one_per_click.isChecked())  # fmt: skip
         if dropped:
             show_warning(f"Segment Anything: {dropped} point(s) outside the image ignored")
+        self.viewer.status = prompt_status(objects)
         return image, geo, index, objects
 
     def _checked_output(self, out):

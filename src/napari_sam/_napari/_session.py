@@ -132,8 +132,9 @@ class Prediction:
 
 
 def split_prompts(
-    points_rc: np.ndarray, positive: np.ndarray, boxes_rc: list[np.ndarray], slice_shape
-) -> tuple[list[ObjectPrompt], int]:
+    points_rc: np.ndarray, positive: np.ndarray, boxes_rc: list[np.ndarray], slice_shape,
+    one_per_click: bool = False,
+) -> tuple[list[ObjectPrompt], int]:  # fmt: skip
     """Group one slice's prompts into objects.
 
     Parameters
@@ -146,12 +147,16 @@ def split_prompts(
         Rectangles, each (4, 2) corner vertices as (row, col).
     slice_shape : tuple of int
         (H, W) of the slice; points outside it are dropped.
+    one_per_click : bool
+        Each positive point outside the boxes is an object of its own (with the negative
+        points outside the boxes), for counting many objects quickly; by default they are
+        one object together (SAM's rule: the points of one prompt describe one object).
 
     Returns
     -------
     objects : list of ObjectPrompt
         One object per box (with the points inside it), plus one for the points outside every
-        box if any of them is positive.
+        box if any of them is positive (one per positive point with ``one_per_click``).
     dropped : int
         Number of points outside the image.
     """
@@ -178,7 +183,13 @@ def split_prompts(
             obj.points, obj.labels = xy[within], pos[within].astype(np.float32)
         objects.append(obj)
     rest = ~used
-    if pos[rest].any():
+    if one_per_click:
+        negative = rest & ~pos
+        for i in np.flatnonzero(rest & pos):
+            keep = negative.copy()
+            keep[i] = True
+            objects.append(ObjectPrompt(xy[keep], pos[keep].astype(np.float32)))
+    elif pos[rest].any():
         objects.append(ObjectPrompt(xy[rest], pos[rest].astype(np.float32)))
     return objects, dropped
 
