@@ -330,7 +330,7 @@ def test_micro_sam_cache_copy_is_used_read_only(payload, cache, tmp_path, monkey
 
 
 def test_offline_message_names_both_files_of_a_micro_sam_model(cache, monkeypatch):
-    from napari_sam.weights import registry
+    from napari_sam.weights import factory, registry
 
     port = _free_port()
     entry = registry.model_entry("vit_b_lm")
@@ -340,7 +340,7 @@ def test_offline_message_names_both_files_of_a_micro_sam_model(cache, monkeypatc
     monkeypatch.setitem(registry._REGISTRY, "vit_b_lm", dataclasses.replace(
         entry, weights=dead["weights"], decoder=dead["decoder"]))  # fmt: skip
     with pytest.raises(WeightsUnavailableError) as err:
-        registry.pretrained_paths("vit_b_lm", progress=False)
+        factory.pretrained_paths("vit_b_lm", progress=False)
     text = str(err.value)
     assert str(cache.resolve() / "vit_b_lm.pt") in text
     assert str(cache.resolve() / "vit_b_lm_decoder.pt") in text
@@ -358,7 +358,7 @@ def test_preplaced_micro_sam_file_with_wrong_xxh128_offline_is_named_and_kept(
 ):
     """vit_b_lm.pt put in the cache by hand, but not micro-sam's file: the error names it and
     the expected XXH128; the file stays where the user put it."""
-    from napari_sam.weights import registry
+    from napari_sam.weights import factory, registry
 
     entry = registry.model_entry("vit_b_lm")
     port = _free_port()
@@ -369,7 +369,7 @@ def test_preplaced_micro_sam_file_with_wrong_xxh128_offline_is_named_and_kept(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(WeightsUnavailableError) as err:
-            registry.pretrained_paths("vit_b_lm", progress=False)
+            factory.pretrained_paths("vit_b_lm", progress=False)
     text = str(err.value)
     assert "vit_b_lm.pt" in text and "XXH128" in text.upper(), text
     assert entry.weights.sha256 in text, text

@@ -29,6 +29,7 @@ from napari_sam.weights import (
     CheckpointError,
     WeightFile,
     WeightsUnavailableError,
+    factory,
     loading,
     model_config,
     registry,
@@ -555,7 +556,7 @@ def test_cached_file_with_wrong_hash_is_not_used(cache, monkeypatch):
     # is downloaded again; if that fails the bad file is left untouched.
     with pytest.warns(UserWarning, match="SHA256"):
         with pytest.raises(WeightsUnavailableError) as info:
-            registry.weights_path("sam_vit_b")
+            factory.weights_path("sam_vit_b")
     assert "wrong SHA256" in str(info.value) and str(fake.resolve()) in str(info.value)
     assert fake.read_bytes() == b"not the official checkpoint"
 
@@ -572,7 +573,7 @@ def test_cached_file_with_matching_hash_is_used(cache, monkeypatch):
     matching = WeightFile(official.filename, official.url, hashlib.sha256(content).hexdigest())
     entry = dataclasses.replace(registry.model_entry("sam_vit_b"), weights=matching)
     monkeypatch.setitem(registry._REGISTRY, "sam_vit_b", entry)
-    assert registry.weights_path("sam_vit_b") == fake.resolve()
+    assert factory.weights_path("sam_vit_b") == fake.resolve()
     # A successful re-download replaces a bad cached file.
     fake.write_bytes(b"tampered")
 
@@ -583,7 +584,7 @@ def test_cached_file_with_matching_hash_is_used(cache, monkeypatch):
 
     monkeypatch.setattr(pooch, "retrieve", download)
     with pytest.warns(UserWarning, match="SHA256"):
-        assert registry.weights_path("sam_vit_b") == fake.resolve()
+        assert factory.weights_path("sam_vit_b") == fake.resolve()
     assert fake.read_bytes() == content
 
 

@@ -1,12 +1,12 @@
 """Weights: registry, download and cache, safe checkpoint reading, key map, adaptation."""
 
 from .download import OFFICIAL_WEIGHTS, WeightFile, WeightsUnavailableError, cache_dir
+from .factory import create_model
 from .loading import load_state_dict, read_checkpoint
 from .pth_reader import CheckpointError, read_pth
 from .registry import (
     ModelEntry,
     auto_settings,
-    create_model,
     list_models,
     model_config,
     model_entry,
