@@ -35,20 +35,12 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 def _checkpoint(model: str, path: Path) -> None:
     sys.path.insert(0, str(TESTS))
-    import torch
 
     from napari_sam.weights import model_config
 
-    from ref_models import build_reference, save_like_official
+    from ref_models import build_reference, follow_regions, save_like_official
 
-    sam = build_reference(model_config(model), seed=6)
-    with torch.no_grad():
-        for name, tensor in sam.state_dict().items():
-            if "pos_embed" in name or "rel_pos" in name:
-                tensor.zero_()
-        for i in (0, 3):
-            w = sam.mask_decoder.output_upscaling[i].weight
-            w.copy_(w.mean(dim=(2, 3), keepdim=True).expand_as(w))
+    sam = follow_regions(build_reference(model_config(model), seed=6))
     save_like_official(sam, path)
 
 

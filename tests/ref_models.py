@@ -72,6 +72,21 @@ def build_reference(cfg, seed: int = 0):
     return sam.eval()
 
 
+def follow_regions(sam):
+    """Make ``sam``'s masks follow image regions (in place; returns it): no position
+    embeddings in the encoder and no sub-pixel pattern in the decoder's upscaling (each
+    transposed-convolution kernel the same at every offset), so that random weights give local
+    masks, and the automatic segmentation's filters and NMS have work."""
+    with torch.no_grad():
+        for name, tensor in sam.state_dict().items():
+            if "pos_embed" in name or "rel_pos" in name:
+                tensor.zero_()
+        for i in (0, 3):
+            w = sam.mask_decoder.output_upscaling[i].weight
+            w.copy_(w.mean(dim=(2, 3), keepdim=True).expand_as(w))
+    return sam
+
+
 def save_like_official(sam, path) -> None:
     """Save the state dict exactly as Meta's official ``.pth`` files are saved."""
     torch.save(sam.state_dict(), path)

@@ -13,7 +13,7 @@ from napari_sam.segment.automatic import AutomaticMaskGenerator, to_label_image
 from napari_sam.segment.linking import drop_short_objects, link_slices, match_labels
 from napari_sam.weights import model_config
 
-from ref_models import build_reference, save_like_official
+from ref_models import build_reference, follow_regions, save_like_official
 from reference import import_segment_anything
 from small_configs import NARROW_ENCODER_128_PADDED_WINDOWS as SMALL
 
@@ -35,15 +35,7 @@ def local(tmp_path_factory):
     """Perturbed weights, but masks that follow image regions: no position embeddings in the
     encoder and no sub-pixel pattern in the decoder's upscaling (each transposed-convolution
     kernel made the same at every offset), so masks stay inside crops and NMS has work."""
-    cfg = model_config("sam_vit_b", **SMALL)
-    sam = build_reference(cfg, seed=6)
-    with torch.no_grad():
-        for name, tensor in sam.state_dict().items():
-            if "pos_embed" in name or "rel_pos" in name:
-                tensor.zero_()
-        for i in (0, 3):
-            w = sam.mask_decoder.output_upscaling[i].weight
-            w.copy_(w.mean(dim=(2, 3), keepdim=True).expand_as(w))
+    sam = follow_regions(build_reference(model_config("sam_vit_b", **SMALL), seed=6))
     path = tmp_path_factory.mktemp("ckpt") / "local.pth"
     save_like_official(sam, path)
     return sam, create_model("sam_vit_b", pretrained=path, **SMALL)

@@ -55,6 +55,8 @@ class TiledPredictor(SlicePredictor):
         On-demand window embeddings kept in memory.
     """
 
+    supports_mask_prompts = False
+
     def __init__(
         self,
         model,
@@ -206,38 +208,16 @@ class TiledPredictor(SlicePredictor):
         )  # fmt: skip
         return tuple(a[0] for a in out)
 
-    supports_mask_prompts = False
-
     def predict_window(
         self, index, points=None, labels=None, boxes=None, multimask_output=True,
         return_logits=False, masks=None,
     ):  # fmt: skip
-        """Masks of one object, within the window they were decoded on.
-
-        Parameters
-        ----------
-        index : int or tuple of int
-            The slice.
-        points : ndarray, optional
-            ``(M, 2)`` points (x, y) in slice pixels.
-        labels : ndarray, optional
-            ``(M,)`` 1 foreground, 0 background.
-        boxes : ndarray, optional
-            ``(4,)`` or ``(1, 4)`` box (x0, y0, x1, y1) in slice pixels.
-        multimask_output, return_logits
-            As for :meth:`SAMPredictor.__call__ <napari_sam.SAMPredictor.__call__>`.
-
-        Returns
-        -------
-        masks : ndarray
-            ``(K, y1 - y0, x1 - x0)`` masks (or logits) of the window part inside the slice.
-        scores : ndarray
-            ``(K,)`` predicted IoU.
-        logits : ndarray
-            ``(K, H', W')`` low-resolution logits of the window.
-        window : tuple of int
-            ``(y0, y1, x0, x1)`` in slice pixels (clipped to the slice).
-        """
+        """One object's masks, scores, logits and window (see
+        :meth:`SlicePredictor.predict_window
+        <napari_sam.stacks.contract.SlicePredictor.predict_window>`): decoded on the tile that
+        holds the prompts farthest from its inner edges, else on a window centred on them, and
+        again on a larger one while the mask reaches a window edge inside the image. Mask
+        prompts are refused (``supports_mask_prompts`` is False)."""
         if masks is not None:
             raise ValueError("masks: mask prompts are not supported on a tiled image")
         pts = None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
