@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )  # fmt: skip
 
+from ..weights.defaults import WIDGET_MODEL
 from . import _layers as L
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
@@ -142,7 +143,7 @@ class ControlsPanel(QWidget):
         form = QFormLayout(self)
         self.model_box = QComboBox()
         self.model_box.addItems(list_models())
-        self.model_box.setCurrentText("sam_tiny_nuclei")
+        self.model_box.setCurrentText(WIDGET_MODEL)
         self.checkpoint = QLineEdit(placeholderText="optional .npz / .pth checkpoint file")
         self.image_box = LayerBox(self.viewer, Image)
         self.channel_axis = QComboBox()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..weights.defaults import WIDGET_MODEL
 from ._session import Geometry, ObjectPrompt, Session
 from ._tiles import full_window, tile_states, tiles_around
 
@@ -47,7 +48,7 @@ class Settings:
         Slice axis propagation follows (clipped to the image's slice axes).
     """
 
-    model_name: str = "sam_tiny_nuclei"
+    model_name: str = WIDGET_MODEL
     checkpoint: str = ""
     cache: str = ""
     multimask: bool = True
@@ -79,7 +80,7 @@ class SessionSpec:
     geometry: Geometry
     channels: Any
     store: str | None = None
-    model_name: str = "sam_tiny_nuclei"
+    model_name: str = WIDGET_MODEL
     checkpoint: str = ""
 
     @property

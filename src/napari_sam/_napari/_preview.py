@@ -16,11 +16,10 @@ import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..stacks.contract import units_of
+from ..stacks.store import MEMORY_BUDGET
 from . import _layers as L
 from ._jobs import Previewed, embed_slices, preview_job
 from ._tiles import embed_all_tiles, overlay_factor, plan_for
-
-MEMORY_BUDGET = 1 << 30  # the sessions' in-memory embeddings (the stores' default)
 
 
 def embed_stack_job(session, indices, index, cancel):

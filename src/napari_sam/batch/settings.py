@@ -10,6 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from ..weights.defaults import CLI_MODEL
+
 __all__ = ["EmbedSettings", "LabelSettings", "TrainSettings", "overrides_as_options"]
 
 
@@ -64,7 +66,7 @@ class LabelSettings(_FromNamespace):
 
     input: str
     out: str
-    model: str = "sam_vit_b"
+    model: str = CLI_MODEL
     weights: str | None = None
     override: tuple[str, ...] = ()
     axes: str | None = None

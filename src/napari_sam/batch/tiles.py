@@ -64,13 +64,13 @@ def tiling_for(settings, view, in_channels: int, overrides: dict):
 
 
 def make_predictor(model, view, tiling, channels, normalization, store, encoder=None,
-                   memory_budget: int = 1 << 30, overwrite: bool = False):  # fmt: skip
-    """The predictor of a stack (:func:`napari_sam.stacks.factory.make_predictor`); the
-    normalisation chosen is said on stderr (one line)."""
+                   memory_budget: int | None = None, overwrite: bool = False):  # fmt: skip
+    """The predictor of a stack (:func:`napari_sam.stacks.factory.make_predictor`; its
+    memory budget unless given); the normalisation chosen is said on stderr (one line)."""
     from ..stacks import factory
 
+    budget = {} if memory_budget is None else {"memory_budget": memory_budget}
     sp = factory.make_predictor(model, view, tiling, channels, normalization, store=store,
-                                encoder=encoder, memory_budget=memory_budget,
-                                overwrite=overwrite)  # fmt: skip
+                                encoder=encoder, overwrite=overwrite, **budget)  # fmt: skip
     print(f"napari-sam: normalisation {sp.normalization.describe()}", file=sys.stderr)
     return sp

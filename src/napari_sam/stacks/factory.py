@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from .contract import SlicePredictor
 from .stack_predictor import StackPredictor
+from .store import MEMORY_BUDGET
 from .tiled_predictor import TiledPredictor
 
 __all__ = ["make_predictor"]
 
 
 def make_predictor(model, view, tiling=None, channels=None, normalization=None, store=None,
-                   encoder=None, memory_budget: int = 1 << 30,
+                   encoder=None, memory_budget: int = MEMORY_BUDGET,
                    overwrite: bool = False) -> SlicePredictor:  # fmt: skip
     """The predictor of a stack: a :class:`~napari_sam.stacks.tiled_predictor.TiledPredictor`
     when ``tiling`` is given, else a :class:`~napari_sam.stacks.stack_predictor.StackPredictor`.

@@ -14,7 +14,7 @@ import numpy as np
 from .channels import ChannelSpec
 from .contract import SlicePredictor
 from .encoder import ModelEncoder
-from .store import EmbeddingStore, PrecomputeResult
+from .store import MEMORY_BUDGET, EmbeddingStore, PrecomputeResult
 from .tiling import TileView
 from .view import StackView
 
@@ -97,7 +97,7 @@ class StackPredictor(SlicePredictor):
         channels: ChannelSpec | None = None,
         normalization=None,
         store=None,
-        memory_budget: int = 1 << 30,
+        memory_budget: int = MEMORY_BUDGET,
         overwrite: bool = False,
         axes: str | None = None,
         preprocessing: Callable | None = None,

@@ -40,6 +40,7 @@ from .store_layout import (
 )
 
 __all__ = [
+    "MEMORY_BUDGET",
     "EmbeddingStore",
     "PrecomputeResult",
     "StoreMismatchError",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 FORMAT = 1
+#: Bytes of embeddings kept in memory by default (the store's, every predictor's, the widget's).
+MEMORY_BUDGET = 1 << 30
 _ARRAY = {"dtype": "float32", "fill_value": 0.0, "compressors": None, "zarr_format": 3}
 _LABELS = {
     "format": "store format",
@@ -81,7 +84,7 @@ class EmbeddingStore:
         instead of raising :class:`StoreMismatchError`. A matching store is always reused.
     """
 
-    def __init__(self, path=None, memory_budget: int = 1 << 30, overwrite: bool = False):
+    def __init__(self, path=None, memory_budget: int = MEMORY_BUDGET, overwrite: bool = False):
         self.path = None if path is None else Path(path)
         self.memory_budget = int(memory_budget)
         self.overwrite = overwrite

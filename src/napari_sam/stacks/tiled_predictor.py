@@ -22,6 +22,7 @@ from ..predict.prompts import batch_prompts
 from .contract import SlicePredictor
 from .normalize import Normalization
 from .stack_predictor import StackPredictor
+from .store import MEMORY_BUDGET
 from .tiling import TileView, Tiling, read_window
 from .view import StackView
 
@@ -65,7 +66,7 @@ class TiledPredictor(SlicePredictor):
         channels=None,
         normalization=None,
         store=None,
-        memory_budget: int = 1 << 30,
+        memory_budget: int = MEMORY_BUDGET,
         overwrite: bool = False,
         axes: str | None = None,
         encoder=None,

@@ -24,6 +24,7 @@ import pooch
 import requests
 
 from .._atomic import write_atomic
+from .defaults import OFFLINE_MODEL
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CACHE_ENV = "NAPARI_SAM_CACHE"
@@ -180,7 +181,6 @@ def _is_verified(path: pathlib.Path, weight: WeightFile) -> bool:
     return True
 
 
-OFFLINE_MODEL = "sam_tiny_nuclei"  # ships with the package: works with no download
 
 
 def short_reason(err: Exception, limit: int = 120) -> str:
