@@ -177,21 +177,42 @@ class AutomaticMaskGenerator:
         data["crop_boxes"] = np.tile(np.asarray(crop_box, np.int64), (len(data["boxes"]), 1))
         return data
 
-    def _process_batch(self, points, crop_box, orig_size) -> dict:
-        orig_h, orig_w = orig_size
-        logits, iou = decode_points(self.predictor, points, self.points_per_batch)  # low res
+    def candidates(self, predictor, points: np.ndarray, valid=None):
+        """The masks of a batch of grid points that pass Meta's filters, as Meta's generator
+        keeps them: predicted IoU first (it needs no mask), then the stability of the
+        survivors, upscaled to the image (only they are).
+
+        Parameters
+        ----------
+        predictor : SAMPredictor
+            With the image (or tile) embedding set.
+        points : ndarray
+            ``(N, 2)`` points (x, y) in its image pixels; at most ``points_per_batch``.
+        valid : (int, int), optional
+            ``(h, w)``: the part of the image the stability counts (a tile inside the slice).
+
+        Returns
+        -------
+        masks, iou, points, stability : ndarray
+            ``(M, H0, W0)`` bool masks, ``(M,)`` predicted IoU, ``(M, 2)`` their points and
+            ``(M,)`` stability scores.
+        """
+        logits, iou = decode_points(predictor, points, self.points_per_batch)  # low res
         k = logits.shape[1]
         logits, iou = logits.reshape(-1, *logits.shape[2:]), iou.reshape(-1)
-        # Meta's filters (amg_utils.filter_by_quality): predicted IoU first (no mask needed),
-        # then the stability of the survivors, upscaled to the image as Meta's are
         keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else np.ones(len(iou), bool)
         masks, stability = upscale_candidates(
-            self.predictor, logits[keep], self.stability_score_offset
+            predictor, logits[keep], self.stability_score_offset, valid
         )
         iou, pts = iou[keep], np.repeat(points, k, axis=0)[keep]
         if self.stability_score_thresh > 0:
             stable = stability >= self.stability_score_thresh
             masks, iou, pts, stability = masks[stable], iou[stable], pts[stable], stability[stable]
+        return masks, iou, pts, stability
+
+    def _process_batch(self, points, crop_box, orig_size) -> dict:
+        orig_h, orig_w = orig_size
+        masks, iou, pts, stability = self.candidates(self.predictor, points)
         boxes = mask_to_box(masks)
         near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         x0, y0, x1, y1 = crop_box

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..masks import mask_to_box
-from ..predict.candidates import decode_points, upscale_candidates
 from . import amg_utils as amg
 from .seams import merge_across_tiles
 
@@ -116,18 +115,8 @@ def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
     step = generator.points_per_batch
     for i in range(0, len(local), step):
         batch = local[i : i + step]
-        low, iou = decode_points(tp.predictor, batch, step)  # low resolution: no upscaling
-        k = low.shape[1]
-        low, iou, pts = low.reshape(-1, *low.shape[2:]), iou.reshape(-1), np.repeat(batch, k, 0)
-        keep = np.ones(len(iou), bool)
-        if generator.pred_iou_thresh > 0:
-            keep = iou > generator.pred_iou_thresh
-        masks, stab = upscale_candidates(tp.predictor, low[keep],
-                                         generator.stability_score_offset, (vh, vw))  # fmt: skip
-        iou, pts, masks = iou[keep], pts[keep], masks[:, :vh, :vw]
-        if generator.stability_score_thresh > 0:
-            stable = stab >= generator.stability_score_thresh
-            masks, iou, pts, stab = masks[stable], iou[stable], pts[stable], stab[stable]
+        masks, iou, pts, stab = generator.candidates(tp.predictor, batch, (vh, vw))
+        masks = masks[:, :vh, :vw]
         if not len(masks):
             continue
         boxes = mask_to_box(masks)
