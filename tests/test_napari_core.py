@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -81,47 +80,6 @@ def test_propagation_prompts_from_a_mask():
     assert mask[int(y), int(x)] and p.labels.tolist() == [1.0]
 
 
-def _oracle_session(truth, nid, beyond=None):
-    """A Session whose predictor returns the true mask of ``nid`` (``beyond`` past its end)."""
-    from types import SimpleNamespace
-
-    from napari_sam._napari._session import Prediction, Session
-
-    session = Session.__new__(Session)
-    session.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:1]), tiling=None)
-    calls = []
-
-    def predict(index, obj, multimask=True):
-        calls.append((index, obj))
-        m = truth[index[0]] == nid
-        if not m.any() and beyond is not None:
-            m = beyond
-        return Prediction(m[None], np.ones(1), np.zeros((1, 4, 4)))
-
-    session.predict = predict
-    return session, calls
-
-
-def test_propagation_follows_the_object_and_stops_where_it_ends():
-    from napari_sam.train.synthetic import make_sample_stack
-
-    _, truth = make_sample_stack(0)
-    nid = int(np.bincount(truth[5].ravel())[1:].argmax() + 1)
-    zs = np.flatnonzero((truth == nid).any(axis=(1, 2)))
-    session, calls = _oracle_session(truth, nid)
-    got = sorted(i[0] for i, _, _ in session.propagate((5,), truth[5] == nid, stop_iou=0.0))
-    assert got == [z for z in zs if z != 5]
-    assert all(obj.box is not None and obj.points is not None for _, obj in calls)
-    other = truth[5] == truth[5][truth[5] != nid].max()  # SAM jumping to another object
-    session, _ = _oracle_session(truth, nid, beyond=other)
-    got = sorted(i[0] for i, _, _ in session.propagate((5,), truth[5] == nid, stop_iou=0.3))
-    assert got[0] >= zs.min() - 1 and got[-1] <= zs.max() + 1
-    assert not set(got) - set(zs)  # the jump has IoU 0 with the previous slice: stopped
-    got = [i for i, _, _ in session.propagate((5,), truth[5] == nid, limits=(5, 6))]
-    assert got == [(6,)]
-    assert list(session.propagate((5,), truth[5] == nid, cancel=lambda: True)) == []
-
-
 # ---------------------------------------------------------------------- the Qt-free annotator
 class _FakeSession:
     """A session whose predictor returns the masks of ``truth`` at the prompted pixel."""
@@ -129,8 +87,10 @@ class _FakeSession:
     tiled = False
 
     def __init__(self, truth):
+        from test_propagation import OraclePredictor
+
         self.truth, self.embedded = truth, []
-        self.sp = SimpleNamespace(view=SimpleNamespace(stack_shape=truth.shape[:-2]), tiling=None)
+        self.sp = OraclePredictor(truth)
 
     def embed(self, index):
         self.embedded.append(tuple(index))

@@ -27,6 +27,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 from . import _compat  # noqa: E402  (the module names of 0.1, for one release)
+from ._tensorflow import lazy_exports  # noqa: E402
 
 _compat.install()
 
@@ -36,11 +37,6 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-def __getattr__(name):
-    # TensorFlow takes seconds to import: load it only when the model API is used, so that
-    # napari can read the plugin manifest and the CLI can print --help quickly.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'napari_sam' has no attribute {name!r}")
+# TensorFlow takes seconds to import: load it only when the model API is used, so that
+# napari can read the plugin manifest and the CLI can print --help quickly.
+__getattr__ = lazy_exports(__name__, _LAZY)

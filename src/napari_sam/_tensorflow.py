@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["import_tensorflow"]
+__all__ = ["import_tensorflow", "lazy_exports"]
 
 _LOCK = threading.Lock()
 
@@ -71,3 +71,18 @@ def _held_back(run) -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def lazy_exports(package: str, table: dict[str, str]):
+    """A module ``__getattr__`` loading ``table``'s names (name -> module, absolute or
+    relative to ``package``) on first use, so that importing the package never imports
+    TensorFlow (the CLI checks its options and napari reads the manifest without it)."""
+
+    def __getattr__(name):
+        if name in table:
+            import importlib
+
+            return getattr(importlib.import_module(table[name], package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

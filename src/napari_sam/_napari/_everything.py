@@ -33,28 +33,13 @@ def min_object_area(name: str) -> int:
     return int(math.pi * diameter**2 / 16)
 
 
-def segmenter_for(model):
-    """The automatic segmenter of ``model``: its instance decoder (micro-sam's models) with the
-    model's watershed settings, else the model's thresholds of Meta's grid-prompt generator
-    (a dict of :class:`~napari_sam.segment.automatic.AutomaticMaskGenerator` arguments)."""
-    from ..segment.ais import AisSettings, InstanceSegmenter
-    from ..weights import auto_settings, list_models, model_entry
+def segmenter_for(sp):
+    """The automatic segmenter of ``sp``'s model (:func:`napari_sam.segment.factory.
+    make_segmenter`): its instance decoder (micro-sam's models) with the model's watershed
+    settings, else Meta's grid-prompt generator with the model's thresholds."""
+    from ..segment import factory
 
-    name = model.cfg.name
-    decoder = getattr(model, "instance_decoder", None)
-    if decoder is not None:
-        ais = model_entry(name).ais if name in list_models() else {}
-        return InstanceSegmenter(decoder, AisSettings().with_options(ais))
-    return auto_settings(name)
-
-
-def _segmenter(sp):
-    from ..segment.automatic import AutomaticMaskGenerator
-
-    segmenter = segmenter_for(sp.model)
-    if isinstance(segmenter, dict):  # the model's AMG thresholds
-        segmenter = AutomaticMaskGenerator(sp.predictor, **segmenter)
-    return segmenter
+    return factory.make_segmenter(sp.model, sp.predictor)
 
 
 def _segment(sp, index, segmenter) -> np.ndarray:
@@ -79,7 +64,7 @@ def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None
     int
         Number of slices segmented (fewer than ``len(indices)`` if ``cancel()`` became true).
     """
-    segmenter = _segmenter(session.sp)
+    segmenter = segmenter_for(session.sp)
     for n, index in enumerate(indices):
         if cancel is not None and cancel():
             return n

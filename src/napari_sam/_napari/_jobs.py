@@ -293,7 +293,7 @@ def preview_job(session, index, objects, multimask=True, refine=None):
         the prompt, with the points of the first object).
     """
     yield from ()
-    if not session.tiled:
+    if not session.sp.embeds_per_prompt:  # the whole slice first; decoding then reads nothing
         session.embed(index)
         return Previewed(session)
     if refine is not None:

@@ -143,7 +143,8 @@ class PreviewActions:
             self._preview_pending = True
             return None
         session = self.annotator.session_for(spec)
-        if session is not None and not session.tiled and session.has_embedding(index):
+        if (session is not None and not session.sp.embeds_per_prompt
+                and session.has_embedding(index)):  # fmt: skip
             return on_done(Previewed(session))
         try:
             refine = self.annotator.refine_target(index, labels)

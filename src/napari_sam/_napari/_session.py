@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..masks import bounding_box, object_centre
+from ..segment.propagation import propagation_prompts as core_propagation_prompts
 from ..stacks.channels import ChannelSpec
 from ..stacks.view import SLICE_AXES, StackView
-from ._tiles import crop_to_object, placed_iou, plan_for, shifted
+from ._tiles import plan_for
 
 __all__ = ["Geometry", "ObjectPrompt", "Prediction", "Session", "propagation_prompts"]
 
@@ -195,14 +195,9 @@ def split_prompts(
 
 
 def propagation_prompts(mask: np.ndarray) -> ObjectPrompt:
-    """Prompts for the next slice from an object's mask on this one.
-
-    The box of the mask plus a positive point deepest inside it. SAM decodes a mask prompt
-    alone poorly (it is trained as a refinement input), while a box and a centre point track
-    a slowly changing object well and let it shrink or grow.
-    """
-    x, y = object_centre(mask)
-    return ObjectPrompt(np.array([[x, y]], np.float32), np.ones(1, np.float32), bounding_box(mask))
+    """Prompts for the next slice from an object's mask on this one (see
+    :func:`napari_sam.segment.propagation.propagation_prompts`)."""
+    return ObjectPrompt(*core_propagation_prompts(mask))
 
 
 class Session:
@@ -246,7 +241,7 @@ class Session:
     @property
     def tiled(self) -> bool:
         """Whether the slices are tiled (predictions then carry a window)."""
-        return self.sp.tiling is not None
+        return self.sp.unit == "tile"
 
     def embed(self, index) -> None:
         """Make sure slice ``index`` (tuple over the slice axes) has an embedding (every tile
@@ -255,23 +250,18 @@ class Session:
             self.sp.tile_embedding(tuple(index), t)
 
     def has_embedding(self, index) -> bool:
-        """Whether slice ``index`` has an embedding in memory (every tile, when tiled)."""
-        if not self.tiled:  # in memory: decoding on the Qt thread reads nothing
-            return self.sp.store.in_memory(tuple(index))
-        return len(self.ready_tiles(index)) == self.sp.windows
+        """Whether slice ``index`` has its embedding ready (see :meth:`SlicePredictor.
+        has_embedding <napari_sam.stacks.contract.SlicePredictor.has_embedding>`)."""
+        return self.sp.has_embedding(tuple(index))
 
     def ready_tiles(self, index) -> list[int]:
         """The windows of slice ``index`` whose embedding is in memory or in the store."""
         return np.nonzero(self.sp.ready_tiles(tuple(index)))[0].tolist()
 
     def warm_up(self) -> None:
-        """Trace the encoder and both decoder graphs once (on tile 0), so that the first click
-        on a tiled image costs one tile's embedding only."""
-        if self.tiled:
-            point = np.array([[1.0, 1.0]], np.float32)
-            for multimask in (True, False):
-                self.sp.predict_window((0,) * self.geometry.n_slice_dims, point,
-                                       np.ones(1, np.float32), None, multimask)  # fmt: skip
+        """Trace what the first click would (on a tiled image: the encoder and both decoder
+        graphs, so that the first click costs one tile's embedding only)."""
+        self.sp.warm_up()
 
     def precompute(self, progress=None, cancel=None, batch_size: int = 1):
         """Embed every slice, or every tile of every slice (see :meth:`StackPredictor.precompute
@@ -321,12 +311,8 @@ class Session:
         min_area: int = 4,
         cancel: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[tuple[int, ...], np.ndarray, tuple | None]]:
-        """Follow an object from slice ``index`` through its neighbours along one slice axis.
-
-        Each slice is prompted with :func:`propagation_prompts` of the previous slice's mask;
-        a direction stops when the new mask is smaller than ``min_area`` pixels, its IoU with
-        the previous mask is below ``stop_iou``, the end of ``limits`` (inclusive) or of the
-        stack is reached, or ``cancel()`` is true.
+        """Follow an object from slice ``index`` through its neighbours along one slice axis
+        (:func:`napari_sam.segment.propagation.propagate`, which says when it stops).
 
         Yields
         ------
@@ -334,23 +320,6 @@ class Session:
             Slice index (tuple over the slice axes), the object's mask there and the window
             ``(y0, y1, x0, x1)`` it covers (``None``: the whole slice).
         """
-        index = tuple(int(i) for i in index)
-        axis = axis % len(index)
-        size = self.sp.view.stack_shape[axis]
-        lo, hi = limits if limits is not None else (0, size - 1)
-        lo, hi = max(0, lo), min(size - 1, hi)
-        first, first_window = np.asarray(mask, bool), None
-        if self.tiled:
-            first, first_window = crop_to_object(first)
-        for step in (1, -1):
-            prev, window, pos = first, first_window, index[axis] + step
-            while lo <= pos <= hi and prev.sum() >= min_area:
-                if cancel is not None and cancel():
-                    return
-                here = index[:axis] + (pos,) + index[axis + 1 :]
-                pred = self.predict(here, shifted(propagation_prompts(prev), window), False)
-                new = pred.mask
-                if new.sum() < min_area or placed_iou(new, pred.window, prev, window) < stop_iou:
-                    break
-                yield here, new, pred.window
-                prev, window, pos = new, pred.window, pos + step
+        from ..segment.propagation import propagate
+
+        return propagate(self.sp, index, mask, axis, stop_iou, limits, min_area, cancel)

@@ -18,7 +18,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..masks import iou, mask_to_box
+from ..segment.propagation import (
+    crop_to_object,
+    full_window,
+    place,
+    placed_iou,
+    union_window,
+)
 from ..stacks.tiling import Tiling, plan_tiling
 
 __all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window", "overlay_factor",
@@ -32,43 +38,6 @@ OVERLAY_SIDE = 512
 def plan_for(slice_shape, input_size) -> Tiling | None:
     """The plugin's tiling of ``(Y, X)`` slices for a model input (None: not tiled)."""
     return plan_tiling(tuple(slice_shape), tuple(input_size))
-
-
-def full_window(mask: np.ndarray, window) -> tuple[int, int, int, int]:
-    """``window``, or the whole of ``mask`` when ``window`` is None."""
-    return tuple(window) if window is not None else (0, mask.shape[-2], 0, mask.shape[-1])
-
-
-def union_window(windows) -> tuple[int, int, int, int]:
-    """The smallest window holding every one of ``windows``."""
-    ws = np.asarray(list(windows)).reshape(-1, 4)
-    return int(ws[:, 0].min()), int(ws[:, 1].max()), int(ws[:, 2].min()), int(ws[:, 3].max())
-
-
-def place(mask: np.ndarray, window, into) -> np.ndarray:
-    """``mask`` (covering ``window``) within the larger window ``into``, zero elsewhere."""
-    y0, y1, x0, x1 = full_window(mask, window)
-    Y0, Y1, X0, X1 = into
-    out = np.zeros((*mask.shape[:-2], Y1 - Y0, X1 - X0), mask.dtype)
-    out[..., y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = mask
-    return out
-
-
-def placed_iou(a: np.ndarray, wa, b: np.ndarray, wb) -> float:
-    """The IoU of two windowed masks (each in its own window)."""
-    if wa is None and wb is None:
-        return iou(a, b)
-    u = union_window([full_window(a, wa), full_window(b, wb)])
-    return iou(place(a, wa, u), place(b, wb, u))
-
-
-def crop_to_object(mask: np.ndarray):
-    """``(mask cropped to its object's box, that window)``; an empty mask is returned whole
-    with the window None."""
-    if not mask.any():
-        return mask, None
-    x0, y0, x1, y1 = (int(v) for v in mask_to_box(mask))
-    return mask[y0 : y1 + 1, x0 : x1 + 1], (y0, y1 + 1, x0, x1 + 1)
 
 
 def shifted(prompt, window):

@@ -12,10 +12,10 @@ from .errors import InputError
 __all__ = [
     "GENERATOR_SETTINGS",
     "input_identity",
+    "Interrupted",
     "make_segmenter",
     "resolve_method",
     "segment_automatically",
-    "thresholds",
     "write_errors",
 ]
 
@@ -43,41 +43,31 @@ GENERATOR_SETTINGS = (
 )  # fmt: skip
 
 
-def thresholds(settings) -> dict:
-    """The automatic-segmentation thresholds: given on the command line, else the model's."""
-    from ..weights import auto_settings
-
-    given = {"pred_iou_thresh": settings.pred_iou_thresh,
-             "stability_score_thresh": settings.stability_score_thresh}  # fmt: skip
-    defaults = auto_settings(settings.model)
-    return {k: defaults[k] if v is None else v for k, v in given.items()}
-
-
 def resolve_method(settings, has_decoder: bool) -> str:
     """``--method``, or its default: ``ais`` when the model has an instance decoder."""
-    method = settings.method or ("ais" if has_decoder else "amg")
-    if method == "ais" and not has_decoder:
+    from ..segment.factory import SegmenterError, method_for
+
+    try:
+        return method_for(settings.method, has_decoder)
+    except SegmenterError:
         raise InputError(
             "--method",
             f"ais needs an instance decoder, and model {settings.model!r} has none: pass "
             "--decoder FILE (micro-sam's vit_b_decoder.pt, ...) or use --method amg",
-        )
-    return method
+        ) from None
 
 
 def make_segmenter(sp, settings):
-    """The automatic segmenter of ``--method``: an InstanceSegmenter or Meta's generator."""
-    from ..segment.ais import AisSettings, InstanceSegmenter
-    from ..segment.automatic import AutomaticMaskGenerator
-    from ..weights import model_entry
+    """The automatic segmenter of ``--method`` (:func:`napari_sam.segment.factory.
+    make_segmenter`): an InstanceSegmenter or Meta's generator."""
+    from ..segment import factory
 
-    decoder = getattr(sp.model, "instance_decoder", None)
-    if resolve_method(settings, decoder is not None) == "ais":
-        defaults = model_entry(settings.model).ais
-        return InstanceSegmenter(decoder, AisSettings().with_options(defaults))
-    return AutomaticMaskGenerator(
-        sp.predictor, points_per_side=settings.points_per_side, **thresholds(settings)
-    )
+    method = resolve_method(settings, sp.model.instance_decoder is not None)
+    return factory.make_segmenter(
+        sp.model, sp.predictor, method, name=settings.model,
+        points_per_side=settings.points_per_side, pred_iou_thresh=settings.pred_iou_thresh,
+        stability_score_thresh=settings.stability_score_thresh,
+    )  # fmt: skip
 
 
 def input_identity(inp: Path) -> dict:
@@ -153,7 +143,18 @@ def segment_automatically(sp, settings, inp: Path, out: Path):
             ), settings)  # fmt: skip
         if tiles is not None:
             tiles.close()
+    except KeyboardInterrupt:
+        kept = f"{len(partial.done())} finished slice(s)"
+        if tiles := partial.tile_count():
+            kept += f" and {tiles} tile(s) of the slice in progress"
+        partial.close()
+        raise Interrupted(f"interrupted; run the same command again to resume (kept {kept} of "
+                          f"{inp.name} in {folder})") from None  # fmt: skip
     except BaseException:
         partial.close()
         raise
     return labels, partial
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with the one line that says what was kept and how to resume."""

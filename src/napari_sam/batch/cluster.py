@@ -33,10 +33,10 @@ import threading
 import uuid
 from pathlib import Path
 
-from .checks import os_reason, parse_channels, parse_normalization, parse_overrides, setup_error_arg
+from .checks import os_reason, setup_error_arg
 from .errors import InputError
 from .files import store_for, temporary_store
-from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+from .pipeline import ModelCache, open_stack, resolve
 from .settings import LabelSettings
 from .tiles import make_predictor, tiling_for
 
@@ -53,15 +53,16 @@ def worker_stats() -> dict:
 
     Run it on every worker with ``client.run(worker_stats)``.
     """
-    keys = ("tasks", "loads", "tiles")
-    return {key: sum(state.get(key, 0) for state in _STATES.values()) for key in keys}
+    states = list(_STATES.values())
+    stats = {key: sum(state.get(key, 0) for state in states) for key in ("tasks", "tiles")}
+    return {**stats, "loads": sum(state["cache"].loads for state in states)}
 
 
 def _state_for(settings) -> dict:
     weights = None if settings.weights is None else str(Path(settings.weights).resolve())
     key = (settings.model, weights, tuple(settings.override), settings.channels)
     with _LOCK:
-        return _STATES.setdefault(key, {"lock": threading.Lock()})
+        return _STATES.setdefault(key, {"lock": threading.Lock(), "cache": ModelCache()})
 
 
 def _task(label_file, settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool):
@@ -74,10 +75,9 @@ def _task(label_file, settings: LabelSettings, auto: bool, inp: Path, out: Path,
     try:
         with state["lock"]:  # one model per process: its threads take turns
             state["tasks"] = state.get("tasks", 0) + 1
-            return ("ok", label_file(settings, auto, inp, out, many, state))
+            return ("ok", label_file(settings, auto, inp, out, many, state["cache"]))
     except InputError as err:
-        arg, _, message = str(err).partition(": ")
-        return ("error", arg, message)
+        return ("error", err.arg, err.message)
 
 
 def _absolute(settings):
@@ -120,26 +120,23 @@ def _open(settings, inp: Path, store: Path, normalization, overwrite: bool, toke
     if kept is not None and kept[0] == token:
         return kept[2]
     _release_state(state)
-    s = settings
-    view = open_input(inp, s.axes)
+    s, cache = settings, state["cache"]
+    resolved = resolve(s)
+    opening = open_stack(resolved, inp)
+    opened = opening.__enter__()
     try:
-        channels = resolve_channels(parse_channels(s.channels), view)
-        in_channels, overrides = channels.out_channels(view.n_channels), parse_overrides(s.override)
-        tiling = tiling_for(s, view, in_channels, overrides)
-        if state.get("model") is None:  # once per process, shared with whole-file tasks
-            import_tensorflow()
-            state["model"] = load_model(s.model, s.weights, in_channels, overrides)
-            state["loads"] = state.get("loads", 0) + 1
+        tiling = tiling_for(s, opened.view, opened.config)
+        cache.model_for(resolved, opened)  # once per process, shared with whole-file tasks
         sp = make_predictor(
-            state["model"], view, tiling, channels,
-            normalization or parse_normalization(s.normalization), store,
-            encoder=state.get("encoder"), memory_budget=0, overwrite=overwrite,
+            cache.model, opened.view, tiling, opened.channels,
+            normalization or resolved.normalization, store,
+            encoder=cache.encoder, memory_budget=0, overwrite=overwrite,
         )  # fmt: skip
     except BaseException:
-        view.close()
+        opening.__exit__(None, None, None)
         raise
-    state["encoder"] = sp.encoder
-    state["open"] = (token, view, sp)
+    cache.encoder = sp.encoder
+    state["open"] = (token, opened.view, sp)
     return sp
 
 
@@ -163,8 +160,7 @@ def _guarded(run) -> tuple:
     try:
         return ("ok", run())
     except InputError as err:
-        arg, _, message = str(err).partition(": ")
-        return ("error", arg, message)
+        return ("error", err.arg, err.message)
     except StoreMismatchError as err:
         return ("error", _STORE, str(err))
     except OSError as err:
@@ -299,12 +295,9 @@ def precompute_on_cluster(settings, inp, store, total: int, unit: str = "tile", 
 
 def _tiles_of(settings, inp: Path) -> int:
     """Number of tiles of a tiled input (slices times tiles per slice); 0 when not tiled."""
-    s = settings
-    with open_input(inp, s.axes) as view:
-        channels = resolve_channels(parse_channels(s.channels), view)
-        in_channels = channels.out_channels(view.n_channels)
-        tiling = tiling_for(s, view, in_channels, parse_overrides(s.override))
-        return 0 if tiling is None else len(view) * len(tiling)
+    with open_stack(resolve(settings), inp) as opened:
+        tiling = tiling_for(settings, opened.view, opened.config)
+        return 0 if tiling is None else len(opened.view) * len(tiling)
 
 
 def _tile_store(settings, inp: Path, out: Path, many: bool) -> tuple[Path, bool]:
@@ -375,7 +368,7 @@ def map_files(label_file, settings: LabelSettings, auto: bool, todo, many: bool,
             for k, (store, temp) in stores.items():  # the workers embed while this segments
                 jobs[k] = _submit_tiles(client, settings, paths[k][0], store, tiles[k],
                                         overwrite=temp, batch_size=1)  # fmt: skip
-            local: dict = {}  # this process's model, for the tiled inputs
+            local = ModelCache()  # this process's model, for the tiled inputs
             for k, job in jobs.items():
                 (inp, out), (store, temp) = paths[k], stores[k]
                 _collect(client, job, "tile", "--store", "run 'napari-sam embed --overwrite'")

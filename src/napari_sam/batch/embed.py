@@ -5,19 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .checks import (
-    check_model,
-    check_scheduler,
-    check_weights,
-    check_writable,
-    os_reason,
-    parse_channels,
-    parse_normalization,
-    parse_overrides,
-    setup_error_arg,
-)
+from .checks import check_scheduler, check_writable, os_reason, setup_error_arg
 from .errors import InputError
-from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+from .pipeline import ModelCache, open_stack, resolve
 from .settings import EmbedSettings
 from .tiles import check_tile_options, make_predictor, tiling_for
 
@@ -51,9 +41,7 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
     from ..stacks.store import StoreMismatchError, TqdmProgress, check_store_path
 
     s, progress_file = settings, progress_file or sys.stderr
-    channels = parse_channels(s.channels)
-    normalization = parse_normalization(s.normalization)
-    overrides = parse_overrides(s.override)
+    resolved = resolve(s)
     check_tile_options(s)
     check_scheduler(s.scheduler)
     if s.batch_size < 1:
@@ -68,12 +56,9 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
     except StoreMismatchError as err:
         raise InputError("--out", err) from None
     check_writable(out, "--out")
-    weights = check_weights(s.weights)
-    with open_input(inp, s.axes) as view:
-        channels = resolve_channels(channels, view)
-        in_channels = channels.out_channels(view.n_channels)
-        check_model(s.model, in_channels, overrides)
-        tiling = tiling_for(s, view, in_channels, overrides)
+    with open_stack(resolved, inp) as opened:
+        view = opened.view
+        tiling = tiling_for(s, view, opened.config)
         unit, per_slice = units_of(tiling)
         if client is not None or s.scheduler:  # the tiles on a dask cluster
             from .cluster import precompute_on_cluster
@@ -83,14 +68,14 @@ def embed(settings: EmbedSettings, progress_file=None, client=None):
                   file=progress_file)  # fmt: skip
             return precompute_on_cluster(s, inp, out, n, unit, client, s.overwrite, s.batch_size,
                                          progress_file=progress_file)  # fmt: skip
-        import_tensorflow()  # slow: after the quick checks
-        model = load_model(s.model, weights, in_channels, overrides)
+        model = ModelCache().model_for(resolved, opened)  # TensorFlow: after the quick checks
 
         from ..stacks.store import EmbeddingStore
 
         try:
             store = EmbeddingStore(out, overwrite=s.overwrite, memory_budget=0)
-            sp = make_predictor(model, view, tiling, channels, normalization, store)
+            sp = make_predictor(model, view, tiling, opened.channels, resolved.normalization,
+                                store)  # fmt: skip
         except StoreMismatchError as err:
             msg = str(err).replace("pass overwrite=True", "pass --overwrite")
             raise InputError("--out", msg) from None

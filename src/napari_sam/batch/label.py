@@ -11,17 +11,7 @@ import sys
 from pathlib import Path
 
 from .auto import segment_automatically, write_errors
-from .checks import (
-    check_method,
-    check_model,
-    check_scheduler,
-    check_weights,
-    os_reason,
-    parse_channels,
-    parse_normalization,
-    parse_overrides,
-    setup_error_arg,
-)
+from .checks import check_method, check_scheduler, os_reason, setup_error_arg
 from .errors import InputError
 from .files import (
     LABEL_SUFFIX,
@@ -31,7 +21,7 @@ from .files import (
     same_file,
     store_for,
 )
-from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+from .pipeline import ModelCache, Resolved, open_stack, resolve
 from .settings import LabelSettings
 from .tiles import check_tile_options, make_predictor, tiling_for
 from .timing import timed
@@ -41,21 +31,18 @@ MAX_POINTS_PER_SIDE = 256  # a grid of 65,536 prompts per image or tile
 __all__ = ["check_label_settings", "label_file", "run_files", "segment_prompts"]
 
 
-def check_label_settings(settings: LabelSettings, auto: bool) -> None:
-    """Every option value, before any file is opened or TensorFlow imported."""
+def check_label_settings(settings: LabelSettings, auto: bool) -> Resolved:
+    """Every option value, before any file is opened or TensorFlow imported; the shared
+    options as they are parsed (see :func:`napari_sam.batch.pipeline.resolve`)."""
     s = settings
-    parse_channels(s.channels)
-    parse_normalization(s.normalization)
-    check_model(s.model, 3, parse_overrides(s.override))
-    weights = check_weights(s.weights)
-    decoder = check_weights(s.decoder, "--decoder")
+    resolved = resolve(s, s.decoder)
     check_tile_options(s)
     check_scheduler(s.scheduler)
     if not auto:
         if s.prompts is None:
             raise InputError("--prompts", "required: a CSV or JSON file of prompts")
-        return
-    if check_method(s.method, s.model, weights, decoder) == "ais":
+        return resolved
+    if check_method(s.method, s.model, resolved.weights, resolved.decoder) == "ais":
         grid = {"points_per_side": s.points_per_side != LabelSettings.points_per_side,
                 "pred_iou_thresh": s.pred_iou_thresh is not None,
                 "stability_score_thresh": s.stability_score_thresh is not None}  # fmt: skip
@@ -78,6 +65,7 @@ def check_label_settings(settings: LabelSettings, auto: bool) -> None:
         if value is not None and not 0 <= value <= 1:
             raise InputError(f"--{name.replace('_', '-')}",
                              f"expected a number in [0, 1], got {value:g}")  # fmt: skip
+    return resolved
 
 
 def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
@@ -106,7 +94,7 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
     from tqdm import tqdm
 
     s = settings
-    check_label_settings(s, auto)
+    resolved = check_label_settings(s, auto)
     inputs, many = find_inputs(s.input)
     if not auto and many and not Path(s.prompts).is_dir():
         raise InputError(
@@ -143,12 +131,12 @@ def run_files(settings: LabelSettings, auto: bool, client=None) -> list[Path]:
 
         map_files(label_file, s, auto, todo, many, client=client)
     else:
-        state: dict = {}
+        cache = ModelCache()
         for inp, out in tqdm(
             todo, desc="files", unit="file", file=sys.stderr,
             disable=len(todo) < 2 or not sys.stderr.isatty(),  # a log: the per-file lines
         ):  # fmt: skip
-            label_file(s, auto, inp, out, many, state)
+            label_file(s, auto, inp, out, many, cache, resolved)
     print(f"wrote {len(todo)} label image(s), skipped {skipped} already done")
     return [o for _, o in todo]
 
@@ -174,44 +162,44 @@ def done_before(inp: Path, out: Path) -> bool:
 
 
 def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: bool,
-               state: dict) -> int:  # fmt: skip
+               cache: ModelCache, resolved: Resolved | None = None) -> int:  # fmt: skip
     """Label one input file and write ``out`` atomically; the number of objects.
 
-    ``state`` holds the model (created on first use, counted in ``state["loads"]``) and the
-    encoder, reused for the next files.
+    ``cache`` holds the model (loaded on first use) and the encoder, reused for the next
+    files; ``resolved``: the settings as :func:`check_label_settings` parsed them (parsed
+    here when not given, as on a dask worker).
     """
     from ..io.labels import write_label_tiff
     from ..io.prompt_files import PromptFileError, read_prompts
 
     s = settings
-    normalization = parse_normalization(s.normalization)
-    with open_input(inp, s.axes) as view:  # 1. open (readable: first and last slice read)
-        channels = resolve_channels(parse_channels(s.channels), view)
+    resolved = resolved or resolve(s, s.decoder)
+    with open_stack(resolved, inp) as opened:  # 1. open (readable: first and last slice read)
+        view = opened.view
         prompts = None
         if not auto:  # 2. prompts, checked against the stack
             try:
                 prompts = read_prompts(prompt_file_for(s, inp, many), view)
             except PromptFileError as err:
                 raise InputError("--prompts", err) from None
-        in_channels = channels.out_channels(view.n_channels)
-        tiling = tiling_for(s, view, in_channels, parse_overrides(s.override))
-        if state.get("model") is None:  # 3. the model, once per process
-            import_tensorflow()
-            state["model"] = load_model(s.model, s.weights, in_channels,
-                                        parse_overrides(s.override), s.decoder)  # fmt: skip
-            state["loads"] = state.get("loads", 0) + 1
+        tiling = tiling_for(s, view, opened.config)
+        cache.model_for(resolved, opened)  # 3. the model, once per process
         # 4. normalisation fitted on the whole stack; embeddings from the store or computed
-        sp = _stack_predictor(state, view, tiling, channels, normalization,
+        sp = _stack_predictor(cache, opened, tiling, resolved.normalization,
                               store_for(s, inp, many))  # fmt: skip
         partial, note = None, ""
         with timed("segmentation"):  # embedding included
             if auto:  # 5. segment every slice (resumable) and link in 3-D
                 labels, partial = segment_automatically(sp, s, inp, out)
                 note = f"; {partial.computed} slice(s) computed, {partial.reused} resumed"
+                if partial.tiles_reused or partial.tiles_computed:
+                    note += (f"; tiles: {partial.tiles_computed} computed, "
+                             f"{partial.tiles_reused} resumed")  # fmt: skip
             else:
                 labels = write_errors(lambda: segment_prompts(sp, prompts), s)
         try:  # 6. write atomically, then drop the work folder
-            write_label_tiff(out, labels, view.slice_axes + "YX", like=inp, source=inp.name)
+            write_label_tiff(out, labels, view.slice_axes + "YX", like=view.tiff,
+                             source=inp.name)  # fmt: skip
             if partial is not None:
                 partial.discard()  # after the output: a kill in between leaves it complete
         except OSError as err:
@@ -223,12 +211,12 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
     return int(labels.max())
 
 
-def _stack_predictor(state, view, tiling, channels, normalization, store):
+def _stack_predictor(cache: ModelCache, opened, tiling, normalization, store):
     from ..stacks.store import StoreMismatchError
 
     try:
-        sp = make_predictor(state["model"], view, tiling, channels, normalization, store,
-                            encoder=state.get("encoder"))  # fmt: skip
+        sp = make_predictor(cache.model, opened.view, tiling, opened.channels, normalization,
+                            store, encoder=cache.encoder)  # fmt: skip
     except StoreMismatchError as err:
         raise InputError(
             "--store", str(err).replace("pass overwrite=True", "run 'napari-sam embed --overwrite'")
@@ -237,7 +225,7 @@ def _stack_predictor(state, view, tiling, channels, normalization, store):
         raise InputError("--store", f"cannot open the store ({os_reason(err)})") from None
     except ValueError as err:
         raise InputError(setup_error_arg(err), err) from None
-    state["encoder"] = sp.encoder
+    cache.encoder = sp.encoder
     return sp
 
 

@@ -104,13 +104,18 @@ def _check_readable(view) -> None:
     view.get_region(last, slice(h - rows, h), slice(w - cols, w))
 
 
-def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=None):
-    """The model with its weights (the arguments are checked first, without TensorFlow)."""
+def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=None,
+               config=None):  # fmt: skip
+    """The model with its weights (the arguments are checked first, without TensorFlow;
+    ``config``: the configuration already built from them, used as it is)."""
     from ..weights import create_model
     from ..weights.download import WeightsUnavailableError
     from ..weights.pth_reader import CheckpointError
 
-    check_model(name, in_channels, overrides)
+    if config is None:
+        check_model(name, in_channels, overrides)
+    else:
+        overrides = {**overrides, "config": config}
     if decoder is not None and not Path(decoder).is_file():
         raise InputError("--decoder", f"no such file {str(decoder)!r}")
     try:

@@ -20,9 +20,10 @@ _ARGS = {"tile": "--tile", "halo": "--halo", "diameter": "--diameter", "no_tile"
 
 
 def _as_input_error(err: ValueError) -> InputError:
-    arg, _, message = str(err).partition(": ")
-    if arg in _ARGS.values():
-        return InputError(arg, message)
+    from ..stacks.tiling_options import OptionError
+
+    if isinstance(err, OptionError) and err.option in _ARGS.values():
+        return InputError(err.option, err.message)
     return InputError("--tile", err)
 
 
@@ -37,13 +38,13 @@ def check_tile_options(settings) -> None:
         raise _as_input_error(err) from None
 
 
-def tiling_for(settings, view, in_channels: int, overrides: dict):
-    """The tiling of ``view``'s slices for the model of ``settings`` (None: not tiled)."""
+def tiling_for(settings, view, config):
+    """The tiling of ``view``'s slices for the model ``config`` (its input size) and the
+    tiling options of ``settings`` (None: not tiled)."""
     from ..stacks.tiling import plan_tiling
-    from ..weights.registry import model_config, model_entry
+    from ..weights.registry import model_entry
 
-    s = settings
-    cfg = model_config(s.model, in_channels, **overrides)
+    s, cfg = settings, config
     diameter = s.diameter
     if diameter == "auto":
         from ..stacks.diameter import estimate_diameter

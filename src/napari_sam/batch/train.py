@@ -12,17 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import write_atomic
-from .checks import (
-    check_model,
-    check_weights,
-    check_writable,
-    os_reason,
-    parse_channels,
-    parse_normalization,
-    parse_overrides,
-)
+from .checks import check_weights, check_writable, os_reason
 from .errors import InputError
-from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+from .pipeline import ModelCache, open_stack, resolve
+from .runtime import import_tensorflow
 from .settings import TrainSettings
 
 __all__ = ["train"]
@@ -72,29 +65,26 @@ def train(settings: TrainSettings) -> list[float]:
         Bad input, named by its argument.
     """
     s = settings
-    overrides = parse_overrides(s.override)
-    norm_settings = parse_normalization(s.normalization)
-    channels = parse_channels(s.channels)
-    out, weights, workdir = _check(s)
-    with open_input(Path(s.images), s.axes) as view:
+    resolved = resolve(s)
+    out, _, workdir = _check(s)
+    with open_stack(resolved, Path(s.images)) as opened:
+        view, channels = opened.view, opened.channels
         labels = _read_labels(Path(s.labels))
         expected = (*view.stack_shape, *view.slice_shape)
         if labels.size != int(np.prod(expected)) or labels.shape[-2:] != view.slice_shape:
             raise InputError("LABELS", f"shape {labels.shape} does not fit IMAGES {expected}")
-        channels = resolve_channels(channels, view)
         try:
-            norm = norm_settings.fit(view)
+            norm = resolved.normalization.fit(view)
         except ValueError as err:
             raise InputError("IMAGES", err) from None
-        in_channels = channels.out_channels(view.n_channels)
-        check_model(s.model, in_channels, overrides)
-        import_tensorflow()
         if s.from_scratch:
+            import_tensorflow()
             from ..weights import create_model
 
-            model = create_model(s.model, pretrained=False, in_channels=in_channels, **overrides)
+            model = create_model(s.model, pretrained=False, in_channels=opened.in_channels,
+                                 config=opened.config)  # fmt: skip
         else:
-            model = load_model(s.model, weights, in_channels, overrides)
+            model = ModelCache().model_for(resolved, opened)
         losses = _fit(model, view, labels, channels, norm, s, workdir)
     from ..weights.key_map import export_state_dict
 

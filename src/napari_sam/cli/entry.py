@@ -88,8 +88,9 @@ def main(argv=None) -> int:
         where = f" {str(err.filename)!r}" if err.filename else ""
         _error(args, f"cannot read or write{where} ({os_reason(err)})")
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt as err:  # batch.auto.Interrupted says what was kept
+        said = str(err.args[0]) if err.args else "interrupted; run the same command again to resume"
+        print(f"{PROG}: {said}", file=sys.stderr)
         return 130
 
 

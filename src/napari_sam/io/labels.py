@@ -44,24 +44,34 @@ def label_source(path) -> str | None:
         return None
 
 
-def tiff_metadata(path) -> dict:
+def tiff_metadata(source) -> dict:
     """Pixel size (``resolution``) and ImageJ ``unit``, ``spacing``, ``finterval`` of a TIFF.
 
+    ``source``: a path, or an open ``tifffile.TiffFile`` (read as it is, not opened again).
     Returns ``{}`` for other files or when tifffile finds none.
     """
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return {}
     import tifffile
 
+    if isinstance(source, tifffile.TiffFile):
+        return _metadata_of(source)
+    path = Path(source)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return {}
     try:
         with tifffile.TiffFile(path) as tif:
-            page, ij = tif.pages[0], tif.imagej_metadata or {}
-            out = {"metadata": {k: ij[k] for k in ("unit", "spacing", "finterval") if k in ij}}
-            xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
-            if xr is not None and yr is not None:
-                out["resolution"] = (xr.value[0] / xr.value[1], yr.value[0] / yr.value[1])
-            return out
+            return _metadata_of(tif)
+    except Exception:  # metadata is a nicety: never fail on it
+        return {}
+
+
+def _metadata_of(tif) -> dict:
+    try:
+        page, ij = tif.pages[0], tif.imagej_metadata or {}
+        out = {"metadata": {k: ij[k] for k in ("unit", "spacing", "finterval") if k in ij}}
+        xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
+        if xr is not None and yr is not None:
+            out["resolution"] = (xr.value[0] / xr.value[1], yr.value[0] / yr.value[1])
+        return out
     except Exception:  # metadata is a nicety: never fail on it
         return {}
 
@@ -82,8 +92,9 @@ def write_label_tiff(path, labels: np.ndarray, axes: str, like=None, source=None
         Non-negative integer labels.
     axes : str
         One letter per dimension of ``labels``, e.g. ``"ZYX"``.
-    like : str or os.PathLike, optional
-        A TIFF file whose pixel size, unit and z spacing are copied (see :func:`tiff_metadata`).
+    like : str, os.PathLike or tifffile.TiffFile, optional
+        A TIFF file (a path, or one already open) whose pixel size, unit and z spacing are
+        copied (see :func:`tiff_metadata`).
     source : str, optional
         The name of the input the labels were made from, recorded in the file (read back by
         :func:`label_source`): a later run counts the file as done for that input only.

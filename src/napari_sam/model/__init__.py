@@ -9,16 +9,12 @@ parity for speed, or use the bfloat16 encoder (``create_model(..., dtype="bfloat
 It changes nothing on CPUs.
 """
 
+from .._tensorflow import lazy_exports
 from .config import SegmentAnythingModelConfig
 
 __all__ = ["SegmentAnythingModel", "SegmentAnythingModelConfig"]
 
 
-def __getattr__(name):
-    # The configuration is plain Python: the CLI checks model names and --override values
-    # with it before TensorFlow is imported. The model itself (and TensorFlow) loads on use.
-    if name == "SegmentAnythingModel":
-        from .sam import SegmentAnythingModel
-
-        return SegmentAnythingModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The configuration is plain Python: the CLI checks model names and --override values
+# with it before TensorFlow is imported. The model itself (and TensorFlow) loads on use.
+__getattr__ = lazy_exports(__name__, {"SegmentAnythingModel": ".sam"})

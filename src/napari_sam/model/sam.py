@@ -97,7 +97,16 @@ class SegmentAnythingModel(keras.Model):
     Images are channels-last and already preprocessed (normalised and padded, see
     :class:`napari_sam.SAMPredictor`). All weights are created in the constructor, so a
     model is ready for loading weights without a forward pass.
+
+    Attributes
+    ----------
+    instance_decoder : InstanceDecoder or None
+        micro-sam's instance-segmentation decoder, set by
+        :func:`~napari_sam.weights.create_model` (None: the model has none).
     """
+
+    #: Set by :func:`~napari_sam.weights.create_model` (not a tracked sub-layer).
+    instance_decoder = None
 
     def __init__(self, cfg: SegmentAnythingModelConfig | None = None, **kwargs):
         kwargs.setdefault("name", (cfg.name if cfg is not None and cfg.name else "sam"))

@@ -5,17 +5,11 @@ The predictor needs TensorFlow; it is imported when first used.
 
 __all__ = ["ImageResizer", "SAMPredictor", "batch_prompts", "default_preprocessing"]
 
-_LAZY = {
-    "ImageResizer": "resizer",
-    "batch_prompts": "prompts",
-    "SAMPredictor": "predictor",
-    "default_preprocessing": "predictor",
-}
+from .._tensorflow import lazy_exports
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {
+    "ImageResizer": ".resizer",
+    "batch_prompts": ".prompts",
+    "SAMPredictor": ".predictor",
+    "default_preprocessing": ".predictor",
+})  # fmt: skip

@@ -16,15 +16,16 @@ from .tiled import segment_tiled
 __all__ = ["segment_slice", "segment_stack"]
 
 
-def segment_slice(sp, index, generator, tile_progress=None) -> np.ndarray:
+def segment_slice(sp, index, generator, tile_progress=None, tiles=None) -> np.ndarray:
     """uint32 labels of every object of slice ``index`` of ``sp`` (a
     :class:`~napari_sam.stacks.contract.SlicePredictor`) with ``generator`` (an
     AutomaticMaskGenerator or an InstanceSegmenter); ``tile_progress(done, total)`` after each
-    tile of a tiled slice."""
+    tile of a tiled slice; ``tiles``: its tiles' results kept between runs (see
+    :func:`~napari_sam.segment.tiled.segment_tiled`)."""
     if not isinstance(generator, AutomaticMaskGenerator):  # InstanceSegmenter (AIS)
         return generator.segment_slice(sp, index, progress=tile_progress)
     if sp.tiling is not None:  # grid prompts tile by tile, objects whole across borders
-        return segment_tiled(sp, index, generator, progress=tile_progress)
+        return segment_tiled(sp, index, generator, progress=tile_progress, tiles=tiles)
     emb = sp.get_embedding(index)
     image = sp.store.prepare(sp.view.get_slice(index))
     records = generator.generate(image, embedding=emb)
@@ -70,7 +71,8 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
         :class:`napari_sam.segment.partial.PartialResults`):
         ``cache.get(n)`` returns the 2-D label image of slice ``n`` (its position in
         ``view.slice_indices``) computed earlier, or None; ``cache.put(n, labels)`` is called
-        with each slice computed here, before linking. Slices it has are not computed again.
+        with each slice computed here, before linking. Slices it has are not computed again;
+        ``cache.tiles_of(n)`` keeps the tiles of a tiled slice not finished (grid prompts).
 
     Returns
     -------
@@ -86,7 +88,8 @@ def segment_stack(stack_predictor, generator=None, link_3d: bool = True,
     for n, index in enumerate(view.slice_indices):
         done = None if cache is None else cache.get(n)
         if done is None:
-            out[index] = segment_slice(sp, index, generator, tile_progress)
+            tiles = None if cache is None else cache.tiles_of(n)
+            out[index] = segment_slice(sp, index, generator, tile_progress, tiles)
             if cache is not None:
                 cache.put(n, out[index])
         else:

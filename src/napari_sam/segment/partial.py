@@ -9,6 +9,9 @@ Layout of the work folder (``<output>.partial/``)::
     slice_<n>.npy        the 2-D label image of slice n (its position in the view's slice
                          order), before 3-D linking; each written to a temporary file first,
                          then renamed with ``os.replace``
+    tile_<n>_<t>.npz     the candidate masks of tile t of a tiled slice n not finished yet
+                         (:meth:`PartialResults.tiles_of`), written the same way; removed
+                         once the slice's labels are stored
 
 A folder whose key differs from the current one is discarded, never reused. The folder is
 deleted once the output is written. Used by ``napari-sam auto`` through the ``cache``
@@ -21,6 +24,7 @@ import hashlib
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,7 @@ __all__ = [
 
 FORMAT = 1
 _SLICE = re.compile(r"slice_(\d+)\.npy")
+_TILE = re.compile(r"tile_(\d+)_(\d+)\.npz")
 _LOCK = ".lock"
 
 
@@ -78,6 +83,7 @@ def _check_ours(path: Path) -> None:
     foreign = [
         f.name for f in path.iterdir()
         if f.name not in ("key.json", _LOCK) and not _SLICE.fullmatch(f.name)
+        and not _TILE.fullmatch(f.name)
         and not (f.name.startswith(".") and f.name.endswith(".tmp"))
     ]  # fmt: skip
     if foreign:
@@ -143,6 +149,8 @@ class PartialResults:
         Why an existing folder was discarded (other settings, or ``overwrite``); None if not.
     reused, computed : int
         Slices served by :meth:`get` and stored by :meth:`put` so far.
+    tiles_reused, tiles_computed : int
+        Tiles of unfinished slices served and stored (see :meth:`tiles_of`).
 
     Raises
     ------
@@ -159,6 +167,7 @@ class PartialResults:
         self.key = _key_of(self.fields)
         self.n_slices, self.shape = int(n_slices), tuple(int(s) for s in shape)
         self.reused = self.computed = 0
+        self.tiles_reused = self.tiles_computed = 0
         self.discarded = None
         if self.path.exists():
             _check_ours(self.path)
@@ -193,7 +202,7 @@ class PartialResults:
         """Delete the results and the key (keeping the folder and its lock)."""
         (self.path / "key.json").unlink(missing_ok=True)  # first: see remove_work_folder
         for f in self.path.iterdir():
-            if _SLICE.fullmatch(f.name):
+            if _SLICE.fullmatch(f.name) or _TILE.fullmatch(f.name):
                 f.unlink()
 
     def _stored_key(self) -> dict | None:
@@ -228,6 +237,12 @@ class PartialResults:
         labels = np.ascontiguousarray(labels)
         write_atomic(self.path / f"slice_{int(n)}.npy", lambda f: np.save(f, labels), fsync=True)
         self.computed += 1
+        for f in self.path.glob(f"tile_{int(n)}_*.npz"):  # the slice's tiles: done with
+            f.unlink(missing_ok=True)
+
+    def tiles_of(self, n: int) -> TileResults:
+        """The per-tile results of slice ``n`` (a large tiled slice resumes tile by tile)."""
+        return TileResults(self, int(n))
 
     def discard(self) -> None:
         """Delete the work folder (after checking it holds only partial results)."""
@@ -242,8 +257,38 @@ class PartialResults:
             self._lock.release()
             self._lock = None
 
+    def tile_count(self) -> int:
+        """Tiles with results on disk (of slices not finished)."""
+        return sum(1 for f in self.path.iterdir() if _TILE.fullmatch(f.name))
+
     def __enter__(self) -> PartialResults:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TileResults:
+    """The results of each tile of one slice in a work folder (``get(t)``, ``put(t, arrays)``),
+    as :func:`napari_sam.segment.tiled.segment_tiled` asks for them."""
+
+    def __init__(self, results: PartialResults, n: int):
+        self.results, self.n = results, n
+
+    def _path(self, t: int) -> Path:
+        return self.results.path / f"tile_{self.n}_{int(t)}.npz"
+
+    def get(self, t: int) -> dict | None:
+        """The arrays stored for tile ``t``, or None (missing or unreadable)."""
+        try:
+            with np.load(self._path(t), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            return None
+        self.results.tiles_reused += 1
+        return arrays
+
+    def put(self, t: int, arrays: dict) -> None:
+        """Store the arrays of tile ``t`` (atomically)."""
+        write_atomic(self._path(t), lambda f: np.savez(f, **arrays), fsync=True)
+        self.results.tiles_computed += 1

@@ -27,7 +27,8 @@ from ..masks import mask_to_box
 from . import amg_utils as amg
 from .seams import merge_across_tiles
 
-__all__ = ["CroppedMask", "grid_points", "paint_masks", "segment_tiled"]
+__all__ = ["CroppedMask", "grid_points", "pack_tile", "paint_masks", "segment_tiled",
+           "unpack_tile"]  # fmt: skip
 
 _CUT_TOLERANCE = 1.0  # pixels from a window edge inside the image: the mask is cut there
 
@@ -101,9 +102,9 @@ def _quality(generator, threshold: float, logits, iou):
                                  generator.stability_score_offset)  # fmt: skip
 
 
-def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
-    """Decode the grid points of tile ``t``: the masks kept by the tile's NMS to ``accept``,
-    all that passed the filters to ``pool``, cut ones to ``cut``."""
+def _tile_masks(tp, index, t, points, generator):
+    """Decode the grid points of tile ``t``: ``(found, keep, cut)``, the masks that passed
+    the filters, the positions in ``found`` of those the tile's NMS keeps, the cut ones."""
     tiling, view = tp.tiling, tp.view
     h, w = view.slice_shape
     wy0, wy1, wx0, wx1 = tiling.window(t)
@@ -111,7 +112,7 @@ def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
     tp.predictor.set_embedding(tp.tile_embedding(index, t), (wy1 - wy0, wx1 - wx0))
     crop_box = [wx0, wy0, wx0 + vw, wy0 + vh]
     local = (points - np.array([wx0, wy0])).astype(np.float32)
-    found = []
+    found, cut = [], []
     step = generator.points_per_batch
     for i in range(0, len(local), step):
         batch = local[i : i + step]
@@ -126,11 +127,41 @@ def _tile_masks(tp, index, t, points, generator, accept, cut, pool):
                 continue
             rec = _crop(m, wy0, wx0, b, s, st, (float(p[0] + wx0), float(p[1] + wy0)), t)
             (cut if is_cut else found).append(rec)
-    pool.extend(found)
+    keep = []
     if found:
         keep = amg.box_nms(np.stack([m.box for m in found]), [m.score for m in found],
                            generator.box_nms_thresh)  # fmt: skip
-        accept.extend(found[i] for i in keep)
+    return found, [int(i) for i in keep], cut
+
+
+def pack_tile(found: list[CroppedMask], keep, cut: list[CroppedMask]) -> dict:
+    """The results of one tile as plain arrays (for a work folder; :func:`unpack_tile`)."""
+    masks = found + cut
+    shapes = np.array([m.mask.shape for m in masks], np.int64).reshape(-1, 2)
+    bits = np.concatenate([m.mask.ravel() for m in masks]) if masks else np.zeros(0, bool)
+    return {
+        "shapes": shapes,
+        "origin": np.array([[m.y0, m.x0, m.origin] for m in masks], np.int64).reshape(-1, 3),
+        "values": np.array([[m.score, m.stability, *m.point] for m in masks],
+                           np.float64).reshape(-1, 4),  # fmt: skip
+        "bits": np.packbits(bits), "n_bits": np.array(bits.size),
+        "n_found": np.array(len(found)), "keep": np.asarray(keep, np.int64),
+    }  # fmt: skip
+
+
+def unpack_tile(arrays: dict):
+    """``(found, keep, cut)`` from :func:`pack_tile`'s arrays."""
+    bits = np.unpackbits(arrays["bits"], count=int(arrays["n_bits"])).astype(bool)
+    masks, start = [], 0
+    for (h, w), (y0, x0, origin), (score, stab, px, py) in zip(
+        arrays["shapes"], arrays["origin"], arrays["values"], strict=True
+    ):
+        mask = bits[start : start + h * w].reshape(h, w)
+        start += h * w
+        masks.append(CroppedMask(mask, int(y0), int(x0), float(score), float(stab),
+                                 (float(px), float(py)), int(origin)))  # fmt: skip
+    n = int(arrays["n_found"])
+    return masks[:n], [int(i) for i in arrays["keep"]], masks[n:]
 
 
 def _redecode(tp, index, cut: list[CroppedMask], generator) -> list[CroppedMask]:
@@ -157,7 +188,7 @@ def _redecode(tp, index, cut: list[CroppedMask], generator) -> list[CroppedMask]
     return out
 
 
-def segment_tiled(tp, index, generator, progress=None) -> np.ndarray:
+def segment_tiled(tp, index, generator, progress=None, tiles=None) -> np.ndarray:
     """Automatic segmentation of slice ``index`` of a tiled predictor: ``uint32 (Y, X)`` labels.
 
     Parameters
@@ -172,6 +203,10 @@ def segment_tiled(tp, index, generator, progress=None) -> np.ndarray:
         tiles replace crops).
     progress : callable, optional
         ``progress(done, total)`` before the first tile (``done`` 0) and after each tile.
+    tiles : TileResults, optional
+        Each tile's results kept between runs (``tiles.get(t)``: the arrays of
+        :func:`pack_tile`, or None; ``tiles.put(t, arrays)``): a tile it has is not decoded
+        again, so a killed run on a large slice resumes from the tiles it finished.
     """
     if generator.crop_n_layers:
         raise ValueError("crop_n_layers: crops are not used on tiled images (the tiles are)")
@@ -184,8 +219,18 @@ def segment_tiled(tp, index, generator, progress=None) -> np.ndarray:
         progress(0, len(tiling))
     for t in range(len(tiling)):
         mine = points[owner == t]
-        if len(mine):
-            _tile_masks(tp, index, t, mine, generator, accept, cut, pool)
+        stored = None if tiles is None or not len(mine) else tiles.get(t)
+        if stored is not None:
+            found, keep, cut_here = unpack_tile(stored)
+        elif len(mine):
+            found, keep, cut_here = _tile_masks(tp, index, t, mine, generator)
+            if tiles is not None:
+                tiles.put(t, pack_tile(found, keep, cut_here))
+        else:
+            found, keep, cut_here = [], [], []
+        pool += found
+        accept += [found[i] for i in keep]
+        cut += cut_here
         if progress is not None:
             progress(t + 1, len(tiling))
     redecoded = _redecode(tp, index, cut, generator)

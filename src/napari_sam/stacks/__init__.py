@@ -21,21 +21,15 @@ __all__ = [
     "plan_tiling",
 ]
 
-_LAZY = {
-    "ChannelSpec": "channels",
-    "Normalization": "normalize",
-    "EmbeddingStore": "store",
-    "ModelEncoder": "encoder",
-    "StackPredictor": "stack_predictor",
-    "TiledPredictor": "tiled_predictor",
-    "Tiling": "tiling",
-    "plan_tiling": "tiling",
-}
+from .._tensorflow import lazy_exports
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {
+    "ChannelSpec": ".channels",
+    "Normalization": ".normalize",
+    "EmbeddingStore": ".store",
+    "ModelEncoder": ".encoder",
+    "StackPredictor": ".stack_predictor",
+    "TiledPredictor": ".tiled_predictor",
+    "Tiling": ".tiling",
+    "plan_tiling": ".tiling",
+})  # fmt: skip

@@ -48,6 +48,11 @@ class SlicePredictor(abc.ABC):
     #: Whether :meth:`predict_window` takes low-resolution mask logits as a prompt (a tiled
     #: slice does not: the logits belong to one window).
     supports_mask_prompts = True
+    #: Whether the windows a prediction needs follow from its prompts (a tiled slice: the
+    #: tiles under them, embedded as the prompts come), rather than being the whole slice,
+    #: embedded before any prompt (then decoding an embedded slice reads nothing: quick
+    #: enough for a GUI thread).
+    embeds_per_prompt = False
 
     @property
     def unit(self) -> str:
@@ -84,6 +89,14 @@ class SlicePredictor(abc.ABC):
 
     def __len__(self) -> int:
         return len(self.view)
+
+    def has_embedding(self, index) -> bool:
+        """Whether every window of slice ``index`` has an embedding ready: in memory when
+        decoding the slice must read nothing (untiled), else in memory or in the store."""
+        return bool(self.ready_tiles(index).all())
+
+    def warm_up(self) -> None:  # noqa: B027 (optional: a kind with nothing to trace keeps it)
+        """Trace what the first prediction would otherwise trace (nothing by default)."""
 
     @abc.abstractmethod
     def tile_embedding(self, index, t: int) -> np.ndarray:

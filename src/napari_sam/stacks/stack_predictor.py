@@ -143,6 +143,10 @@ class StackPredictor(SlicePredictor):
         self._check_window(t)
         return self.store.get(index)
 
+    def has_embedding(self, index) -> bool:
+        """Whether slice ``index``'s embedding is in memory (decoding it then reads nothing)."""
+        return self.store.in_memory(index)
+
     def ready_tiles(self, index) -> np.ndarray:
         """``(1,)`` bool: whether slice ``index`` has an embedding in memory or in the store."""
         flat = self.view.flat_index(index)

@@ -57,6 +57,7 @@ class TiledPredictor(SlicePredictor):
     """
 
     supports_mask_prompts = False
+    embeds_per_prompt = True
 
     def __init__(
         self,
@@ -125,6 +126,14 @@ class TiledPredictor(SlicePredictor):
         out = np.zeros(len(self.tiling), bool)
         out[have] = True
         return out
+
+    def warm_up(self) -> None:
+        """Trace the encoder and both decoder graphs once (on tile 0 of the first slice), so
+        that the first click costs one tile's embedding only."""
+        point = np.array([[1.0, 1.0]], np.float32)
+        for multimask in (True, False):
+            self.predict_window((0,) * len(self.view.stack_shape), point,
+                                np.ones(1, np.float32), None, multimask)  # fmt: skip
 
     def window_embedding(self, index, window) -> np.ndarray:
         """The embedding of any window ``(y0, y1, x0, x1)`` of a slice, embedded on demand."""

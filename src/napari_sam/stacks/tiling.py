@@ -27,6 +27,7 @@ from .tiling_options import (
     AUTO_TILE_FACTOR,
     MAX_TILE_PIXELS,
     MIN_TILE,
+    OptionError,
     as_pair,
     check_tiling,
 )
@@ -211,26 +212,26 @@ def plan_tiling(
     ih, iw = as_pair(input_size, "input_size")
     if diameter is not None:
         if model_diameter is None:
-            raise ValueError(
-                f"{n['diameter']}: this model records no preferred object size; give a tile "
+            raise OptionError(
+                n['diameter'], f"this model records no preferred object size; give a tile "
                 f"size instead ({n['tile']})"
             )
         if float(diameter) > max(h, w):
-            raise ValueError(
-                f"{n['diameter']}: objects of {float(diameter):g} px are larger than the image "
+            raise OptionError(
+                n['diameter'], f"objects of {float(diameter):g} px are larger than the image "
                 f"({h} x {w} px); expected the typical object diameter, at most {max(h, w)} px"
             )
         scale = float(diameter) / float(model_diameter)
         tile = (round(ih * scale), round(iw * scale))
         if tile[0] * tile[1] > MAX_TILE_PIXELS:
-            raise ValueError(
-                f"{n['diameter']}: objects of {float(diameter):g} px would need windows of "
+            raise OptionError(
+                n['diameter'], f"objects of {float(diameter):g} px would need windows of "
                 f"{tile[0]} x {tile[1]} px, too large for memory; expected at most "
                 f"{float(model_diameter) * math.isqrt(MAX_TILE_PIXELS) / max(ih, iw):g} px"
             )
         if min(tile) < MIN_TILE:
-            raise ValueError(
-                f"{n['diameter']}: objects of {diameter} px would need tiles of {tile} px, "
+            raise OptionError(
+                n['diameter'], f"objects of {diameter} px would need tiles of {tile} px, "
                 f"under the {MIN_TILE} px minimum"
             )
     elif tile is None:

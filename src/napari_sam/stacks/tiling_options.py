@@ -15,6 +15,7 @@ __all__ = [
     "AUTO_TILE_FACTOR",
     "MAX_TILE_PIXELS",
     "MIN_TILE",
+    "OptionError",
     "as_pair",
     "check_tiling",
 ]
@@ -27,10 +28,22 @@ MAX_TILE_PIXELS = 8192 * 8192
 AUTO_TILE_FACTOR = 1.5
 
 
+class OptionError(ValueError):
+    """A tiling option's value is wrong: ``option`` (as the caller names it) and ``message``;
+    its text is ``"option: message"``."""
+
+    def __init__(self, option: str, message: str):
+        self.option, self.message = option, message
+        super().__init__(f"{option}: {message}")
+
+    def __reduce__(self):
+        return type(self), (self.option, self.message)
+
+
 def as_pair(value, name: str) -> tuple[int, int]:
     v = np.atleast_1d(np.asarray(value))
     if v.size not in (1, 2) or v.dtype.kind not in "iuf" or not np.all(v == np.round(v)):
-        raise ValueError(f"{name}: expected an integer or a (Y, X) pair of integers, got {value!r}")
+        raise OptionError(name, f"expected an integer or a (Y, X) pair of integers, got {value!r}")
     v = np.broadcast_to(v, 2)
     return int(v[0]), int(v[1])
 
@@ -68,41 +81,41 @@ def check_tiling(tile=None, halo=None, diameter=None, no_tile: bool = False, nam
         except (TypeError, ValueError):
             d = float("nan")
         if not d > 0 or not math.isfinite(d):
-            raise ValueError(
-                f"{n['diameter']}: expected a positive object size in pixels, got {diameter}"
+            raise OptionError(
+                n['diameter'], f"expected a positive object size in pixels, got {diameter}"
             )
     if tile is not None:
         th, tw = as_pair(tile, n["tile"])
         if min(th, tw) < MIN_TILE:
-            raise ValueError(f"{n['tile']}: expected at least {MIN_TILE} pixels a side, got {tile}")
+            raise OptionError(n['tile'], f"expected at least {MIN_TILE} pixels a side, got {tile}")
         if not geometry_only and th * tw > MAX_TILE_PIXELS:
             side = math.isqrt(MAX_TILE_PIXELS)
-            raise ValueError(f"{n['tile']}: {tile} px windows are too large for memory; "
+            raise OptionError(n['tile'], f"{tile} px windows are too large for memory; "
                              f"expected at most {side} px a side")  # fmt: skip
     if halo is not None:
         hy, hx = as_pair(halo, n["halo"])
         if min(hy, hx) < 0:
-            raise ValueError(f"{n['halo']}: expected 0 or more pixels, got {halo}")
+            raise OptionError(n['halo'], f"expected 0 or more pixels, got {halo}")
         if tile is not None and (2 * hy >= th or 2 * hx >= tw):
             size = f"{th}" if th == tw else f"{th}x{tw}"
-            raise ValueError(
-                f"{n['halo']}: {halo} px is half the tile ({size} px) or more; the tiles would "
+            raise OptionError(
+                n['halo'], f"{halo} px is half the tile ({size} px) or more; the tiles would "
                 f"not advance. Expected a halo under {min(th, tw) // 2} px (about half the "
                 "largest object is enough)"
             )
         if not geometry_only and tile is not None and (8 * hy > 3 * th or 8 * hx > 3 * tw):
             size = f"{th}" if th == tw else f"{th}x{tw}"
-            raise ValueError(
-                f"{n['halo']}: {halo} px leaves the {size} px tiles advancing only "
+            raise OptionError(
+                n['halo'], f"{halo} px leaves the {size} px tiles advancing only "
                 f"{min(th - 2 * hy, tw - 2 * hx)} px (many times the work); expected at most "
                 f"{3 * min(th, tw) // 8} px, 3/8 of the tile"
             )
     if no_tile:
         given = [n[k] for k, v in (("tile", tile), ("halo", halo), ("diameter", diameter)) if v]
         if given:
-            raise ValueError(f"{n['no_tile']}: cannot be combined with {' or '.join(given)}")
+            raise OptionError(n['no_tile'], f"cannot be combined with {' or '.join(given)}")
     if tile is not None and diameter is not None:
-        raise ValueError(
-            f"{n['tile']}: give either {n['tile']} or {n['diameter']} (the diameter sets the "
+        raise OptionError(
+            n['tile'], f"give either {n['tile']} or {n['diameter']} (the diameter sets the "
             "tile size)"
         )

@@ -142,6 +142,8 @@ class StackView:
 
     def __init__(self, data, axes: str | None = None):
         self._closer = None
+        #: The open ``tifffile.TiffFile`` of a TIFF path (its metadata; None otherwise).
+        self.tiff = None
         if isinstance(data, (str, os.PathLike)):
             data, axes = self._open_path(Path(data), axes)
         try:
@@ -181,6 +183,7 @@ class StackView:
                 raise ValueError(f"axes: pass the axes of {path.name!r} (shape {data.shape})")
             return data, axes or "YX"
         data, file_axes, self._closer = _open_tiff(path)
+        self.tiff = self._closer
         if 0 in data.shape:
             self.close()
             raise ValueError(

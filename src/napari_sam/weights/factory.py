@@ -134,7 +134,9 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
         ``decoder=`` (None, False or a path), the instance-segmentation decoder set as
         ``model.instance_decoder``: a path to micro-sam's decoder file (or to a file with a
         ``decoder_state``); None: the model's own when ``pretrained=True``, the one inside a
-        ``pretrained`` file that holds one; False: none.
+        ``pretrained`` file that holds one; False: none. ``config=``: the configuration
+        :func:`model_config` made of ``name``, ``in_channels`` and the other overrides,
+        used as it is (the other overrides are then left out).
 
     Returns
     -------
@@ -146,7 +148,7 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
 
     dtype = overrides.pop("dtype", "float32")
     decoder = overrides.pop("decoder", None)
-    cfg = model_config(name, in_channels, **overrides)
+    cfg = overrides.pop("config", None) or model_config(name, in_channels, **overrides)
     decoder_file = None if decoder in (None, False) else pathlib.Path(decoder)
     if decoder_file is not None and not decoder_file.is_file():
         raise FileNotFoundError(f"decoder: no such file {decoder_file}")

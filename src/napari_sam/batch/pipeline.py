@@ -1,0 +1,130 @@
+"""One way from an input file to a predictor, for every command (``auto``, ``segment``,
+``embed``, ``train`` and the dask tasks).
+
+The options every command shares are parsed and checked once (:func:`resolve`, before any
+file is read or TensorFlow imported) into a frozen :class:`Resolved`; each file is opened
+once (:func:`open_stack`: the view, its channels and the model configuration, built once);
+the model is loaded once per process (:class:`ModelCache`); the predictor comes from the one
+factory (:func:`napari_sam.stacks.factory.make_predictor`, through
+:func:`napari_sam.batch.tiles.make_predictor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checks import check_model, check_weights, parse_channels, parse_normalization, parse_overrides
+from .errors import InputError
+from .runtime import import_tensorflow, load_model, open_input, resolve_channels
+
+__all__ = ["ModelCache", "Opened", "Resolved", "open_stack", "resolve"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The shared options of a run, parsed and checked (see :func:`resolve`).
+
+    Attributes
+    ----------
+    model : str
+        The registered model.
+    overrides : tuple of (str, value)
+        ``--override`` values, parsed.
+    weights, decoder : Path or None
+        Checkpoint files (None: the model's own).
+    channels : ChannelSpec or None
+        ``--channels`` (None: the default of the image's number of channels).
+    normalization : Normalization
+        ``--normalization``, to be fitted on each stack.
+    axes : str or None
+        ``--axes``.
+    """
+
+    model: str
+    overrides: tuple[tuple[str, Any], ...]
+    weights: Path | None
+    decoder: Path | None
+    channels: Any
+    normalization: Any
+    axes: str | None
+
+    @property
+    def override_dict(self) -> dict:
+        """The overrides as keyword arguments."""
+        return dict(self.overrides)
+
+    def config(self, in_channels: int):
+        """The model configuration for images of ``in_channels`` channels (built here, once
+        per file; InputError naming ``--override`` where the values do not fit)."""
+        from ..weights.registry import model_config
+
+        try:
+            return model_config(self.model, in_channels, **self.override_dict)
+        except (ValueError, TypeError) as err:
+            raise InputError("--override", err) from None
+
+
+def resolve(settings, decoder: str | None = None) -> Resolved:
+    """Parse and check the options every command shares, once (InputError naming the first
+    bad one): ``--model`` with ``--override``, ``--weights``, ``--decoder``, ``--channels``,
+    ``--normalization``."""
+    s = settings
+    channels = parse_channels(s.channels)
+    normalization = parse_normalization(s.normalization)
+    overrides = parse_overrides(s.override)
+    check_model(s.model, 3, overrides)
+    weights = check_weights(s.weights)
+    decoder_path = check_weights(decoder, "--decoder")
+    return Resolved(s.model, tuple(overrides.items()), weights, decoder_path, channels,
+                    normalization, s.axes)  # fmt: skip
+
+
+@dataclass
+class Opened:
+    """An input opened for the run: its view, channel mapping and the model configuration."""
+
+    view: Any
+    channels: Any
+    in_channels: int
+    config: Any
+
+
+@contextmanager
+def open_stack(resolved: Resolved, inp: Path) -> Iterator[Opened]:
+    """Open ``inp`` once (checked readable), with its channel mapping and model configuration;
+    closed on leaving."""
+    with open_input(Path(inp), resolved.axes) as view:
+        channels = resolve_channels(resolved.channels, view)
+        in_channels = channels.out_channels(view.n_channels)
+        yield Opened(view, channels, in_channels, resolved.config(in_channels))
+
+
+@dataclass
+class ModelCache:
+    """The model of a process, loaded on first use and reused for the next files (and the
+    encoder, whose compiled graphs the next predictors share).
+
+    Attributes
+    ----------
+    loads : int
+        How many times a model was loaded (1 per process in a run).
+    """
+
+    model: Any = None
+    encoder: Any = None
+    loads: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def model_for(self, resolved: Resolved, opened: Opened):
+        """The model (loaded now with TensorFlow if this process has none)."""
+        if self.model is None:
+            import_tensorflow()
+            self.model = load_model(resolved.model, resolved.weights, opened.in_channels,
+                                    resolved.override_dict, resolved.decoder,
+                                    config=opened.config)  # fmt: skip
+            self.loads += 1
+        return self.model
