@@ -29,7 +29,7 @@ def _images(folder: Path) -> dict[str, tuple[Path, list[str], Path]]:
     img3, lab3 = make_nuclei_3d((4, 160, 160), seed=4)
     big, labb = make_nuclei_2d((600, 560), seed=5)
     cases = {}
-    for name, img, lab, extra in (("2d", img2, lab2, []), ("3d", img3, lab3, []),
+    for name, img, lab, extra in (("2d", img2, lab2, []), ("3d", img3, lab3, ["--axes", "ZYX"]),
                                   ("tiled", big, labb, ["--tile", "256"])):  # fmt: skip
         path = folder / f"{name}.tif"
         tifffile.imwrite(path, img)
@@ -50,8 +50,10 @@ def _images(folder: Path) -> dict[str, tuple[Path, list[str], Path]]:
 def _run(src: Path, argv: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(src)}
     code = "import sys; from napari_sam.cli.entry import main; sys.exit(main(sys.argv[1:]))"
-    subprocess.run([sys.executable, "-c", code, *argv], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    if res.returncode:
+        raise SystemExit(f"{src}: napari-sam {' '.join(argv)} failed:\n{res.stderr[-2000:]}")
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:

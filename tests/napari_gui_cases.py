@@ -225,18 +225,21 @@ def test_propagation_streams_slices_into_labels(
     viewer, sam_widget, tiny_random_model, qtbot, monkeypatch
 ):
     """Propagation wiring with an oracle decoder (the true masks): labels, ends, undo."""
-    from napari_sam._napari._session import Prediction, Session
+    from napari_sam.stacks.stack_predictor import StackPredictor
 
     points, _, _, out = nf.open_sample(viewer, sam_widget, Z)
     sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)
     nid, mask = nf.nucleus(truth)
 
-    def oracle(self, index, obj, multimask=True):
+    def oracle(self, index, points=None, labels=None, boxes=None, multimask_output=True,
+               return_logits=False, masks=None):  # fmt: skip
         m = truth[index[0]] == nid
-        return Prediction(m[None], np.ones(1, np.float32), np.zeros((1, 64, 64), np.float32))
+        return (m[None], np.ones(1, np.float32), np.zeros((1, 64, 64), np.float32),
+                (0, *m.shape[:1], 0, m.shape[1]))  # fmt: skip
 
-    monkeypatch.setattr(Session, "predict", oracle)
+    # the decoder every prediction goes through: previews and the core's propagation
+    monkeypatch.setattr(StackPredictor, "predict_window", oracle)
     x, y = object_centre(mask)
     points.add([Z, y, x])
     nf.idle(qtbot, sam_widget)

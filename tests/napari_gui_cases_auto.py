@@ -75,8 +75,9 @@ def test_segment_everything_links_slices_and_segment_stack_streams(
     sam_widget.output_box.setCurrentText("cancelled")
     segment = driver.segment_slice
 
-    def then_cancel(sp, index, *args, **kw):  # press Cancel while slice 0 is segmented
-        sam_widget.cancel()
+    def then_cancel(sp, index, *args, **kw):  # press Cancel once slice 0 is done: slice 1
+        if index == (1,):  # stops within its first step
+            sam_widget.cancel()
         return segment(sp, index, *args, **kw)
 
     monkeypatch.setattr(driver, "segment_slice", then_cancel)
@@ -113,3 +114,97 @@ def test_one_click_one_object_mode_commits_three_nuclei(viewer, sam_widget, qtbo
     assert len(ids) == 3 and set(np.unique(out.data[5])) - {0} == set(ids)
     for nid in chosen:  # each nucleus got a label of its own
         assert len(set(np.unique(out.data[5][plane == nid])) - {0}) == 1
+
+
+def test_segment_everything_on_one_slice_shows_progress_and_cancels(
+    viewer, sam_widget, qtbot, monkeypatch
+):
+    """[newcomer] 6: Segment everything on one slice disables the buttons that would conflict
+    (Cancel stays), shows its steps (batches of grid prompts) on a progress bar, and Cancel
+    stops it within a step, writing nothing; the buttons come back after."""
+    from napari_sam.segment.automatic import AutomaticMaskGenerator
+
+    _, _, _, out = nf.open_sample(viewer, sam_widget, 5)
+    nf.idle(qtbot, sam_widget, 300_000)
+    real, totals = AutomaticMaskGenerator.generate, []
+
+    def generate(self, image, embedding=None, progress=None):
+        def spy(done, total):  # Cancel pressed once two steps are done
+            totals.append(total)
+            if done == 2:
+                sam_widget.cancel()
+            progress(done, total)
+
+        return real(self, image, embedding, spy)
+
+    monkeypatch.setattr(AutomaticMaskGenerator, "generate", generate)
+    n = len(nf.records())
+    sam_widget.buttons["Segment everything"].click()
+    buttons = sam_widget.buttons
+    assert not buttons["Segment everything"].isEnabled() and not buttons["Commit"].isEnabled()
+    assert not buttons["Segment stack"].isEnabled() and buttons["Cancel"].isEnabled()
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert totals and totals[0] > 2, totals
+    assert not out.data[5].any(), "a cancelled slice writes nothing"
+    assert any("(cancelled)" in m for m in nf.messages(n)), nf.messages(n)
+    assert all(b.isEnabled() for b in buttons.values())
+    monkeypatch.setattr(AutomaticMaskGenerator, "generate", real)
+    shown = []
+    real_to = type(sam_widget).progress_to
+
+    def progress_to(self, done, total):
+        real_to(self, done, total)
+        shown.append((done, total, None if self._pbar is None else self._pbar.n))
+
+    monkeypatch.setattr(type(sam_widget), "progress_to", progress_to)
+    sam_widget.buttons["Segment everything"].click()
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert shown and shown[-1][0] == shown[-1][1] == shown[-1][2], shown  # the bar reached the end
+    assert out.data[5].any()
+
+
+def test_sample_click_commit_then_everything_adds_no_slivers(
+    viewer, sam_widget, qtbot, monkeypatch
+):
+    """[newcomer] 1 and 2 on the sample: the output is not the sample's labels; after a click
+    and a commit, Segment everything with overwrite off adds no object smaller than the
+    model's minimum area (committed pixels left out) and none that lay mostly over the
+    committed object."""
+    import napari_sam._napari._widget as widget_module
+    from napari_sam._napari._everything import min_object_area
+    from napari_sam.masks import object_centre
+    from napari_sam.train.synthetic import make_sample_stack
+
+    points, _, _, out = nf.open_sample(viewer, sam_widget, 5)
+    assert out.name != "true nuclei" and sam_widget.output_box.currentText() == out.name
+    _, truth = make_sample_stack(0)
+    plane = truth[5]
+    ids, counts = np.unique(plane[plane > 0], return_counts=True)
+    x, y = object_centre(plane == ids[np.argmax(counts)])
+    points.add([5, y, x])
+    nf.idle(qtbot, sam_widget, 300_000)
+    committed = sam_widget.commit()
+    assert committed == [1]
+    before = out.data[5].copy()
+    raw = []
+    real = widget_module.write_instances
+
+    def spy(labels, index, instances, *args, **kwargs):
+        raw.append(np.asarray(instances).copy())
+        return real(labels, index, instances, *args, **kwargs)
+
+    monkeypatch.setattr(widget_module, "write_instances", spy)
+    assert not sam_widget.overwrite.isChecked()
+    sam_widget.buttons["Segment everything"].click()
+    nf.idle(qtbot, sam_widget, 300_000)
+    after = out.data[5]
+    new = sorted(set(np.unique(after[(after > 0) & (before == 0)]).tolist()) - {0})
+    assert new and raw, "Segment everything added nothing"
+    np.testing.assert_array_equal(after[before > 0], before[before > 0])  # kept
+    min_area = min_object_area("sam_tiny_nuclei")
+    for k in new:
+        here = (after == k) & (before == 0)
+        assert here.sum() >= min_area, (k, int(here.sum()), min_area)
+        src = np.bincount(raw[0][here]).argmax()  # the instance it came from
+        whole = raw[0] == src
+        assert (whole & (before > 0)).sum() <= 0.5 * whole.sum(), k

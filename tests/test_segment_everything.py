@@ -157,6 +157,43 @@ def test_segment_slices_streams_slices_and_stops_when_cancelled(monkeypatch):
     assert list(segment_slices(session, [(2,)]))[0][1].max() == 3
 
 
+def test_a_long_slice_reports_its_steps_and_stops_within_one_when_cancelled(monkeypatch):
+    """Segment everything on one slice: the steps (tiles, batches of grid prompts) come
+    through as progress, and Cancel stops the slice after the step in progress."""
+    steps = []
+
+    class Segmenter:  # 10 steps a slice
+        def segment_slice(self, sp, index, progress=None):
+            for k in range(11):
+                steps.append(k)
+                progress(k, 10)
+            return np.ones((8, 8), np.uint32)
+
+    monkeypatch.setattr(everything, "segmenter_for", lambda model: Segmenter())
+    session = SimpleNamespace(sp=SimpleNamespace(model=None, release_slice=lambda: None))
+    items = list(segment_slices(session, [(0,)], every=0.0))
+    assert [i for i in items if i[0] == "progress"] == [("progress", k, 10) for k in range(11)]
+    assert items[-1][0] == (0,) and items[-1][1].max() == 1
+    steps.clear()
+    job = segment_slices(session, [(0,), (1,)], cancel=lambda: len(steps) > 3, every=0.0)
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            next(job)
+    assert stop.value.value == 0 and len(steps) == 4  # stopped within the first slice
+
+
+def test_grid_generator_reports_each_batch_of_prompts():
+    from napari_sam import create_model
+    from napari_sam.predict.predictor import SAMPredictor
+    from napari_sam.segment.automatic import AutomaticMaskGenerator
+
+    gen = AutomaticMaskGenerator(SAMPredictor(create_model("sam_tiny_nuclei", pretrained=True)),
+                                 points_per_side=8, points_per_batch=16)  # fmt: skip
+    seen = []
+    gen.generate(np.zeros((64, 64, 3), np.uint8), progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(k, 4) for k in range(5)]  # 64 prompts in batches of 16
+
+
 def test_rims_around_committed_objects_and_specks_are_not_objects():
     """Overwrite off ([newcomer] 2): an instance mostly over committed labels (the rim of a
     committed nucleus) or too small once its free part is left is not written."""

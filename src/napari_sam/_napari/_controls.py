@@ -198,6 +198,28 @@ class ControlsPanel(QWidget):
         zr.addWidget(self.z_to)
         form.addRow("slice range", zr)
 
+    def step(self, _=None) -> None:
+        """One more step on the running job's progress bar."""
+        if self._pbar is not None:
+            self._pbar.update(1)
+
+    def progress_to(self, done: int, total: int) -> None:
+        """The running job's progress bar at ``done`` of ``total``."""
+        if self._pbar is not None:
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
+
+    def cancel(self):
+        """Stop the running embedding, propagation or segmentation (within a slice: after
+        its step in progress)."""
+        self._cancel.set()
+
+    def enable_buttons(self, on: bool) -> None:
+        """Enable every button (``on``), or every one but Cancel (a long job runs)."""
+        for text, button in self.buttons.items():
+            button.setEnabled(on or text == "Cancel")
+
     def settings(self) -> Settings:
         """The controls as plain values."""
         return Settings(

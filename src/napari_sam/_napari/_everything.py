@@ -9,6 +9,9 @@ object it overlaps on a neighbouring slice, so that slice after slice builds 3-D
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -42,22 +45,65 @@ def segmenter_for(sp):
     return factory.make_segmenter(sp.model, sp.predictor)
 
 
-def _segment(sp, index, segmenter) -> np.ndarray:
+class Cancelled(Exception):
+    """Cancel was pressed while a slice was being segmented."""
+
+
+def _segment(sp, index, segmenter, progress=None) -> np.ndarray:
     from ..segment.driver import segment_slice
 
-    labels = segment_slice(sp, tuple(index), segmenter)
-    sp.release_slice()  # the shared predictor was given the slice's embedding directly
-    return labels
+    try:
+        return segment_slice(sp, tuple(index), segmenter, progress)
+    finally:
+        sp.release_slice()  # the shared predictor was given the slice's embedding directly
 
 
-def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None = None
-                   ) -> Iterator[tuple[tuple, np.ndarray]]:  # fmt: skip
+def _segment_in_helper(sp, index, segmenter, cancel, every: float):
+    """Segment one slice in a helper thread (a generator): yield ``("progress", done,
+    total)`` at most every ``every`` seconds (tiles, or batches of grid prompts), return the
+    labels, or None once ``cancel()`` stopped it between two steps."""
+    items: queue.SimpleQueue = queue.SimpleQueue()
+    out: dict = {}
+
+    def progress(done, total):
+        if cancel is not None and cancel():
+            raise Cancelled
+        items.put((done, total))
+
+    def run():
+        try:
+            out["labels"] = _segment(sp, index, segmenter, progress)
+        except Cancelled:
+            out["labels"] = None
+        except BaseException as err:  # noqa: BLE001 (re-raised in the worker)
+            out["error"] = err
+        finally:
+            items.put(None)
+
+    threading.Thread(target=run, name="napari-sam-segment", daemon=True).start()
+    last = 0.0
+    while (item := items.get()) is not None:
+        if time.monotonic() - last >= every or item[0] == item[1]:
+            last = time.monotonic()
+            yield ("progress", *item)
+    if "error" in out:
+        raise out["error"]
+    return out["labels"]
+
+
+def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None = None,
+                   every: float = 0.2) -> Iterator[tuple]:  # fmt: skip
     """A worker's body: segment slices one by one (a generator).
+
+    Each slice is segmented in a helper thread whose steps (tiles, or batches of grid
+    prompts) are passed on, and ``cancel()`` is asked after each: a long slice stops within
+    one step.
 
     Yields
     ------
-    index, labels
-        Each slice and the uint32 labels of its objects (numbered from 1 on each slice).
+    ("progress", done, total) or (index, labels)
+        The steps of the slice in progress (at most every ``every`` seconds); each slice and
+        the uint32 labels of its objects (numbered from 1 on each slice).
 
     Returns
     -------
@@ -68,7 +114,10 @@ def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None
     for n, index in enumerate(indices):
         if cancel is not None and cancel():
             return n
-        yield tuple(index), _segment(session.sp, index, segmenter)
+        labels = yield from _segment_in_helper(session.sp, index, segmenter, cancel, every)
+        if labels is None:
+            return n
+        yield tuple(index), labels
     return len(indices)
 
 

@@ -83,7 +83,7 @@ class PreviewActions:
 
         def on_yield(item):
             if not isinstance(item, tuple):
-                return self._step()
+                return self.step()
             if item[0] == "progress" and self._pbar is not None:
                 self._pbar.total = item[2]
                 self._pbar.update(item[1] - self._pbar.n)
@@ -109,7 +109,8 @@ class PreviewActions:
                     f"in {MEMORY_BUDGET >> 30} GiB of memory; only the last "
                     f"{MEMORY_BUDGET // per_unit} stay. Choose a cache folder to keep them all"
                 )
-        return self._run(spec, body, on_yield, on_done, total, f"embedding {unit}s")
+        return self._run(spec, body, on_yield, on_done, total, f"embedding {unit}s",
+                         exclusive=True)  # fmt: skip
 
     def update_preview(self):
         """Predict the prompted objects of the displayed slice into the preview layer."""

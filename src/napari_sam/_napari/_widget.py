@@ -212,10 +212,12 @@ class SAMWidget(PreviewActions, ControlsPanel):
         self.annotator.set_model(model)
 
     # ---------------------------------------------------------------- background work
-    def _run(self, spec, body, on_yield=None, on_done=None, total=None, desc="SAM", bar_after=0):
+    def _run(self, spec, body, on_yield=None, on_done=None, total=None, desc="SAM", bar_after=0,
+             exclusive=False):  # fmt: skip
         """Run ``body(session)`` (a generator of plain values) in a worker, making the
         session of ``spec`` there first if needed; handlers run on the Qt thread. The
-        progress bar shows after ``bar_after`` ms (a quick job shows none)."""
+        progress bar shows after ``bar_after`` ms (a quick job shows none); an ``exclusive``
+        job disables every button but Cancel while it runs."""
         if self._worker is not None:
             show_warning("Segment Anything: busy; wait or press Cancel")
             return None
@@ -241,6 +243,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
 
         def finished():
             self._worker, self.busy = None, False
+            self.enable_buttons(True)
             if self._pbar is not None:
                 self._pbar.close()
                 self._pbar = None
@@ -257,20 +260,14 @@ class SAMWidget(PreviewActions, ControlsPanel):
         worker.errored.connect(errored)
         worker.finished.connect(finished)
         self._worker = worker
+        if exclusive:
+            self.enable_buttons(False)
         if bar_after:
             QTimer.singleShot(bar_after, show_bar)
         else:
             show_bar()
         worker.start()
         return worker
-
-    def _step(self, _=None):
-        if self._pbar is not None:
-            self._pbar.update(1)
-
-    def cancel(self):
-        """Stop the running embedding, propagation or stack segmentation."""
-        self._cancel.set()
 
     # ---------------------------------------------------------------- actions
     def toggle_polarity(self):
@@ -344,6 +341,8 @@ class SAMWidget(PreviewActions, ControlsPanel):
         written, min_area = set(), min_object_area(s.model_name)
 
         def on_slice(item):  # (index, instances): written on the Qt thread, one undo step
+            if item[0] == "progress":  # a step of the slice in progress (one slice: shown)
+                return None if all_slices else self.progress_to(*item[1:])
             try:
                 ids = write_instances(out.data, *item, s.overwrite, out.data_setitem, s.prop_axis,
                                       min_area=min_area)  # fmt: skip
@@ -352,15 +351,17 @@ class SAMWidget(PreviewActions, ControlsPanel):
                 return show_error(f"Segment Anything: {err}")
             written.update(ids)
             out.selected_label = max(written, default=out.selected_label)
-            self._step()
+            self.step()
 
         def done(count):
-            show_info(f"Segment Anything: {len(written)} object(s) on {count} slice(s)")
+            stop = "" if count == len(indices) else " (cancelled)"
+            show_info(f"Segment Anything: {len(written)} object(s) on {count} slice(s){stop}")
 
         body = functools.partial(segment_slices, indices=indices, cancel=self._cancel.is_set)
         self.busy = True
         total = len(indices) if all_slices else None
-        return self._run(spec, body, on_slice, done, total, "segmenting everything")
+        return self._run(spec, body, on_slice, done, total, "segmenting everything",
+                         exclusive=True)  # fmt: skip
 
     def segment_stack(self):
         """Segment every slice of the slice range along the slice axis, as Segment everything
@@ -388,8 +389,9 @@ class SAMWidget(PreviewActions, ControlsPanel):
         def on_slice(item):
             here, mask, window = item
             self.annotator.accept_slice(job, out.data, here, mask, out.data_setitem, window)
-            self._step()
+            self.step()
 
         body = functools.partial(job.run, cancel=self._cancel.is_set)
         self.busy = True
-        return self._run(spec, body, on_slice, None, geo.label_shape[job.axis], "propagating")
+        return self._run(spec, body, on_slice, None, geo.label_shape[job.axis], "propagating",
+                         exclusive=True)  # fmt: skip

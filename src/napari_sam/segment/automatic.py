@@ -102,7 +102,8 @@ class AutomaticMaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
 
-    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None) -> list[dict]:
+    def generate(self, image: np.ndarray, embedding: np.ndarray | None = None,
+                 progress=None) -> list[dict]:  # fmt: skip
         """Masks of everything in an ``(H, W, C)`` image with values in ``[0, 255]``.
 
         Parameters
@@ -112,6 +113,9 @@ class AutomaticMaskGenerator:
         embedding : ndarray, optional
             A precomputed embedding of the whole image, used instead of encoding it again
             (crops, if any, are always encoded).
+        progress : callable, optional
+            ``progress(done, total)`` before the first batch of grid points (``done`` 0) and
+            after each (over all crops); it may raise to stop the generation.
 
         Returns
         -------
@@ -127,10 +131,20 @@ class AutomaticMaskGenerator:
         crop_boxes, layers = amg.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
+        step = self.points_per_batch
+        total = sum(-(-len(self.point_grids[layer]) // step) for layer in layers)
+        ticks = iter(range(1, total + 1))
+
+        def tick():
+            if progress is not None:
+                progress(next(ticks), total)
+
+        if progress is not None:
+            progress(0, total)
         parts = []
         for crop_box, layer in zip(crop_boxes, layers, strict=True):
             emb = embedding if layer == 0 else None
-            parts.append(self._process_crop(image, crop_box, layer, orig_size, emb))
+            parts.append(self._process_crop(image, crop_box, layer, orig_size, emb, tick))
         data = _cat(parts)
         if len(crop_boxes) > 1 and len(data["boxes"]):
             cb = data["crop_boxes"]
@@ -156,7 +170,8 @@ class AutomaticMaskGenerator:
             for i in range(len(data["boxes"]))
         ]
 
-    def _process_crop(self, image, crop_box, layer, orig_size, embedding=None) -> dict:
+    def _process_crop(self, image, crop_box, layer, orig_size, embedding=None,
+                      tick=None) -> dict:  # fmt: skip
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
         if embedding is not None:
@@ -165,10 +180,11 @@ class AutomaticMaskGenerator:
             self.predictor.set_image(crop)
         points = self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1]
         step = self.points_per_batch
-        batches = [
-            self._process_batch(points[i : i + step], crop_box, orig_size)
-            for i in range(0, len(points), step)
-        ]
+        batches = []
+        for i in range(0, len(points), step):
+            batches.append(self._process_batch(points[i : i + step], crop_box, orig_size))
+            if tick is not None:
+                tick()
         data = _cat(batches)
         data = _select(data, amg.box_nms(data["boxes"], data["iou_preds"], self.box_nms_thresh))
         offset = np.array([x0, y0, x0, y0])

@@ -20,15 +20,15 @@ def segment_slice(sp, index, generator, tile_progress=None, tiles=None) -> np.nd
     """uint32 labels of every object of slice ``index`` of ``sp`` (a
     :class:`~napari_sam.stacks.contract.SlicePredictor`) with ``generator`` (an
     AutomaticMaskGenerator or an InstanceSegmenter); ``tile_progress(done, total)`` after each
-    tile of a tiled slice; ``tiles``: its tiles' results kept between runs (see
-    :func:`~napari_sam.segment.tiled.segment_tiled`)."""
+    tile of a tiled slice (an untiled one: after each batch of grid prompts); ``tiles``: its
+    tiles' results kept between runs (see :func:`~napari_sam.segment.tiled.segment_tiled`)."""
     if not isinstance(generator, AutomaticMaskGenerator):  # InstanceSegmenter (AIS)
         return generator.segment_slice(sp, index, progress=tile_progress)
     if sp.tiling is not None:  # grid prompts tile by tile, objects whole across borders
         return segment_tiled(sp, index, generator, progress=tile_progress, tiles=tiles)
     emb = sp.get_embedding(index)
     image = sp.store.prepare(sp.view.get_slice(index))
-    records = generator.generate(image, embedding=emb)
+    records = generator.generate(image, embedding=emb, progress=tile_progress)
     return to_label_image(records, sp.view.slice_shape)
 
 
