@@ -105,7 +105,7 @@ def tiny_random_model(viewer):
 @pytest.fixture
 def sam_widget(viewer):
     """The Segment Anything widget, opened through the installed npe2 manifest."""
-    _, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-tf", "Segment Anything")
     return widget
 
 
@@ -160,7 +160,7 @@ def ctrl_z(qtbot, viewer, layer):
 
 def open_sample(viewer, widget, z):
     """Open the sample stack, set up the widget's layers and show slice ``z``."""
-    viewer.open_sample("napari-sam", "nuclei_stack")
+    viewer.open_sample("napari-sam-tf", "nuclei_stack")
     widget.image_box.setCurrentText("nuclei stack")
     points, boxes, preview, out = widget.setup_layers()
     viewer.dims.set_current_step(1, z)  # world axes: C, Z, Y, X

@@ -26,7 +26,7 @@ def test_widget_and_sample_from_manifest(viewer, sam_widget):
     from napari_sam._napari._widget import SAMWidget
 
     assert isinstance(sam_widget, SAMWidget)
-    viewer.open_sample("napari-sam", "nuclei_stack")
+    viewer.open_sample("napari-sam-tf", "nuclei_stack")
     sam_widget.image_box.setCurrentText("nuclei stack")
     image = viewer.layers["nuclei stack"]
     assert image.data.shape == (2, 12, 192, 192) and image.data.dtype == np.uint16
@@ -202,7 +202,7 @@ def test_toggle_polarity_cycle_masks_and_boxes(viewer, sam_widget, tiny_random_m
     choice = sam_widget.predictions[0].choice
     from npe2 import PluginManager
 
-    PluginManager.instance().get_command("napari-sam.cycle_mask").exec()  # manifest command
+    PluginManager.instance().get_command("napari-sam-tf.cycle_mask").exec()  # manifest command
     assert sam_widget.predictions[0].choice == (choice + 1) % 3
     assert "/3)" in sam_widget.iou_label.text()
     viewer.layers.selection.active = points
@@ -306,8 +306,8 @@ def test_closing_the_widget_unbinds_its_keys(viewer, qtbot):
 
     viewer.bind_key("Shift-X", mine)  # a binding of the user's, overwritten by the widget
     before = dict(viewer.keymap)
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Segment Anything")
-    viewer.open_sample("napari-sam", "nuclei_stack")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-sam-tf", "Segment Anything")
+    viewer.open_sample("napari-sam-tf", "nuclei_stack")
     widget.image_box.setCurrentText("nuclei stack")
     points = widget.setup_layers()[0]
     ours = [coerce_keybinding(KEYS[k]) for k in ("commit", "cycle_mask", "propagate")]

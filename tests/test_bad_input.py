@@ -66,7 +66,9 @@ def test_dotted_names_keep_their_whole_stem(weights, tmp_path, capsys):
     code, stdout, err = run_main(capsys, "auto", inp, "--out", out, *model_args(weights), *AUTO)
     assert code == 0, err
     assert "wrote 2 label image(s)" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["cell.1_labels.tif", "cell.2_labels.tif"]
+    assert sorted(p.name for p in out.iterdir()) == [  # each with its record (provenance)
+        "cell.1_labels.prompts.json", "cell.1_labels.tif", "cell.2_labels.prompts.json",
+        "cell.2_labels.tif"]  # fmt: skip
 
 
 def test_colliding_output_names_are_refused(weights, tmp_path, capsys):
@@ -154,7 +156,8 @@ def test_rerun_into_the_input_folder_leaves_its_outputs_out(weights, tmp_path, c
         code, stdout, err = run_main(capsys, *argv, *flag)
         assert code == 0, err
         assert any("left out 1 input(s)" in line for line in err), err
-        assert sorted(p.name for p in folder.iterdir()) == ["x.tif", "x_labels.tif"]
+        assert sorted(p.name for p in folder.iterdir()) == ["x.tif", "x_labels.prompts.json",
+                                                          "x_labels.tif"]  # fmt: skip
 
 
 def test_a_user_image_named_like_an_output_is_never_replaced(weights, tmp_path, capsys):

@@ -125,7 +125,8 @@ def test_auto_folder_of_stacks_and_resume(files, tmp_path, capsys):
     res = cli(*argv)
     assert res.returncode == 0, res.stderr
     assert "wrote 2 label image(s), skipped 0" in res.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.tif"]
+    assert sorted(p.name for p in out.iterdir()) == [  # each with its record (provenance)
+        "a_labels.prompts.json", "a_labels.tif", "b_labels.prompts.json", "b_labels.tif"]
     got = tifffile.imread(out / "a_labels.tif")
     assert got.dtype == np.uint16 and got.shape == (2, 48, 64) and got.max() > 0
     model = create_model("sam_vit_b", pretrained=weights, **SMALL)

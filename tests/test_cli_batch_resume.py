@@ -59,7 +59,8 @@ def test_auto_kill_9_then_resume(files, tmp_path, capsys):
     )
     assert counts(res.stderr) == (N - len(done), len(done))
     assert out.is_file() and not work.exists()  # the work folder is gone
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels.prompts.json", "labels.tif", "log"]  # fmt: skip
     got = tifffile.imread(out)
     assert got.shape == (N, 96, 128) and got.max() > 0
     # the same as an uninterrupted run (in process: faster)
@@ -73,7 +74,7 @@ def test_auto_kill_9_then_resume(files, tmp_path, capsys):
     # one: oneDNN's rounding can differ between runs and CPU kinds (it depends on the batch
     # shape), so thresholded logits may flip a pixel or a near-tie pick another candidate
     assert_labels_agree(got, tifffile.imread(ref))
-    assert sorted(p.name for p in ref.parent.iterdir()) == ["labels.tif"]
+    assert sorted(p.name for p in ref.parent.iterdir()) == ["labels.prompts.json", "labels.tif"]
 
 
 def interrupt_after(monkeypatch, k: int):

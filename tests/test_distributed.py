@@ -160,7 +160,8 @@ def test_tiles_of_one_image_on_two_workers_give_the_local_labels(
                               *model, *address)  # fmt: skip
     assert code == 0 and "wrote 2 label image(s)" in out, err
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == [
-        "a_labels.tif", "big_labels.tif"]  # fmt: skip
+        "a_labels.prompts.json", "a_labels.tif", "big_labels.prompts.json",
+        "big_labels.tif"]  # fmt: skip
     assert sum(s["tasks"] for s in _stats(client, before).values()) == 1
     assert tifffile.imread(tmp_path / "labels" / "a_labels.tif").max() > 0
     # embed: the same tiles into a store of its own, then all of them reused

@@ -80,7 +80,8 @@ def test_out_with_a_trailing_slash_is_a_folder(weights, tmp_path, capsys):
                                  *model_args(weights), *AUTO)  # fmt: skip
     assert code == 0 and "wrote 1 label image(s)" in stdout, err
     assert (tmp_path / "somedir").is_dir()
-    assert [p.name for p in (tmp_path / "somedir").iterdir()] == ["x_labels.tif"]
+    assert sorted(p.name for p in (tmp_path / "somedir").iterdir()) == [
+        "x_labels.prompts.json", "x_labels.tif"]  # fmt: skip
 
 
 # -- 6. prompt files: slices are whole numbers inside the stack; defaults said ------------------

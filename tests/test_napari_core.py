@@ -18,14 +18,14 @@ GUI_IMPORT = re.compile(
 
 def test_manifest_is_valid_and_points_into_the_plugin_package():
     npe2 = pytest.importorskip("npe2")
-    pm = npe2.PluginManifest.from_distribution("napari-sam")
-    assert pm.name == "napari-sam"
+    pm = npe2.PluginManifest.from_distribution("napari-sam-tf")
+    assert pm.name == "napari-sam-tf"
     names = {c.id: c.python_name for c in pm.contributions.commands}
     assert all(p.startswith("napari_sam._napari.") for p in names.values())
     assert [w.display_name for w in pm.contributions.widgets] == ["Segment Anything"]
     assert [s.key for s in pm.contributions.sample_data] == ["nuclei_stack"]
     for required in ("commit", "propagate", "embed_stack", "cycle_mask", "clear_prompts"):
-        assert f"napari-sam.{required}" in names
+        assert f"napari-sam-tf.{required}" in names
 
 
 def test_core_never_imports_napari_or_qt():

@@ -50,7 +50,7 @@ def test_auto_parses_once_and_opens_each_input_once(tmp_path, monkeypatch, capsy
         "--points-per-side", "2",
     )  # fmt: skip
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == [
         f"x{k}_labels.tif" for k in range(3)
     ]
     # once for the run: the overrides, and the configuration they are checked with

@@ -6,7 +6,7 @@ The core (this package without ``_napari``) never imports napari or Qt.
 from importlib.metadata import PackageNotFoundError, version
 
 try:
-    __version__ = version("napari-sam")
+    __version__ = version("napari-sam-tf")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 

@@ -22,6 +22,7 @@ from .files import (
     store_for,
 )
 from .pipeline import ModelCache, Resolved, open_stack, resolve
+from .record import check_replay, write_record
 from .settings import LabelSettings
 from .tiles import check_tile_options, make_predictor, tiling_for
 from .timing import timed
@@ -171,23 +172,28 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
     """
     from ..io.labels import write_label_tiff
     from ..io.prompt_files import PromptFileError, read_prompts
+    from ..io.provenance import ProvenanceError, read_made_by
 
     s = settings
     resolved = resolved or resolve(s, s.decoder)
     with open_stack(resolved, inp) as opened:  # 1. open (readable: first and last slice read)
         view = opened.view
-        prompts = None
+        prompts = made_by = None
         if not auto:  # 2. prompts, checked against the stack
+            prompt_file = prompt_file_for(s, inp, many)
             try:
-                prompts = read_prompts(prompt_file_for(s, inp, many), view)
-            except PromptFileError as err:
+                prompts = read_prompts(prompt_file, view)
+                made_by = read_made_by(prompt_file)  # a sidecar: replayed
+            except (PromptFileError, ProvenanceError) as err:
                 raise InputError("--prompts", err) from None
         tiling = tiling_for(s, view, opened.config)
         cache.model_for(resolved, opened)  # 3. the model, once per process
         # 4. normalisation fitted on the whole stack; embeddings from the store or computed
         sp = _stack_predictor(cache, opened, tiling, resolved.normalization,
                               store_for(s, inp, many))  # fmt: skip
-        partial, note = None, ""
+        if made_by is not None:
+            check_replay(made_by, sp, s, prompt_file)
+        partial, note, ids = None, "", {}
         with timed("segmentation"):  # embedding included
             if auto:  # 5. segment every slice (resumable) and link in 3-D
                 labels, partial = segment_automatically(sp, s, inp, out)
@@ -196,10 +202,11 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
                     note += (f"; tiles: {partial.tiles_computed} computed, "
                              f"{partial.tiles_reused} resumed")  # fmt: skip
             else:
-                labels = write_errors(lambda: segment_prompts(sp, prompts), s)
+                labels = write_errors(lambda: segment_prompts(sp, prompts, ids), s)
         try:  # 6. write atomically, then drop the work folder
             write_label_tiff(out, labels, view.slice_axes + "YX", like=view.tiff,
                              source=inp.name)  # fmt: skip
+            write_record(out, sp, s, inp, prompts, ids, partial)
             if partial is not None:
                 partial.discard()  # after the output: a kill in between leaves it complete
         except OSError as err:
@@ -229,13 +236,14 @@ def _stack_predictor(cache: ModelCache, opened, tiling, normalization, store):
     return sp
 
 
-def segment_prompts(sp, prompts):
-    """Labels of the prompted objects: one id per object (the same on every slice)."""
+def segment_prompts(sp, prompts, ids: dict | None = None):
+    """Labels of the prompted objects: one id per object (the same on every slice);
+    ``ids`` receives ``{object key: id}``."""
     import numpy as np
     from tqdm import tqdm
 
     labels = np.zeros((*sp.view.stack_shape, *sp.view.slice_shape), np.uint32)
-    ids: dict[str, int] = {}
+    ids = {} if ids is None else ids
     for obj in tqdm(prompts, desc="objects", unit="object", file=sys.stderr):
         pts, lbl, box = obj.arrays()
         single_point = box is None and len(pts) == 1

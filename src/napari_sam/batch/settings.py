@@ -81,6 +81,7 @@ class LabelSettings(_FromNamespace):
     no_tile: bool = False
     # segment
     prompts: str | None = None
+    allow_other_model: bool = False  # replay a sidecar made with other weights
     decoder: str | None = None
     # auto
     method: str | None = None  # "ais" or "amg"; default: ais when the model has a decoder

@@ -85,6 +85,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "prompts": (("--prompts",), dict(required=True, metavar="FILE", help="prompts (.csv or "
                                      ".json, see below); a folder of <name>.csv/.json with "
                                      "several inputs")),
+    "allow_other_model": (("--allow-other-model",), dict(action="store_true", help="replay a "
+                                                        "sidecar (LABELS.prompts.json) made with "
+                                                        "other weights (a warning names both)")),
     "points_per_side": (("--points-per-side",), dict(type=int, metavar="N", help="grid of N x N "
                                                      "point prompts per slice (default "
                                                      "%(default)s; fewer is faster)")),

@@ -184,7 +184,7 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
 
 #: Points one object may have on one slice (SAM is trained with a few clicks an object).
 MAX_POINTS = 1000
-_JSON_KEYS = ("slice", "points", "labels", "box", "object")
+_JSON_KEYS = ("slice", "points", "labels", "box", "object", "id")  # id: a sidecar's label
 
 
 def _read_json(path: Path, view) -> list[ObjectPrompt]:

@@ -60,6 +60,8 @@ class ModelEncoder:
         the slices (its prompt path can be used with these embeddings).
     embedding_shape : tuple of int
         ``(H'', W'', D)`` of one embedding.
+    weights_hash : str
+        :func:`weights_hash` of the model when the encoder was made (in :attr:`signature`).
 
     Notes
     -----
@@ -104,9 +106,10 @@ class ModelEncoder:
         else:
             prep = f"custom({preprocessing_id})"
         h, w = self.input_size
+        self.weights_hash = weights_hash(self.model)
         return (
             f"napari-sam-encoder/{_SIGNATURE_FORMAT}:model={cfg.name or '?'}"
-            f":config={config_hash}:weights={weights_hash(self.model)}:input={h}x{w}"
+            f":config={config_hash}:weights={self.weights_hash}:input={h}x{w}"
             f":in_channels={self.in_channels}:preprocessing={prep}"
             f":dtype={getattr(self.model, 'encoder_dtype', 'float32')}"
             f":napari-sam={package_version()}"

@@ -110,7 +110,7 @@ def package_version() -> str:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            v = version("napari-sam")
+            v = version("napari-sam-tf")
         except PackageNotFoundError:
             v = "0+unknown"
     return str(v)

@@ -1,0 +1,72 @@
+"""The provenance of the CLI's label images ([provenance]): the sidecar each ``segment`` and
+``auto`` output gets, and the check before a sidecar is replayed.
+
+See :mod:`napari_sam.io.provenance` for the format.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["check_replay", "made_by", "write_record"]
+
+
+def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
+    """What the labels of ``inp`` were made with (the ``made_by`` of a sidecar)."""
+    from .. import __version__
+
+    s = settings
+    tiling = sp.tiling
+    record = {
+        "command": command,
+        "version": __version__,
+        "input": inp.name,
+        "model": s.model,
+        "weights": None if s.weights is None else Path(s.weights).name,
+        "weights_hash": sp.encoder.weights_hash,
+        "override": list(s.override),
+        "channels": s.channels,
+        "normalization": sp.normalization.describe(),
+        "tiling": None if tiling is None else {"tile": list(tiling.tile),
+                                               "halo": list(tiling.halo)},  # fmt: skip
+    }
+    if partial is not None:  # auto: the method and its settings, as the work folder keys them
+        record["segmenter"] = partial.fields.get("generator")
+    return record
+
+
+def write_record(out: Path, sp, settings, inp: Path, prompts, ids: dict, partial) -> None:
+    """Write the sidecar of ``out`` (never over a file that is not a sidecar)."""
+    from ..io.provenance import FORMAT, sidecar_path, write_sidecar
+
+    path = sidecar_path(out)
+    if path.exists() and FORMAT not in path.read_text(encoding="utf-8", errors="replace")[:200]:
+        print(f"napari-sam: left {path} alone (not a napari-sam sidecar); the labels' record "
+              "is not written", file=sys.stderr)  # fmt: skip
+        return
+    objects = [] if prompts is None else [
+        {"object": o.key, "slice": list(o.slice), "points": [list(p) for p in o.points],
+         "labels": list(o.labels), "box": o.box, "id": ids.get(o.key or f"\0{o.slice}")}
+        for o in prompts
+    ]  # fmt: skip
+    for o in objects:
+        if o["box"] is None:
+            del o["box"]
+    command = "segment" if partial is None else "auto"
+    write_sidecar(path, made_by(sp, settings, inp, command, partial), objects)
+
+
+def check_replay(record: dict, sp, settings, prompt_file) -> None:
+    """A sidecar made with other weights: refused, or (``--allow-other-model``) a warning
+    naming both hashes."""
+    theirs, ours = record.get("weights_hash"), sp.encoder.weights_hash
+    if theirs is None or theirs == ours:
+        return
+    what = (f"{Path(prompt_file).name} was made with model {record.get('model')!r} (weights "
+            f"{theirs[:16]}), this run uses {settings.model!r} (weights {ours[:16]})")  # fmt: skip
+    if not settings.allow_other_model:
+        raise InputError("--prompts", f"{what}; pass --allow-other-model to replay it anyway")
+    print(f"napari-sam: warning: {what}; replayed as asked", file=sys.stderr)
