@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.key_bindings import coerce_keybinding
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -165,6 +165,7 @@ class ControlsPanel(QWidget):
             "the points of a slice describe one object together, as SAM means them"
         )
         self.iou_label = QLabel("predicted IoU: -")
+        self.state_label = QLabel("model: not loaded yet")
         self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
         self.z_from, self.z_to = QSpinBox(maximum=99999), QSpinBox(maximum=99999, value=99999)
         self.prop_axis = QSpinBox(minimum=0, maximum=8)
@@ -174,7 +175,7 @@ class ControlsPanel(QWidget):
                 ("cache", self.cache), ("points", self.points_box), ("boxes", self.boxes_box),
                 ("output labels", self.output_box), ("", self.one_per_click),
                 ("", self.multimask), ("", self.overwrite),
-                ("", self.iou_label)]  # fmt: skip
+                ("", self.iou_label), ("state", self.state_label)]  # fmt: skip
         for label, w in rows:
             form.addRow(label, w)
 
@@ -215,10 +216,46 @@ class ControlsPanel(QWidget):
         its step in progress)."""
         self._cancel.set()
 
+    def _key(self, name):
+        """The key handler of the action ``name`` (a named function: napari reads names)."""
+
+        def handler(viewer=None):
+            getattr(self, name)()
+
+        handler.__name__ = handler.__qualname__ = f"segment_anything_{name}"
+        return handler
+
+    def toggle_polarity(self):
+        """Switch new points between positive and negative."""
+        self.positive_mode = not self.positive_mode
+        points = self.points_box.layer()
+        if points is not None:
+            points.feature_defaults = {"positive": self.positive_mode}
+            L.colour_points(points, self.positive_mode)
+        show_info(f"Segment Anything: {'positive' if self.positive_mode else 'negative'} points")
+
+    def _toggle_key(self, layer=None):
+        self.toggle_polarity()
+
+    def set_state(self, text: str) -> None:
+        """Show what the widget is doing (loading, embedding, ready) in its state line."""
+        try:
+            self.state_label.setText(text)
+        except RuntimeError:  # the warm-up ending after its widget was closed and deleted
+            pass
+
+    @property
+    def state(self) -> str:
+        """The state line's text (e.g. ``"ready: click an object"``)."""
+        return self.state_label.text()
+
     def enable_buttons(self, on: bool) -> None:
         """Enable every button (``on``), or every one but Cancel (a long job runs)."""
-        for text, button in self.buttons.items():
-            button.setEnabled(on or text == "Cancel")
+        try:
+            for text, button in self.buttons.items():
+                button.setEnabled(on or text == "Cancel")
+        except RuntimeError:  # a job ending after its widget was closed and deleted
+            pass
 
     def settings(self) -> Settings:
         """The controls as plain values."""

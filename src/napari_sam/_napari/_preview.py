@@ -53,20 +53,39 @@ class PreviewActions:
         return L.tile_overlay(self.viewer, image, geo, overlay_factor(geo.label_shape[-2:]))
 
     def prepare(self):
-        """Make the model and session of the chosen image in the background (tracing the
-        model's graphs on a tiled image), so that the first click is quick."""
+        """Make the model and session of the chosen image in the background, embed the
+        displayed slice (the tile at its centre, when tiled) and trace the decoding graphs,
+        so that the first click answers as fast as the next ones; the state line says
+        loading / embedding / ready."""
         try:
-            spec = self.session_spec()
+            image, geo = self.geometry()
+            spec, index = self.session_spec(image, geo), self.current_index(geo)
         except ValueError as err:
             return show_error(str(err))
-        if self.annotator.session_for(spec) is not None or self._worker is not None:
+        if self._worker is not None:
             return None
+        session = self.annotator.session_for(spec)
+        if session is not None and session.has_embedding(index):
+            return self.set_state("ready: click an object")
+        self.set_state("loading the model..." if session is None else "embedding the slice...")
 
         def body(session):
-            yield from ()
+            yield ("state", "embedding the slice...")
+            session.prepare_click(index)
             return session
 
-        return self._run(spec, body, None, None, None, "preparing SAM")
+        def on_yield(item):
+            self.set_state(item[1])
+
+        def on_done(session):
+            self.set_state("ready: click an object (Shift-C commits)")
+
+        return self._run(spec, body, on_yield, on_done, None, "preparing SAM", warm_up=True)
+
+    def _prepare_soon(self, *_):
+        """The image or the model changed: prepare in the background (once things settle)."""
+        if not self._closed and self.image_box.layer() is not None:
+            self._prepare_timer.start()
 
     def embed_stack(self):
         """Embed every slice (every tile of a large image) in the background (cached)."""

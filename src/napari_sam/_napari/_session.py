@@ -263,6 +263,15 @@ class Session:
         graphs, so that the first click costs one tile's embedding only)."""
         self.sp.warm_up()
 
+    def prepare_click(self, index) -> None:
+        """Make the first click on slice ``index`` as quick as the next ones: embed what a
+        click at its centre needs (the slice, or the tile there) and trace both decoding
+        graphs on it (the predictions are thrown away)."""
+        h, w = self.slice_shape
+        point = ObjectPrompt(np.array([[w / 2, h / 2]], np.float32), np.ones(1, np.float32))
+        for multimask in (True, False):
+            self.predict(tuple(index), point, multimask)
+
     def precompute(self, progress=None, cancel=None, batch_size: int = 1):
         """Embed every slice, or every tile of every slice (see :meth:`StackPredictor.precompute
         <napari_sam.stacks.stack_predictor.StackPredictor.precompute>`)."""

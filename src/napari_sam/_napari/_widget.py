@@ -25,6 +25,7 @@ from ._jobs import Built, with_session
 from ._preview import PreviewActions
 from .annotator import Annotator
 
+QUEUED = "queued: runs once the warm-up is done"  # _run's answer during the warm-up
 KEYS = {"commit": "Shift-C", "cycle_mask": "Shift-M", "propagate": "Shift-P",
         "clear_prompts": "Shift-X", "toggle": "T"}  # fmt: skip
 
@@ -76,6 +77,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
         self.annotator = Annotator()
         self.busy, self._cancel, self._worker, self._pbar = False, threading.Event(), None, None
         self._preview_pending, self._docked, self._closed = False, False, False
+        self._warming, self._queued = False, None  # the warm-up, and a job asked for meanwhile
         self.add_buttons([
             ("Set up layers", self.setup_layers, ""),
             ("Embed stack", self.embed_stack, "every slice / tile, in the background"),
@@ -94,6 +96,8 @@ class SAMWidget(PreviewActions, ControlsPanel):
                         + ", ".join(f"{k}: {v}" for k, v in KEYS.items()))  # fmt: skip
         self._timer = QTimer(singleShot=True, interval=20)
         self._timer.timeout.connect(self.update_preview)
+        self._prepare_timer = QTimer(singleShot=True, interval=300)  # an image chosen: warm up
+        self._prepare_timer.timeout.connect(self.prepare)
         self._connected, self._keys = [], KeyBindings()
         self._viewer_events = [(self.viewer.layers.events.inserted, self._refresh_boxes),
                                (self.viewer.layers.events.removed, self._refresh_boxes),
@@ -102,6 +106,8 @@ class SAMWidget(PreviewActions, ControlsPanel):
             ev.connect(cb)
         for box in (self.points_box, self.boxes_box):
             box.currentTextChanged.connect(self._connect_prompts)
+        self.image_box.currentTextChanged.connect(self._prepare_soon)
+        self.model_box.currentTextChanged.connect(self._prepare_soon)
         for name in ("commit", "cycle_mask", "propagate", "clear_prompts"):
             self._keys.bind(self.viewer, KEYS[name], self._key(name))
         keys = self._keys  # a closure on the bindings, not the widget (gone by then)
@@ -110,15 +116,6 @@ class SAMWidget(PreviewActions, ControlsPanel):
         register(self)
 
     # ---------------------------------------------------------------- life cycle
-    def _key(self, name):
-        """The key handler of the action ``name`` (a named function: napari reads names)."""
-
-        def handler(viewer=None):
-            getattr(self, name)()
-
-        handler.__name__ = handler.__qualname__ = f"segment_anything_{name}"
-        return handler
-
     def close_widget(self) -> None:
         """Unbind the widget's keys (restoring earlier bindings) and disconnect it.
 
@@ -129,6 +126,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
             return
         self._closed, self._preview_pending = True, False
         self._timer.stop()
+        self._prepare_timer.stop()
         self._cancel.set()
         self._keys.unbind()
         for ev, cb in self._viewer_events + self._connected:
@@ -152,8 +150,9 @@ class SAMWidget(PreviewActions, ControlsPanel):
 
     @property
     def idle(self) -> bool:
-        """No job running and no preview pending (scripts and tests wait for this)."""
-        return self._worker is None and not self._timer.isActive() and not self._preview_pending
+        """No job running and none pending (scripts and tests wait for this)."""
+        return (self._worker is None and not self._timer.isActive() and self._queued is None
+                and not self._prepare_timer.isActive() and not self._preview_pending)
 
     # ---------------------------------------------------------------- layers and settings
     def _on_step(self, event=None):
@@ -167,6 +166,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
             if L.PREFIX + name in self.viewer.layers:
                 box.setCurrentText(L.PREFIX + name)
         self._connect_prompts()
+        self._prepare_soon()  # an image may have come (the image box follows the layers)
 
     def _connect_prompts(self, *_):
         if self._closed:
@@ -183,9 +183,6 @@ class SAMWidget(PreviewActions, ControlsPanel):
             self._keys.bind(points, KEYS["toggle"], self._toggle_key)
             L.colour_points(points, self.positive_mode)
 
-    def _toggle_key(self, layer=None):
-        self.toggle_polarity()
-
     def _on_prompts(self, event=None):
         if str(getattr(event, "action", "added")) in ("adding", "removing", "changing"):
             return
@@ -201,9 +198,9 @@ class SAMWidget(PreviewActions, ControlsPanel):
         except ValueError as err:
             return show_error(str(err))
         layers = L.make_prompt_layers(self.viewer, image, geo)
-        if self.tiles_layer(image, geo) is not None:  # tiled: make the session now
+        if self.tiles_layer(image, geo) is not None:  # tiled: the overlay of ready tiles
             self.viewer.layers.selection.active = layers[0]
-            self.prepare()
+        self._prepare_soon()
         self._refresh_boxes()
         return layers
 
@@ -213,14 +210,20 @@ class SAMWidget(PreviewActions, ControlsPanel):
 
     # ---------------------------------------------------------------- background work
     def _run(self, spec, body, on_yield=None, on_done=None, total=None, desc="SAM", bar_after=0,
-             exclusive=False):  # fmt: skip
+             exclusive=False, warm_up=False):  # fmt: skip
         """Run ``body(session)`` (a generator of plain values) in a worker, making the
         session of ``spec`` there first if needed; handlers run on the Qt thread. The
         progress bar shows after ``bar_after`` ms (a quick job shows none); an ``exclusive``
-        job disables every button but Cancel while it runs."""
+        job disables every button but Cancel while it runs. A job asked for during the
+        ``warm_up`` runs right after it (:data:`QUEUED`)."""
         if self._worker is not None:
+            if self._warming and self._queued is None:
+                self._queued = functools.partial(self._run, spec, body, on_yield, on_done, total,
+                                                 desc, bar_after, exclusive)  # fmt: skip
+                return QUEUED
             show_warning("Segment Anything: busy; wait or press Cancel")
             return None
+        self._warming = warm_up
         session = self.annotator.session_for(spec)
         build = None if session is not None else self.annotator.builder(spec)
         self._cancel.clear()
@@ -242,12 +245,15 @@ class SAMWidget(PreviewActions, ControlsPanel):
                 self._pbar = progress(total=total, desc=desc)
 
         def finished():
-            self._worker, self.busy = None, False
+            self._worker, self.busy, self._warming = None, False, False
             self.enable_buttons(True)
             if self._pbar is not None:
                 self._pbar.close()
                 self._pbar = None
-            if self._preview_pending:  # a preview asked for while this ran
+            queued, self._queued = self._queued, None
+            if queued is not None and not self._closed:  # asked for during the warm-up
+                queued()
+            elif self._preview_pending:  # a preview asked for while this ran
                 self._preview_pending = False
                 self._timer.start()
 
@@ -270,15 +276,6 @@ class SAMWidget(PreviewActions, ControlsPanel):
         return worker
 
     # ---------------------------------------------------------------- actions
-    def toggle_polarity(self):
-        """Switch new points between positive and negative."""
-        self.positive_mode = not self.positive_mode
-        points = self.points_box.layer()
-        if points is not None:
-            points.feature_defaults = {"positive": self.positive_mode}
-            L.colour_points(points, self.positive_mode)
-        show_info(f"Segment Anything: {'positive' if self.positive_mode else 'negative'} points")
-
     def clear_prompts(self):
         """Remove the prompts of the displayed slice and the preview."""
         try:
