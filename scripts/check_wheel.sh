@@ -36,6 +36,7 @@ import numpy as np, tifffile
 from napari_sam.train.synthetic import make_nuclei_2d
 tifffile.imwrite("cells.tif", make_nuclei_2d((128, 128), seed=1)[0])
 PY
+"$work/venv/bin/python" -m napari_sam.demo  # the README's first command, on the wheel alone
 "$work/venv/bin/napari-sam" auto cells.tif --out labels.tif --model sam_tiny_nuclei
 "$work/venv/bin/python" - <<'PY'
 import tifffile
