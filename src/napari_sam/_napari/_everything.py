@@ -9,9 +9,6 @@ object it overlaps on a neighbouring slice, so that slice after slice builds 3-D
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -62,33 +59,26 @@ def _segment_in_helper(sp, index, segmenter, cancel, every: float):
     """Segment one slice in a helper thread (a generator): yield ``("progress", done,
     total)`` at most every ``every`` seconds (tiles, or batches of grid prompts), return the
     labels, or None once ``cancel()`` stopped it between two steps."""
-    items: queue.SimpleQueue = queue.SimpleQueue()
-    out: dict = {}
+    from ._tiles import in_helper_thread
 
-    def progress(done, total):
-        if cancel is not None and cancel():
-            raise Cancelled
-        items.put((done, total))
+    def run(progress):
+        def checked(done, total):
+            if cancel is not None and cancel():
+                raise Cancelled
+            progress(done, total)
 
-    def run():
         try:
-            out["labels"] = _segment(sp, index, segmenter, progress)
+            return _segment(sp, index, segmenter, checked)
         except Cancelled:
-            out["labels"] = None
-        except BaseException as err:  # noqa: BLE001 (re-raised in the worker)
-            out["error"] = err
-        finally:
-            items.put(None)
+            return None
 
-    threading.Thread(target=run, name="napari-sam-segment", daemon=True).start()
-    last = 0.0
-    while (item := items.get()) is not None:
-        if time.monotonic() - last >= every or item[0] == item[1]:
-            last = time.monotonic()
-            yield ("progress", *item)
-    if "error" in out:
-        raise out["error"]
-    return out["labels"]
+    relay = in_helper_thread(run, every, "napari-sam-segment")
+    while True:
+        try:
+            done, total = next(relay)
+        except StopIteration as stop:
+            return stop.value
+        yield ("progress", done, total)
 
 
 def segment_slices(session, indices: Sequence, cancel: Callable[[], bool] | None = None,

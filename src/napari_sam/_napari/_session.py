@@ -8,12 +8,12 @@ the preview and output Labels layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..segment.propagation import propagation_prompts as core_propagation_prompts
+from ..segment.propagation import slice_window
 from ..stacks.channels import ChannelSpec
 from ..stacks.view import SLICE_AXES, StackView
 from ._tiles import plan_for
@@ -297,9 +297,8 @@ class Session:
             tuple(index), obj.points if has_points else None, obj.labels if has_points else None,
             obj.box, multimask and single_point, masks=masks,
         )  # fmt: skip
-        h, w = self.slice_shape
-        whole = tuple(window) == (0, h, 0, w)  # None: the masks cover the whole slice
-        return Prediction(masks, scores, logits, int(np.argmax(scores)), None if whole else window)
+        best = int(np.argmax(scores))  # window None: the masks cover the whole slice
+        return Prediction(masks, scores, logits, best, slice_window(window, self.slice_shape))
 
     def mask_prompt(self, index, mask: np.ndarray) -> ObjectPrompt:
         """A prompt refining an existing object: its box, a point inside, and (untiled) its
@@ -310,25 +309,10 @@ class Session:
             prompt.mask_logits = self.sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
         return prompt
 
-    def propagate(
-        self,
-        index,
-        mask: np.ndarray,
-        axis: int = -1,
-        stop_iou: float = 0.5,
-        limits: tuple[int, int] | None = None,
-        min_area: int = 4,
-        cancel: Callable[[], bool] | None = None,
-    ) -> Iterator[tuple[tuple[int, ...], np.ndarray, tuple | None]]:
-        """Follow an object from slice ``index`` through its neighbours along one slice axis
-        (:func:`napari_sam.segment.propagation.propagate`, which says when it stops).
-
-        Yields
-        ------
-        index, mask, window
-            Slice index (tuple over the slice axes), the object's mask there and the window
-            ``(y0, y1, x0, x1)`` it covers (``None``: the whole slice).
-        """
+    def propagate(self, index, mask: np.ndarray, *args, **kwargs):
+        """Follow an object from slice ``index`` through its neighbours along one slice axis:
+        :func:`napari_sam.segment.propagation.propagate` on this session's predictor (the
+        same options; it yields ``(index, mask, window)`` per slice)."""
         from ..segment.propagation import propagate
 
-        return propagate(self.sp, index, mask, axis, stop_iou, limits, min_area, cancel)
+        return propagate(self.sp, index, mask, *args, **kwargs)

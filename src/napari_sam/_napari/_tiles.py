@@ -27,7 +27,8 @@ from ..segment.propagation import (
 )
 from ..stacks.tiling import Tiling, plan_tiling
 
-__all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window", "overlay_factor",
+__all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window",
+           "in_helper_thread", "overlay_factor",
            "paint_tiles", "place", "placed_iou", "plan_for", "ready_plane", "render_windows",
            "shifted", "tile_states", "tiles_around", "union_window"]  # fmt: skip
 
@@ -134,41 +135,59 @@ def embed_all_tiles(
     PrecomputeResult
         What the store's precompute returned.
     """
+    relay = in_helper_thread(
+        lambda progress: session.precompute(progress=progress, cancel=cancel,
+                                            batch_size=batch_size),
+        every, "napari-sam-embed-tiles",
+    )  # fmt: skip
+    n_tiles, here = len(session.tiling), session.sp.view.flat_index(tuple(index))
+    painted = 0.0
+    shown = here * n_tiles  # flat tiles painted so far (the store goes in order)
+    while True:
+        try:
+            done, total = next(relay)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        now = time.monotonic()
+        yield ("progress", done, total)
+        end = min(done, (here + 1) * n_tiles)
+        if end > shown and (now - painted >= 4 * every or done == total):
+            painted = now  # each paint redraws the canvas: less often
+            yield (
+                "tiles",
+                tuple(index),
+                dict.fromkeys(range(shown - here * n_tiles, end - here * n_tiles), True),
+            )
+            shown = end
+    yield ("tiles", tuple(index), tile_states(session, index, range(n_tiles)))  # evictions
+    return result
+
+
+def in_helper_thread(run: Callable, every: float = 0.25, name: str = "napari-sam-helper"):
+    """Run ``run(progress)`` in a helper thread (a generator, for a worker): yield the
+    ``(done, total)`` of its ``progress`` calls at most every ``every`` seconds (and the last,
+    ``done == total``); return what ``run`` returned, or raise what it raised."""
     items: queue.SimpleQueue = queue.SimpleQueue()
     out: dict = {}
 
-    def run():
+    def target():
         try:
-            out["result"] = session.precompute(
-                progress=lambda done, total: items.put((done, total)), cancel=cancel,
-                batch_size=batch_size,
-            )  # fmt: skip
+            out["result"] = run(lambda done, total: items.put((done, total)))
         except BaseException as err:  # noqa: BLE001 (re-raised in the worker)
             out["error"] = err
         finally:
             items.put(None)
 
-    helper = threading.Thread(target=run, name="napari-sam-embed-tiles", daemon=True)
+    helper = threading.Thread(target=target, name=name, daemon=True)
     helper.start()
-    n_tiles, here = len(session.tiling), session.sp.view.flat_index(tuple(index))
-    last = painted = 0.0
-    shown = here * n_tiles  # flat tiles painted so far (the store goes in order)
+    last = 0.0
     while (item := items.get()) is not None:
         now = time.monotonic()
         if now - last >= every or item[0] == item[1]:
             last = now
-            yield ("progress", *item)
-            end = min(item[0], (here + 1) * n_tiles)
-            if end > shown and (now - painted >= 4 * every or item[0] == item[1]):
-                painted = now  # each paint redraws the canvas: less often
-                yield (
-                    "tiles",
-                    tuple(index),
-                    dict.fromkeys(range(shown - here * n_tiles, end - here * n_tiles), True),
-                )
-                shown = end
+            yield item
     helper.join()
     if "error" in out:
         raise out["error"]
-    yield ("tiles", tuple(index), tile_states(session, index, range(n_tiles)))  # evictions
     return out["result"]

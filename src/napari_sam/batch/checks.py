@@ -184,9 +184,9 @@ def check_writable(path: Path, arg: str) -> None:
         raise InputError(arg, f"cannot write to {str(folder)!r} ({os_reason(err)})") from None
 
 
-def check_model(name: str, in_channels: int, overrides: dict) -> None:
+def check_model(name: str, in_channels: int, overrides: dict):
     """``--model`` is registered and the ``--override`` values make a valid configuration
-    (no TensorFlow needed)."""
+    (no TensorFlow needed); that configuration."""
     from ..weights.registry import list_models, model_config
 
     if name not in list_models():
@@ -194,7 +194,7 @@ def check_model(name: str, in_channels: int, overrides: dict) -> None:
             "--model", f"unknown model {name!r}; available: {', '.join(list_models())}"
         )
     try:
-        model_config(name, in_channels, **overrides)
+        return model_config(name, in_channels, **overrides)
     except (ValueError, TypeError) as err:
         raise InputError("--override", err) from None
 

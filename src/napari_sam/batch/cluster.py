@@ -36,7 +36,7 @@ from pathlib import Path
 from .checks import os_reason, setup_error_arg
 from .errors import InputError
 from .files import store_for, temporary_store
-from .pipeline import ModelCache, open_stack, resolve
+from .pipeline import ModelCache, open_input_of, open_stack, resolve
 from .settings import LabelSettings
 from .tiles import make_predictor, tiling_for
 
@@ -122,8 +122,7 @@ def _open(settings, inp: Path, store: Path, normalization, overwrite: bool, toke
     _release_state(state)
     s, cache = settings, state["cache"]
     resolved = resolve(s)
-    opening = open_stack(resolved, inp)
-    opened = opening.__enter__()
+    opened = open_input_of(resolved, inp)  # kept open for the run's next tasks
     try:
         tiling = tiling_for(s, opened.view, opened.config)
         cache.model_for(resolved, opened)  # once per process, shared with whole-file tasks
@@ -133,7 +132,7 @@ def _open(settings, inp: Path, store: Path, normalization, overwrite: bool, toke
             encoder=cache.encoder, memory_budget=0, overwrite=overwrite,
         )  # fmt: skip
     except BaseException:
-        opening.__exit__(None, None, None)
+        opened.view.close()
         raise
     cache.encoder = sp.encoder
     state["open"] = (token, opened.view, sp)

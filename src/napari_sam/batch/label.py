@@ -253,6 +253,6 @@ def segment_prompts(sp, prompts, ids: dict | None = None):
         )  # within the window the mask came from (the whole slice when not tiled)
         target = target[y0:y1, x0:x1]
         mask = masks[int(np.argmax(scores))] if single_point else masks[0]
-        key = obj.key or f"\0{obj.slice}"  # no object column: one object per slice
+        key = obj.object_key
         target[mask] = ids.setdefault(key, len(ids) + 1)
     return labels

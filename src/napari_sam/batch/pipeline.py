@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .checks import check_model, check_weights, parse_channels, parse_normalization, parse_overrides
-from .errors import InputError
 from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 
-__all__ = ["ModelCache", "Opened", "Resolved", "open_stack", "resolve"]
+__all__ = ["ModelCache", "Opened", "Resolved", "open_input_of", "open_stack", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,7 @@ class Resolved:
     def config(self, in_channels: int):
         """The model configuration for images of ``in_channels`` channels (built here, once
         per file; InputError naming ``--override`` where the values do not fit)."""
-        from ..weights.registry import model_config
-
-        try:
-            return model_config(self.model, in_channels, **self.override_dict)
-        except (ValueError, TypeError) as err:
-            raise InputError("--override", err) from None
+        return check_model(self.model, in_channels, self.override_dict)
 
 
 def resolve(settings, decoder: str | None = None) -> Resolved:
@@ -93,14 +87,25 @@ class Opened:
     config: Any
 
 
-@contextmanager
-def open_stack(resolved: Resolved, inp: Path) -> Iterator[Opened]:
-    """Open ``inp`` once (checked readable), with its channel mapping and model configuration;
-    closed on leaving."""
-    with open_input(Path(inp), resolved.axes) as view:
+def open_input_of(resolved: Resolved, inp: Path) -> Opened:
+    """Open ``inp`` (checked readable) with its channel mapping and model configuration; the
+    caller closes ``opened.view`` (:func:`open_stack` does it on leaving)."""
+    view = open_input(Path(inp), resolved.axes)
+    try:
         channels = resolve_channels(resolved.channels, view)
         in_channels = channels.out_channels(view.n_channels)
-        yield Opened(view, channels, in_channels, resolved.config(in_channels))
+        return Opened(view, channels, in_channels, resolved.config(in_channels))
+    except BaseException:
+        view.close()
+        raise
+
+
+@contextmanager
+def open_stack(resolved: Resolved, inp: Path) -> Iterator[Opened]:
+    """Open ``inp`` once (see :func:`open_input_of`); closed on leaving."""
+    opened = open_input_of(resolved, inp)
+    with opened.view:
+        yield opened
 
 
 @dataclass
@@ -117,7 +122,6 @@ class ModelCache:
     model: Any = None
     encoder: Any = None
     loads: int = 0
-    extra: dict = field(default_factory=dict)
 
     def model_for(self, resolved: Resolved, opened: Opened):
         """The model (loaded now with TensorFlow if this process has none)."""

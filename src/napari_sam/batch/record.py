@@ -40,16 +40,16 @@ def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
 
 def write_record(out: Path, sp, settings, inp: Path, prompts, ids: dict, partial) -> None:
     """Write the sidecar of ``out`` (never over a file that is not a sidecar)."""
-    from ..io.provenance import FORMAT, sidecar_path, write_sidecar
+    from ..io.provenance import is_sidecar, sidecar_path, write_sidecar
 
     path = sidecar_path(out)
-    if path.exists() and FORMAT not in path.read_text(encoding="utf-8", errors="replace")[:200]:
+    if path.exists() and not is_sidecar(path):
         print(f"napari-sam: left {path} alone (not a napari-sam sidecar); the labels' record "
               "is not written", file=sys.stderr)  # fmt: skip
         return
     objects = [] if prompts is None else [
         {"object": o.key, "slice": list(o.slice), "points": [list(p) for p in o.points],
-         "labels": list(o.labels), "box": o.box, "id": ids.get(o.key or f"\0{o.slice}")}
+         "labels": list(o.labels), "box": o.box, "id": ids.get(o.object_key)}
         for o in prompts
     ]  # fmt: skip
     for o in objects:

@@ -45,6 +45,12 @@ class ObjectPrompt:
     box: list | None = None
     where: str = ""
 
+    @property
+    def object_key(self) -> str:
+        """Which object the prompts belong to: ``key``, or without one the slice (no object
+        column: one object per slice)."""
+        return self.key or f"\0{self.slice}"
+
     def arrays(self):
         """``points (M, 2)``, ``labels (M,)`` or ``None, None``, and ``box (1, 4)`` or ``None``."""
         pts = np.asarray(self.points, np.float64).reshape(-1, 2) if self.points else None

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .._atomic import write_atomic
 
-__all__ = ["FORMAT", "ProvenanceError", "read_made_by", "sidecar_path", "write_sidecar"]
+__all__ = ["FORMAT", "ProvenanceError", "is_sidecar", "read_made_by", "sidecar_path",
+           "write_sidecar"]
 
 FORMAT = "napari-sam-tf provenance 1"
 
@@ -38,6 +39,19 @@ def write_sidecar(path, made_by: dict, objects: list[dict]) -> Path:
     return write_atomic(Path(path), lambda f: f.write(text.encode()))
 
 
+def is_sidecar(path) -> bool:
+    """Whether ``path`` is a sidecar written here (JSON declaring :data:`FORMAT`)."""
+    data = _load(Path(path))
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def read_made_by(path) -> dict | None:
     """The ``made_by`` record of a prompts file, or None when it has none (a plain prompt
     file, or a CSV).
@@ -50,10 +64,7 @@ def read_made_by(path) -> dict | None:
     path = Path(path)
     if path.suffix.lower() != ".json":
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None  # the prompt reader says what is wrong with it
+    data = _load(path)  # None when unreadable: the prompt reader says what is wrong with it
     if not isinstance(data, dict) or "made_by" not in data:
         return None
     made_by = data["made_by"]

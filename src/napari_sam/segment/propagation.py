@@ -16,12 +16,18 @@ import numpy as np
 from ..masks import bounding_box, iou, mask_to_box, object_centre
 
 __all__ = ["crop_to_object", "full_window", "place", "placed_iou", "propagate",
-           "propagation_prompts", "union_window"]  # fmt: skip
+           "propagation_prompts", "slice_window", "union_window"]  # fmt: skip
 
 
 def full_window(mask: np.ndarray, window) -> tuple[int, int, int, int]:
     """``window``, or the whole of ``mask`` when ``window`` is None."""
     return tuple(window) if window is not None else (0, mask.shape[-2], 0, mask.shape[-1])
+
+
+def slice_window(window, slice_shape):
+    """``window`` as a tuple, or None where it is the whole slice of ``slice_shape``."""
+    h, w = slice_shape
+    return None if tuple(window) == (0, h, 0, w) else tuple(window)
 
 
 def union_window(windows) -> tuple[int, int, int, int]:
@@ -109,7 +115,6 @@ def propagate(
     size = sp.view.stack_shape[axis]
     lo, hi = limits if limits is not None else (0, size - 1)
     lo, hi = max(0, lo), min(size - 1, hi)
-    h, w = sp.view.slice_shape
     first, first_window = crop_to_object(np.asarray(mask, bool))
     for step in (1, -1):
         prev, window, pos = first, first_window, index[axis] + step
@@ -120,7 +125,7 @@ def propagate(
             masks, scores, _, got = sp.predict_window(here, *propagation_prompts(prev, window),
                                                       multimask_output=False)  # fmt: skip
             new = masks[int(np.argmax(scores))]
-            got = None if tuple(got) == (0, h, 0, w) else tuple(got)
+            got = slice_window(got, sp.view.slice_shape)
             if new.sum() < min_area or placed_iou(new, got, prev, window) < stop_iou:
                 break
             yield here, new, got
