@@ -20,6 +20,10 @@ from napari_fixtures import sam_widget, tiny_random_model, viewer, xvfb_display
 __all__ = ["sam_widget", "tiny_random_model", "viewer", "xvfb_display"]  # fixtures
 
 Z = 5  # the slice prompted
+# A gap in a 10 ms timer longer than this means work ran on the event loop: one slice's
+# embedding (about 1.2 s on 2 cores), the model's loading or a graph's tracing each take
+# longer. Shorter gaps (0.1 to 0.3 s) come from the GIL on a busy 2-core CI machine.
+FROZEN_S = 1.0
 
 
 def test_widget_and_sample_from_manifest(viewer, sam_widget):
@@ -95,7 +99,7 @@ def test_event_loop_keeps_serving_timers_while_embedding(viewer, sam_widget, qtb
     print(f"embedding 10 slices: {during[-1] - t0:.1f} s, largest timer gap {gaps.max():.3f} s")
     assert all(sam_widget.session.has_embedding((z,)) for z in range(10))
     assert len(list((tmp_path / "ten slices" / "records").glob("*.json"))) == 10
-    assert gaps.max() < 0.2, f"event loop blocked for {gaps.max():.3f} s"
+    assert gaps.max() < FROZEN_S, f"event loop blocked for {gaps.max():.3f} s"
 
 
 def test_bad_input_gives_messages_not_tracebacks(viewer, sam_widget, tiny_random_model, qtbot):
@@ -426,7 +430,7 @@ def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_
     assert {"loading the model...", "embedding the slice..."} <= seen, seen
     gaps = np.diff([t0, *[t for t in stamps if t >= t0]])
     print(f"warm-up {stamps[-1] - t0:.1f} s, largest timer gap {gaps.max():.3f} s")
-    assert gaps.max() < 0.2, f"event loop blocked for {gaps.max():.3f} s"
+    assert gaps.max() < FROZEN_S, f"event loop blocked for {gaps.max():.3f} s"
     points, _, preview, _ = sam_widget.setup_layers()
     nf.idle(qtbot, sam_widget, 300_000)
     _, truth = make_sample_stack(0)
