@@ -68,6 +68,7 @@ def gui_results(xvfb_display, tmp_path_factory, request):
     return results
 
 
+@pytest.mark.xdist_group("gui")  # one worker runs them all, in one process (--dist loadgroup)
 @pytest.mark.parametrize("case", CASES)
 def test_gui(case, gui_results):
     outcome, text, seconds = gui_results.get(case, ("missing", "case did not run", 0))
