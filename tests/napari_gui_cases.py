@@ -44,7 +44,7 @@ def test_widget_and_sample_from_manifest(viewer, sam_widget):
     sam_widget.image_box.setCurrentText(tz.name)
     assert sam_widget.geometry()[1].axes == "TZYX"
     assert "Shift-C" in sam_widget.buttons["Commit"].toolTip()
-    assert "T (lime/magenta)" in sam_widget.toolTip()
+    assert "T: positive (lime)" in sam_widget.hint.text() and "Shift-C" in sam_widget.hint.text()
 
 
 def test_preview_commit_undo_with_random_weights(viewer, sam_widget, tiny_random_model, qtbot):
@@ -170,10 +170,33 @@ def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qt
 
 
 def test_screenshot_of_the_widget_at_work(viewer, sam_widget, tiny_random_model, qtbot, tmp_path):
-    """Writes ``$NAPARI_SAM_SCREENSHOT`` (the README's picture) or a temporary file."""
+    """[first-use] 4: the common path first, the rest collapsed, real slice ranges. Writes
+    ``$NAPARI_SAM_SCREENSHOT`` (the README's picture) or a temporary file."""
     from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
 
     points, boxes, _, _ = nf.open_sample(viewer, sam_widget, Z)
+    w = sam_widget
+    common = [w.model_box, w.image_box, w.output_box, w.state_label, w.hint]
+    common += [w.buttons[b] for b in ("Commit", "Next mask", "Clear prompts", "Cancel")]
+
+    def shown(c):  # a collapsed section keeps its widgets visible, at zero height
+        return c.isVisible() and not c.visibleRegion().isEmpty()
+
+    assert all(shown(c) for c in common)
+    assert list(w.sections) == ["Prompts", "Channels", "Model file and cache", "Propagation",
+                                "Automatic segmentation"]  # fmt: skip
+    assert not any(box.isExpanded() for box, _ in w.sections.values())
+    advanced = [w.channel_axis, w.cache, w.checkpoint, w.stop_iou, w.buttons["Propagate"],
+                w.buttons["Segment everything"], w.points_box]  # fmt: skip
+    assert not any(shown(c) for c in advanced)
+    assert (w.z_from.value(), w.z_to.value(), w.z_to.maximum()) == (0, 11, 11)  # 12 slices
+    w.z_to.setValue(7)
+    w.follow_image()  # the same image: the user's range is kept
+    assert w.z_to.value() == 7
+    w.sections["Propagation"][0].expand(animate=False)
+    qtbot.wait(50)
+    qtbot.waitUntil(lambda: shown(w.stop_iou) and shown(w.buttons["Propagate"]))
+    w.sections["Propagation"][0].collapse(animate=False)
     if not TINY_NUCLEI_WEIGHTS.is_file():
         sam_widget.set_model(tiny_random_model)
     _, truth = make_sample_stack(0)

@@ -2,8 +2,9 @@
 
 A fresh process because TensorFlow must be loaded after the OpenGL driver (see
 ``napari_sam._napari._tf``), and the rest of the suite loads TensorFlow first. The display is
-``$DISPLAY`` or a private Xvfb (``napari_fixtures.xvfb_display``); each case is one test here,
-and the process runs the cases selected here only (e.g. with ``-k``).
+``$DISPLAY`` or a private Xvfb (``napari_fixtures.xvfb_display``). The cases all run in one
+test here, so that one xdist worker runs them (``$NAPARI_SAM_GUI_CASES`` selects some with a
+``-k`` expression); its failure lists every failed case with its traceback.
 """
 
 import ast
@@ -30,26 +31,17 @@ CASES = [
 assert len(set(CASES)) == len(CASES), "two GUI cases of one name"
 
 
-def selected_cases(session) -> list[str]:
-    """The cases of :func:`test_gui` this pytest session runs (after ``-k`` / ``-m``)."""
-    items = [i for i in session.items if getattr(i, "originalname", "") == "test_gui"]
-    return [i.callspec.params["case"] for i in items if i.path == Path(__file__)]
-
-
-@pytest.fixture(scope="module")
-def gui_results(xvfb_display, tmp_path_factory, request):
-    pytest.importorskip("napari")
-    pytest.importorskip("pytestqt")
-    xml = tmp_path_factory.mktemp("gui") / "cases.xml"
-    env = {**os.environ, "DISPLAY": xvfb_display}
+def run_cases(display: str, xml: Path, select: str | None = None) -> dict:
+    """Run the cases (``select``: a ``-k`` expression) in a fresh process on ``display``;
+    ``{case: (outcome, text, seconds)}``."""
+    env = {**os.environ, "DISPLAY": display}
     if env.get("QT_QPA_PLATFORM") == "offscreen":
         del env["QT_QPA_PLATFORM"]
     cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
     cmd += [str(p) for p in CASES_FILES]
     cmd += [f"--junitxml={xml}", "-o", "python_files=napari_gui_cases*.py"]
-    cases = selected_cases(request.session)
-    if cases and len(cases) < len(CASES):
-        cmd += ["-k", " or ".join(cases)]
+    if select:
+        cmd += ["-k", select]
     run = subprocess.run(
         cmd, env=env, cwd=CASES_FILES[0].parents[1], capture_output=True, text=True, timeout=1800
     )
@@ -68,11 +60,19 @@ def gui_results(xvfb_display, tmp_path_factory, request):
     return results
 
 
-@pytest.mark.xdist_group("gui")  # one worker runs them all, in one process (--dist loadgroup)
-@pytest.mark.parametrize("case", CASES)
-def test_gui(case, gui_results):
-    outcome, text, seconds = gui_results.get(case, ("missing", "case did not run", 0))
-    if outcome == "skipped":
-        pytest.skip(text)
-    if outcome != "passed":
-        pytest.fail(f"{case}: {outcome} after {seconds:.1f} s:\n{text[-6000:]}", pytrace=False)
+def test_gui_cases(xvfb_display, tmp_path):
+    """Every GUI case, in one process (one test here, so that one xdist worker runs them:
+    ``$NAPARI_SAM_GUI_CASES`` selects some with a ``-k`` expression)."""
+    pytest.importorskip("napari")
+    pytest.importorskip("pytestqt")
+    select = os.environ.get("NAPARI_SAM_GUI_CASES")
+    results = run_cases(xvfb_display, tmp_path / "cases.xml", select)
+    expected = set(CASES) if not select else set(results)
+    bad = {c: r for c, r in results.items() if r[0] not in ("passed", "skipped")}
+    lines = [f"{c}: {r[0]} after {r[2]:.1f} s:\n{r[1][-6000:]}" for c, r in sorted(bad.items())]
+    lines += [f"{c}: did not run" for c in sorted(expected - set(results))]
+    skipped = sorted(c for c, r in results.items() if r[0] == "skipped")
+    print(f"GUI cases: {len(results) - len(bad) - len(skipped)} passed, {len(skipped)} skipped")
+    if lines:
+        pytest.fail(f"{len(lines)} of {len(expected)} GUI case(s) failed:\n" + "\n".join(lines),
+                    pytrace=False)  # fmt: skip

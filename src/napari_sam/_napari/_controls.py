@@ -16,14 +16,31 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )  # fmt: skip
+from superqt import QCollapsible
 
 from ..weights.defaults import WIDGET_MODEL
 from . import _layers as L
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
 from .annotator import SessionSpec, Settings
+
+
+def _row(widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
+
+
+def _pair(a, b) -> QWidget:
+    w = QWidget()
+    row = _row((a, b))
+    row.setContentsMargins(0, 0, 0, 0)
+    w.setLayout(row)
+    return w
 
 
 class LayerBox(QComboBox):
@@ -140,7 +157,6 @@ class ControlsPanel(QWidget):
         from ..weights import list_models
 
         self.viewer = viewer
-        form = QFormLayout(self)
         self.model_box = QComboBox()
         self.model_box.addItems(list_models())
         self.model_box.setCurrentText(WIDGET_MODEL)
@@ -166,38 +182,82 @@ class ControlsPanel(QWidget):
         )
         self.iou_label = QLabel("predicted IoU: -")
         self.state_label = QLabel("model: not loaded yet")
+        self.hint = QLabel(wordWrap=True)
         self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
-        self.z_from, self.z_to = QSpinBox(maximum=99999), QSpinBox(maximum=99999, value=99999)
+        self.z_from, self.z_to = QSpinBox(maximum=0), QSpinBox(maximum=0)
         self.prop_axis = QSpinBox(minimum=0, maximum=8)
-        rows = [("model", self.model_box), ("checkpoint", self.checkpoint),
-                ("image", self.image_box), ("channel axis", self.channel_axis),
-                ("channels", self.channel_mode), ("channel indices", self.channel_idx),
-                ("cache", self.cache), ("points", self.points_box), ("boxes", self.boxes_box),
-                ("output labels", self.output_box), ("", self.one_per_click),
-                ("", self.multimask), ("", self.overwrite),
-                ("", self.iou_label), ("state", self.state_label)]  # fmt: skip
-        for label, w in rows:
-            form.addRow(label, w)
+        self.prop_axis.valueChanged.connect(self.follow_image)
+        self._range_of = None  # (image, shape, axis) the slice range was set for
+        layout = QVBoxLayout(self)
+        common = QFormLayout()
+        for label, w in (("model", self.model_box), ("image", self.image_box),
+                         ("output labels", self.output_box), ("state", self.state_label),
+                         ("", self.hint), ("", self.iou_label)):  # fmt: skip
+            common.addRow(label, w)
+        layout.addLayout(common)
+        self.sections = {}  # title: (QCollapsible, its form), in order
+        for title, rows in (
+            ("Prompts", [("points", self.points_box), ("boxes", self.boxes_box),
+                         ("", self.one_per_click), ("", self.multimask),
+                         ("", self.overwrite)]),
+            ("Channels", [("channel axis", self.channel_axis), ("channels", self.channel_mode),
+                          ("channel indices", self.channel_idx)]),
+            ("Model file and cache", [("checkpoint", self.checkpoint), ("cache", self.cache)]),
+            ("Propagation", [("slice axis", self.prop_axis), ("stop below IoU", self.stop_iou),
+                             ("slice range", _pair(self.z_from, self.z_to))]),
+            ("Automatic segmentation", []),
+        ):  # fmt: skip
+            box, form = QCollapsible(title), QFormLayout()
+            inner = QWidget()
+            inner.setLayout(form)
+            for label, w in rows:
+                form.addRow(label, w)
+            box.addWidget(inner)
+            self.sections[title] = (box, form)
+        self._layout = layout
 
     def add_buttons(self, buttons) -> None:
-        """Add the ``(text, slot, tip)`` buttons, two a row, then the propagation controls."""
-        form = self.layout()
+        """Add the ``(text, slot, tip, section)`` buttons, two a row: section ``""`` under the
+        common controls, the others at the top of their collapsed section; then the sections."""
         self.buttons = {}
-        for i, (text, slot, tip) in enumerate(buttons):
-            if i % 2 == 0:
-                row = QHBoxLayout()
-                form.addRow(row)
+        rows = {}
+        for text, slot, tip, section in buttons:
             b = QPushButton(text)
             b.setToolTip(f"{slot.__doc__.strip().splitlines()[0]} [{tip}]" if tip else "")
             b.clicked.connect(lambda _=False, s=slot: s())
-            row.addWidget(b)
             self.buttons[text] = b
-        form.addRow("slice axis", self.prop_axis)
-        form.addRow("stop below IoU", self.stop_iou)
-        zr = QHBoxLayout()
-        zr.addWidget(self.z_from)
-        zr.addWidget(self.z_to)
-        form.addRow("slice range", zr)
+            rows.setdefault(section, []).append(b)
+        common = rows.pop("", [])
+        for i in range(0, len(common), 2):
+            self._layout.addLayout(_row(common[i : i + 2]))
+        for title, (box, form) in self.sections.items():
+            found = rows.pop(title, [])
+            for i in range(0, len(found), 2):
+                form.insertRow(i // 2, _row(found[i : i + 2]))
+            self._layout.addWidget(box)
+        if rows:
+            raise ValueError(f"buttons for unknown sections: {sorted(rows)}")
+        self._layout.addStretch()
+
+    def follow_image(self, *_) -> None:
+        """The slice range spans every slice of the chosen image along the slice axis, set
+        again when the image, its shape or the axis changes (the user's range is kept
+        otherwise)."""
+        try:
+            image, geo = self.geometry()
+        except ValueError:
+            return
+        n_dims = geo.n_slice_dims
+        axis = min(self.prop_axis.value(), max(n_dims - 1, 0))
+        n = int(geo.label_shape[axis]) if n_dims else 1
+        key = (image.name, tuple(geo.label_shape), axis)
+        if key == self._range_of:
+            return
+        self._range_of = key
+        for w in (self.z_from, self.z_to):
+            w.setMaximum(n - 1)
+        self.z_from.setValue(0)
+        self.z_to.setValue(n - 1)
 
     def step(self, _=None) -> None:
         """One more step on the running job's progress bar."""

@@ -85,6 +85,7 @@ class PreviewActions:
     def _prepare_soon(self, *_):
         """The image or the model changed: prepare in the background (once things settle)."""
         if not self._closed and self.image_box.layer() is not None:
+            self.follow_image()
             self._prepare_timer.start()
 
     def embed_stack(self):

@@ -79,21 +79,27 @@ class SAMWidget(PreviewActions, ControlsPanel):
         self._preview_pending, self._docked, self._closed = False, False, False
         self._warming, self._queued = False, None  # the warm-up, and a job asked for meanwhile
         self.add_buttons([
-            ("Set up layers", self.setup_layers, ""),
-            ("Embed stack", self.embed_stack, "every slice / tile, in the background"),
-            ("Next mask", self.cycle_mask, KEYS["cycle_mask"]),
-            ("Commit", self.commit, KEYS["commit"]),
-            ("Refine label", self.refine_selected, "selected label of the output"),
-            ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"]),
-            ("Propagate", self.propagate, KEYS["propagate"]),
+            ("Set up layers", self.setup_layers, "points, boxes and labels layers", ""),
+            ("Commit", self.commit, KEYS["commit"], ""),
+            ("Next mask", self.cycle_mask, KEYS["cycle_mask"], ""),
+            ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"], ""),
+            ("Refine label", self.refine_selected, "selected label of the output", ""),
+            ("Cancel", self.cancel, "stop embedding / propagation / segmenting", ""),
+            ("Embed stack", self.embed_stack, "every slice / tile, in the background",
+             "Model file and cache"),
+            ("Propagate", self.propagate, KEYS["propagate"], "Propagation"),
             ("Segment everything", self.segment_everything,
-             "this slice: the model's decoder (micro-sam) or a grid of point prompts"),
-            ("Segment stack", self.segment_stack, "every slice, linked in 3-D"),
-            ("Cancel", self.cancel, "stop embedding / propagation / segmenting"),
+             "this slice: the model's decoder or a grid of point prompts",
+             "Automatic segmentation"),
+            ("Segment stack", self.segment_stack, "every slice, linked in 3-D",
+             "Automatic segmentation"),
         ])  # fmt: skip
-        self.setToolTip("Points: positive/negative toggled with T (lime/magenta); "
-                        "Shapes rectangles are boxes, one object each. "
-                        + ", ".join(f"{k}: {v}" for k, v in KEYS.items()))  # fmt: skip
+        self.hint.setText(
+            f"Click an object: a point prompts it ({KEYS['toggle']}: positive (lime) / negative "
+            f"(magenta)), a rectangle in the boxes layer too. {KEYS['commit']} commits it, "
+            f"{KEYS['cycle_mask']} shows the next mask, {KEYS['clear_prompts']} clears the "
+            "prompts, Ctrl-Z on the labels undoes."
+        )
         self._timer = QTimer(singleShot=True, interval=20)
         self._timer.timeout.connect(self.update_preview)
         self._prepare_timer = QTimer(singleShot=True, interval=300)  # an image chosen: warm up

@@ -16,6 +16,9 @@ distance to the object boundary (both scaled to [0, 1]). The layers follow
 - ``deconv_out`` (an up-sampler), ``decoder_head`` (a conv block on the concatenation with the
   last side output), ``out_conv`` (1 x 1) and a sigmoid.
 
+``depth`` counts the side branch's blocks (4 in micro-sam: output 16 x the embedding grid); the
+project's ``sam_tiny_nuclei`` decoder has 3 (8 x, as its patch size 8).
+
 An up-sampler is either a 2 x 2 transposed convolution with stride 2 (torch-em's
 ``SingleDeconv2DBlock``, checkpoint keys ``<module>.block.*``) or bilinear x 2 interpolation
 followed by a 1 x 1 convolution (``Upsampler2d``, keys ``<module>.conv.*``): which one depends on
@@ -30,19 +33,20 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-__all__ = ["UPSAMPLERS", "DecoderConfig", "InstanceDecoder"]
+__all__ = ["UPSAMPLERS", "DecoderConfig", "InstanceDecoder", "upsamplers"]
 
-# the modules of the UNETR that are up-samplers (their kind is read from the checkpoint)
-UPSAMPLERS = (
-    "deconv1.block.0",
-    "deconv2.block.0",
-    "deconv3.block.0",
-    "deconv4.block.0",
-    "decoder.samplers.0",
-    "decoder.samplers.1",
-    "decoder.samplers.2",
-    "deconv_out",
-)
+
+def upsamplers(depth: int = 4) -> tuple[str, ...]:
+    """The modules of a UNETR of ``depth`` levels that are up-samplers (their kind is read from
+    the checkpoint)."""
+    return (
+        *(f"deconv{i}.block.0" for i in range(1, depth + 1)),
+        *(f"decoder.samplers.{i}" for i in range(depth - 1)),
+        "deconv_out",
+    )
+
+
+UPSAMPLERS = upsamplers(4)  # micro-sam's
 _EPS = 1e-5  # torch's BatchNorm2d and InstanceNorm2d
 
 
@@ -60,20 +64,23 @@ class DecoderConfig:
     out_channels : int
         Output maps (3: foreground, centre and boundary distances).
     conv_transpose : tuple of str
-        The modules of :data:`UPSAMPLERS` that are transposed convolutions; the others are
+        The modules of :func:`upsamplers` that are transposed convolutions; the others are
         bilinear x 2 + 1 x 1 convolution.
+    depth : int
+        Levels (side-branch blocks): the output is ``2**depth`` x the embedding grid.
     """
 
     embed_dim: int = 256
     initial_features: int = 64
     out_channels: int = 3
     conv_transpose: tuple[str, ...] = ()
+    depth: int = 4
 
     @property
-    def features(self) -> tuple[int, int, int, int]:
-        """Channels of the four levels, coarsest first."""
+    def features(self) -> tuple[int, ...]:
+        """Channels of the levels, coarsest first (micro-sam: 8 f, 4 f, 2 f, f)."""
         f = self.initial_features
-        return (8 * f, 4 * f, 2 * f, f)
+        return tuple(f * 2 ** (self.depth - 1 - i) for i in range(self.depth))
 
 
 def _conv(filters, kernel, name):
@@ -145,7 +152,8 @@ def _crop_channels(x, channels: int):
 
 
 class InstanceDecoder(keras.Model):
-    """The decoder: image embeddings (B, h, w, E) to three maps (B, 16 h, 16 w, 3) in [0, 1].
+    """The decoder: image embeddings (B, h, w, E) to three maps (B, s h, s w, 3) in [0, 1],
+    ``s = 2**config.depth`` (16 for micro-sam's).
 
     Parameters
     ----------
@@ -158,22 +166,22 @@ class InstanceDecoder(keras.Model):
         kwargs.setdefault("name", "instance_decoder")
         super().__init__(**kwargs)
         self.config = config
-        f0, f1, f2, f3 = config.features
+        widths = config.features
         t = set(config.conv_transpose)
         self.deconv = [
             _DeconvBlock(width, f"deconv{i}.block.0" in t, name=f"deconv{i}")
-            for i, width in enumerate((f0, f1, f2, f3), start=1)
+            for i, width in enumerate(widths, start=1)
         ]
-        self.base = _ConvBlock(f0, name="base")
+        self.base = _ConvBlock(widths[0], name="base")
         self.samplers = [
             _Upsampler(width, f"decoder.samplers.{i}" in t, name=f"decoder_samplers_{i}")
-            for i, width in enumerate((f1, f2, f3))
+            for i, width in enumerate(widths[1:])
         ]
         self.blocks = [
-            _ConvBlock(width, name=f"decoder_blocks_{i}") for i, width in enumerate((f1, f2, f3))
+            _ConvBlock(width, name=f"decoder_blocks_{i}") for i, width in enumerate(widths[1:])
         ]
-        self.deconv_out = _Upsampler(f3, "deconv_out" in t, name="deconv_out")
-        self.decoder_head = _ConvBlock(f3, name="decoder_head")
+        self.deconv_out = _Upsampler(widths[-1], "deconv_out" in t, name="deconv_out")
+        self.decoder_head = _ConvBlock(widths[-1], name="decoder_head")
         self.out_conv = keras.layers.Conv2D(config.out_channels, 1, name="out_conv")
         self.build((None, 64, 64, config.embed_dim))
 
@@ -185,12 +193,12 @@ class InstanceDecoder(keras.Model):
 
     def call(self, embedding):
         z = [embedding]
-        for block in self.deconv:  # z9, z6, z3, z0
+        for block in self.deconv:  # micro-sam's z9, z6, z3, z0
             z.append(block(z[-1]))
         x = self.base(embedding)
-        for sampler, block, side in zip(self.samplers, self.blocks, z[1:4], strict=True):
+        for sampler, block, side in zip(self.samplers, self.blocks, z[1:-1], strict=True):
             x = sampler(x)
             x = block(tf.concat([x, _crop_channels(side, x.shape[-1])], axis=-1))
         x = self.deconv_out(x)
-        x = self.decoder_head(tf.concat([x, z[4]], axis=-1))
+        x = self.decoder_head(tf.concat([x, z[-1]], axis=-1))
         return tf.sigmoid(self.out_conv(x))

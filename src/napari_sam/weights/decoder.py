@@ -13,16 +13,24 @@ import numpy as np
 from .key_map import KeyMapEntry, layer_entries, plain_entry
 from .pth_reader import CheckpointError
 
-__all__ = ["decoder_config", "decoder_key_map", "load_decoder"]
+__all__ = ["decoder_config", "decoder_key_map", "export_decoder_state", "load_decoder"]
 
 _BN_COUNT = "num_batches_tracked"  # a BatchNorm buffer that inference does not use
 
 
-def _upsampler_kinds(state: dict, source: str) -> tuple[str, ...]:
-    from ..model.instance_decoder import UPSAMPLERS
+def _depth(state: dict) -> int:
+    """Levels of the UNETR in ``state``: its side-branch blocks ``deconv1``, ``deconv2``..."""
+    depth = 0
+    while any(k.startswith(f"deconv{depth + 1}.") for k in state):
+        depth += 1
+    return depth
+
+
+def _upsampler_kinds(state: dict, source: str, depth: int) -> tuple[str, ...]:
+    from ..model.instance_decoder import upsamplers
 
     transpose = []
-    for module in UPSAMPLERS:
+    for module in upsamplers(depth):
         has_block = f"{module}.block.weight" in state
         has_conv = f"{module}.conv.weight" in state
         if has_block == has_conv:
@@ -64,17 +72,20 @@ def decoder_config(state: dict[str, np.ndarray], source: str = "decoder", embed_
             )
     out_channels, initial = (int(n) for n in state["out_conv.weight"].shape[:2])
     base_out, width = (int(n) for n in state["base.block.1.weight"].shape[:2])
-    if base_out != 8 * initial:
+    depth = _depth(state)
+    if depth < 2 or base_out != 2 ** (depth - 1) * initial:
         raise CheckpointError(
             f"{source}: inconsistent decoder widths: base.block.1 has {base_out} output "
-            f"channels, out_conv {initial} inputs (expected 8 x)"
+            f"channels, out_conv {initial} inputs and {depth} levels (expected "
+            f"{2 ** max(depth - 1, 0)} x and at least 2 levels)"
         )
     if embed_dim is not None and width != int(embed_dim):
         raise CheckpointError(
             f"{source}: the decoder is for image embeddings of {width} channels, but the model's "
             f"have {int(embed_dim)}: a decoder of another model"
         )
-    return DecoderConfig(width, initial, out_channels, _upsampler_kinds(state, source))
+    kinds = _upsampler_kinds(state, source, depth)
+    return DecoderConfig(width, initial, out_channels, kinds, depth)
 
 
 def _conv_entries(prefix, layer, transpose=False):
@@ -114,6 +125,11 @@ def decoder_key_map(decoder) -> list[KeyMapEntry]:
     out += _conv_block_entries("decoder_head", decoder.decoder_head)
     out += _conv_entries("out_conv", decoder.out_conv)
     return out
+
+
+def export_decoder_state(decoder) -> dict[str, np.ndarray]:
+    """The decoder's weights under torch-em's key names and layouts (the inverse of loading)."""
+    return {e.key: e.export() for e in decoder_key_map(decoder)}
 
 
 def load_decoder(state: dict[str, np.ndarray], source: str = "decoder", embed_dim=None):
