@@ -35,9 +35,11 @@ DEFAULT_OUT = TINY_NUCLEI_WEIGHTS.with_name("sam_tiny_nuclei_decoder.npz")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--chunk", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--pool", type=int, default=1200, help="images embedded once and "
+                        "drawn from (0: new images every step)")
     parser.add_argument("--features", type=int, default=16, help="initial features")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=0)
@@ -45,14 +47,14 @@ def main(argv=None):
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    model = create_model("sam_tiny_nuclei", pretrained=True)
+    model = create_model("sam_tiny_nuclei", pretrained=True, decoder=False)
     model.image_encoder.trainable = False
     decoder = InstanceDecoder(DecoderConfig(embed_dim=model.cfg.embed_dim,
                                             initial_features=args.features, depth=3))  # fmt: skip
     config = DecoderTrainConfig(steps=args.steps, batch_size=args.batch_size,
                                 learning_rate=args.lr, seed=args.seed)  # fmt: skip
     trainer = DecoderTrainer(model, decoder, make_sampler(model.cfg.input_size[0]), config,
-                             workdir=args.workdir)  # fmt: skip
+                             workdir=args.workdir, pool=args.pool)  # fmt: skip
     t0 = time.time()
     trainer.fit(max_steps=args.chunk)
     step = int(trainer.step.numpy())

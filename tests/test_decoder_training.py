@@ -64,7 +64,7 @@ def test_decoders_of_any_depth_export_and_load(depth):
         load_decoder(state, source="d.npz", embed_dim=32)
 
 
-def _trainer(workdir=None, steps=10):
+def _trainer(workdir=None, steps=10, pool=None):
     keras.utils.set_random_seed(0)
     model = SegmentAnythingModel(model_config("sam_tiny_nuclei", **TINY))
     decoder = InstanceDecoder(DecoderConfig(embed_dim=32, initial_features=4, depth=3))
@@ -72,7 +72,7 @@ def _trainer(workdir=None, steps=10):
     x = np.clip((image - np.percentile(image, 0.1)) / np.ptp(image), 0, 1) * 255
     rgb = np.repeat(x[..., None], 3, -1).astype(np.float32)
     cfg = DecoderTrainConfig(steps=steps, batch_size=2, warmup_steps=2, learning_rate=1e-2)
-    return DecoderTrainer(model, decoder, lambda rng, step: (rgb, labels), cfg, workdir)
+    return DecoderTrainer(model, decoder, lambda rng, step: (rgb, labels), cfg, workdir, pool)
 
 
 def test_decoder_training_lowers_the_loss_leaves_the_encoder_and_resumes(tmp_path):
@@ -88,3 +88,14 @@ def test_decoder_training_lowers_the_loss_leaves_the_encoder_and_resumes(tmp_pat
     for a, b in zip(resumed.decoder.weights, trainer.decoder.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert len(resumed.fit(progress=False)) == 4
+
+
+def test_a_pool_is_embedded_once_and_read_back(tmp_path):
+    trainer = _trainer(tmp_path, steps=4, pool=6)
+    embeddings, targets = trainer.pool
+    assert embeddings.shape == (6, 8, 8, 32) and targets.shape == (6, 64, 64, 3)
+    assert len(trainer.fit(progress=False)) == 4
+    again = _trainer(tmp_path, steps=4, pool=6)
+    np.testing.assert_array_equal(again.pool[0], embeddings)
+    emb, t = trainer.batch(0)
+    assert emb.shape == (2, 8, 8, 32) and emb.dtype == np.float32 and t.shape == (2, 64, 64, 3)

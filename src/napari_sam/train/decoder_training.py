@@ -108,10 +108,14 @@ class DecoderTrainer:
     config : DecoderTrainConfig
     workdir : path, optional
         Checkpoints and the loss log; training resumes from the latest checkpoint.
+    pool : int, optional
+        Draw the batches from a pool of this many samples, embedded once (kept in
+        ``workdir/pool.npz`` for a resumed run), instead of new images every step: the
+        encoder and the image generator then cost nothing per step.
     """
 
     def __init__(self, model, decoder, sample: Callable, config: DecoderTrainConfig,
-                 workdir=None):  # fmt: skip
+                 workdir=None, pool: int | None = None):  # fmt: skip
         self.model, self.decoder, self.sample, self.cfg = model, decoder, sample, config
         self.workdir = pathlib.Path(workdir) if workdir is not None else None
         self.preprocess = default_preprocessing(model.cfg)
@@ -130,12 +134,45 @@ class DecoderTrainer:
             if self._manager.latest_checkpoint:
                 ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
         self._graph = tf.function(self._step_fn)
+        self._embed = tf.function(model.embed_images)
+        self.pool = None if not pool else self._pool(int(pool))
+
+    def _pool(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` embeddings (float16) and targets (float16), made once (or read back)."""
+        from tqdm.auto import tqdm
+
+        from .._atomic import write_atomic
+
+        path = None if self.workdir is None else self.workdir / "pool.npz"
+        if path is not None and path.is_file():
+            with np.load(path) as f:
+                if len(f["embeddings"]) == n:
+                    return f["embeddings"], f["targets"]
+        embeddings, targets = [], []
+        for start in tqdm(range(0, n, 8), desc="embedding the pool"):
+            images, t = self._draw(np.random.default_rng([self.cfg.seed, 1 << 40, start]),
+                                   min(8, n - start))  # fmt: skip
+            embeddings.append(self._embed(tf.constant(images)).numpy().astype(np.float16))
+            targets.append(t.astype(np.float16))
+        out = np.concatenate(embeddings), np.concatenate(targets)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, lambda f: np.savez(f, embeddings=out[0], targets=out[1]))
+        return out
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed images (B, H, W, C) and their targets (B, H, W, 3) of step ``step``."""
+        """Image embeddings (B, h, w, E) and their targets (B, H, W, 3) of step ``step``."""
         rng = np.random.default_rng([self.cfg.seed, step])
+        if self.pool is not None:
+            idx = np.sort(rng.choice(len(self.pool[0]), self.cfg.batch_size, replace=False))
+            return (self.pool[0][idx].astype(np.float32), self.pool[1][idx].astype(np.float32))
+        images, targets = self._draw(rng, self.cfg.batch_size, step)
+        return self._embed(tf.constant(images)).numpy(), targets
+
+    def _draw(self, rng, n: int, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` new preprocessed images (randomly rotated and flipped) and their targets."""
         images, targets = [], []
-        for _ in range(self.cfg.batch_size):
+        for _ in range(n):
             image, labels = self.sample(rng, step)
             k = int(rng.integers(4))  # a random rotation and flip
             flip = bool(rng.integers(2))
@@ -146,8 +183,7 @@ class DecoderTrainer:
             targets.append(instance_targets(np.ascontiguousarray(labels)))
         return np.stack(images).astype(np.float32), np.stack(targets)
 
-    def _step_fn(self, images, targets):
-        emb = tf.stop_gradient(self.model.embed_images(images))
+    def _step_fn(self, emb, targets):
         with tf.GradientTape() as tape:
             loss, mse = _losses(self.decoder(emb), targets, self.cfg.distance_weight)
         grads = tape.gradient(loss, self.variables)
@@ -156,8 +192,8 @@ class DecoderTrainer:
 
     def train_step(self) -> tuple[float, float]:
         """One optimisation step; returns the loss and the distances' squared error."""
-        images, targets = self.batch(int(self.step.numpy()))
-        loss, mse = self._graph(tf.constant(images), tf.constant(targets))
+        embeddings, targets = self.batch(int(self.step.numpy()))
+        loss, mse = self._graph(tf.constant(embeddings), tf.constant(targets))
         self.step.assign_add(1)
         return float(loss.numpy()), float(mse.numpy())
 
