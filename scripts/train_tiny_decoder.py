@@ -28,9 +28,9 @@ from napari_sam.model.instance_decoder import DecoderConfig, InstanceDecoder  # 
 from napari_sam.train.decoder_training import DecoderTrainConfig, DecoderTrainer  # noqa: E402
 from napari_sam.weights import create_model  # noqa: E402
 from napari_sam.weights.decoder import export_decoder_state  # noqa: E402
-from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS  # noqa: E402
+from napari_sam.weights.registry import TINY_NUCLEI_DECODER  # noqa: E402
 
-DEFAULT_OUT = TINY_NUCLEI_WEIGHTS.with_name("sam_tiny_nuclei_decoder.npz")
+DEFAULT_OUT = TINY_NUCLEI_DECODER
 
 
 def main(argv=None):

@@ -484,9 +484,9 @@ def test_halo_too_large_for_the_default_tile(tmp_path, capsys):
     ("argv", "pattern"),
     [
         (
-            ["--method", "ais"],
+            ["--method", "ais", "--model", "sam_vit_b"],
             r"--method: ais needs an instance decoder, and model "
-            r"'sam_tiny_nuclei' has none: pass --decoder FILE",
+            r"'sam_vit_b' has none: pass --decoder FILE",
         ),
         (
             ["--method", "ais", "--weights", "PLAIN"],
@@ -515,5 +515,6 @@ def test_auto_method_and_decoder_errors_come_before_tensorflow(tmp_path, argv, p
         "BROKEN": tmp_path / "broken.pth",
         "MISSING": tmp_path / "missing_decoder.pt",
     }
-    argv = [str(files.get(a, a)) for a in argv] + ["--model", "sam_tiny_nuclei"]
+    argv = [str(files.get(a, a)) for a in argv]
+    argv += [] if "--model" in argv else ["--model", "sam_tiny_nuclei"]
     one_error_without_tensorflow(["auto", str(img), "--out", str(tmp_path / "o"), *argv], pattern)

@@ -42,7 +42,7 @@ def test_embed_auto_and_segment_share_the_tile_store(image, tmp_path, capsys):
                                    err[-1]), err  # fmt: skip
     labels = tmp_path / "labels.tif"
     code, _, err = run_main(capsys, "auto", path, "--out", labels, "--store", store, *TINY,
-                            "--points-per-side", "16")  # fmt: skip
+                            "--method", "amg", "--points-per-side", "16")  # fmt: skip
     assert code == 0, err
     got = tifffile.imread(labels)
     assert got.shape == img.shape and instance_f1(got, truth).f1 >= 0.85
@@ -69,7 +69,7 @@ def test_no_tile_and_tile_sizes(image, tmp_path, capsys):
     path, img, truth = image
     out = tmp_path / "notile.tif"
     code, _, err = run_main(capsys, "auto", path, "--out", out, *TINY, "--no-tile",
-                            "--points-per-side", "8")  # fmt: skip
+                            "--method", "amg", "--points-per-side", "8")  # fmt: skip
     assert code == 0, err
     assert instance_f1(tifffile.imread(out), truth).f1 < 0.6  # squeezed: nuclei too small
     store = tmp_path / "s.zarr"

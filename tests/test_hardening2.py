@@ -209,7 +209,8 @@ def test_points_per_side_is_bounded(tmp_path):
     img = tmp_path / "img.tif"
     tifffile.imwrite(img, stack(1)[0])
     one_error_without_tensorflow(["auto", str(img), "--out", str(tmp_path / "l.tif"),
-                                  "--model", "sam_tiny_nuclei", "--points-per-side", "100000"],
+                                  "--model", "sam_tiny_nuclei", "--method", "amg",
+                                  "--points-per-side", "100000"],
                                  r"--points-per-side: 100000 would prompt 10,000,000,000 points "
                                  r"per image or tile; expected at most 256")  # fmt: skip
 

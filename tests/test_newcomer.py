@@ -30,7 +30,8 @@ def test_offline_default_model_error_ends_with_the_path_and_names_the_offline_mo
     monkeypatch.setitem(registry._REGISTRY, "sam_vit_b", dataclasses.replace(entry, weights=dead))
     img = tmp_path / "img.tif"
     tifffile.imwrite(img, stack(1)[0])
-    code, _, err = run_main(capsys, "auto", img, "--out", tmp_path / "l.tif")
+    code, _, err = run_main(capsys, "auto", img, "--out", tmp_path / "l.tif", "--model",
+                            "sam_vit_b")  # fmt: skip
     one_error(code, err, r"--weights: Could not download the SAM checkpoint sam_vit_b")
     line = err[-1]
     target = str(cache_dir() / entry.weights.filename)
@@ -58,7 +59,7 @@ def test_progress_in_a_log_file_has_no_cursor_movements(tmp_path):
     tifffile.imwrite(tmp_path / "in" / "big.tif", make_nuclei_2d((400, 300), seed=3)[0])
     tifffile.imwrite(tmp_path / "in" / "small.tif", stack(2), metadata={"axes": "ZYX"})
     res = cli("auto", tmp_path / "in", "--out", tmp_path / "out", "--model", "sam_tiny_nuclei",
-              "--points-per-side", "4", "--tile", "256")  # fmt: skip
+              "--method", "amg", "--points-per-side", "4", "--tile", "256")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert "\x1b[A" not in res.stderr and "slices" in res.stderr
     assert len(list((tmp_path / "out").glob("*_labels.tif"))) == 2
@@ -69,7 +70,7 @@ def test_verbose_tells_start_up_from_segmentation(tmp_path):
 
     tifffile.imwrite(tmp_path / "img.tif", stack(1)[0])
     res = cli("auto", tmp_path / "img.tif", "--out", tmp_path / "l.tif", "--model",
-              "sam_tiny_nuclei", "--points-per-side", "4", "-v")  # fmt: skip
+              "sam_tiny_nuclei", "--method", "amg", "--points-per-side", "4", "-v")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     times = [ln for ln in res.stderr.splitlines() if ln.startswith("napari-sam: times: ")]
     assert len(times) == 1, res.stderr[-2000:]

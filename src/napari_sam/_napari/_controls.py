@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )  # fmt: skip
 from superqt import QCollapsible
 
-from ..weights.defaults import WIDGET_MODEL
+from ..weights.choice import default_model
 from . import _layers as L
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
@@ -159,7 +159,9 @@ class ControlsPanel(QWidget):
         self.viewer = viewer
         self.model_box = QComboBox()
         self.model_box.addItems(list_models())
-        self.model_box.setCurrentText(WIDGET_MODEL)
+        choice = default_model()
+        self.model_box.setCurrentText(choice.name)
+        self.model_box.setToolTip(choice.reason)
         self.checkpoint = QLineEdit(placeholderText="optional .npz / .pth checkpoint file")
         self.image_box = LayerBox(self.viewer, Image)
         self.channel_axis = QComboBox()
@@ -181,7 +183,7 @@ class ControlsPanel(QWidget):
             "the points of a slice describe one object together, as SAM means them"
         )
         self.iou_label = QLabel("predicted IoU: -")
-        self.state_label = QLabel("model: not loaded yet")
+        self.state_label = QLabel(f"model {choice.name}: not loaded yet", wordWrap=True)
         self.hint = QLabel(wordWrap=True)
         self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
         self.z_from, self.z_to = QSpinBox(maximum=0), QSpinBox(maximum=0)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .options import add_options
 
@@ -55,7 +56,8 @@ _HELPS = dict(
     "quoted glob such as 'data/*.tif'",
     out=("label TIFF to write; a folder when INPUT is a folder or a glob (one "
          "<name>_labels.tif per input)", "LABELS"),
-    model="registered model (default %(default)s)",
+    model="registered model (default: micro-sam's vit_b_lm or vit_l_lm when both its files "
+    "are on this machine, else the shipped sam_tiny_nuclei; with --weights: sam_vit_b)",
     overwrite="recompute outputs that already exist (default: skip them, so an interrupted "
     "batch resumes)",
 )  # fmt: skip
@@ -82,13 +84,21 @@ def add_label_commands(sub) -> None:
     add_options(auto, LabelSettings, [*_COMMON, "method", "points_per_side", "pred_iou_thresh",
                                       "stability_score_thresh", "min_overlap", "max_gap",
                                       "min_slices", "no_link_3d"], **_HELPS)  # fmt: skip
-    auto.set_defaults(run=lambda args: _run(args, auto=True))
-    segment.set_defaults(run=lambda args: _run(args, auto=False))
+    auto.set_defaults(run=lambda args: _run(args, auto=True), model=None)
+    segment.set_defaults(run=lambda args: _run(args, auto=False), model=None)
 
 
 def _run(args, auto: bool) -> int:
     from ..batch.label import run_files
     from ..batch.settings import LabelSettings
+    from ..weights.choice import default_model
+    from ..weights.defaults import CLI_MODEL
 
+    if args.model is None and args.weights:  # a checkpoint alone: Meta's ViT-B, as always
+        args.model = CLI_MODEL
+    elif args.model is None:
+        choice = default_model()
+        args.model = choice.name
+        print(f"napari-sam: model {choice.reason}", file=sys.stderr)
     run_files(LabelSettings.from_namespace(args), auto)
     return 0

@@ -19,6 +19,7 @@ from .download import (
 from .micro_sam import MICRO_SAM_MODELS
 
 __all__ = [
+    "TINY_NUCLEI_DECODER",
     "TINY_NUCLEI_WEIGHTS",
     "ModelEntry",
     "auto_settings",
@@ -171,6 +172,10 @@ register_model(_vit("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)), OFFICIAL_WEIGHT
 
 
 TINY_NUCLEI_WEIGHTS = pathlib.Path(__file__).parent / "data" / "sam_tiny_nuclei.npz"
+# its instance decoder (3 levels: 8 x the 32 x 32 grid), trained on the frozen encoder
+# (scripts/train_tiny_decoder.py); watershed settings chosen on tuning seeds only
+# (scripts/tune_tiny_ais.py): docs/tiny-model.md
+TINY_NUCLEI_DECODER = TINY_NUCLEI_WEIGHTS.with_name("sam_tiny_nuclei_decoder.npz")
 
 # A small SAM trained by the project on synthetic fluorescence nuclei (scripts/train_tiny.py);
 # its weights ship with the package, so it works offline.
@@ -194,6 +199,9 @@ register_model(
     # trained on nuclei 20 to 36 px across (radius_range (10, 18) of the generator) in its
     # 256 x 256 input: docs/tiny-model.md
     object_diameter=28.0,
+    decoder=TINY_NUCLEI_DECODER,
+    ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.4,
+         "distance_smoothing": 1.0, "min_size": 25},  # fmt: skip
 )
 
 

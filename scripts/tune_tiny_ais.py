@@ -1,0 +1,82 @@
+"""Choose the watershed settings of ``sam_tiny_nuclei``'s decoder on tuning seeds only.
+
+Tuning images: 2-D images (seeds 300 to 319) and the slices of 3-D stacks (seeds 300 to 302),
+never the held-out seeds of docs/tiny-model.md (0 to 39, 200 to 202) nor training seeds
+(>= 1,000,000). The decoder's maps are computed once per image; each setting is scored by the
+mean instance F1 at IoU 0.5 over the images (slices without nuclei left out).
+
+    python scripts/tune_tiny_ais.py [--decoder FILE]   # default: the shipped decoder
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from napari_sam.segment.ais import AisSettings, decoder_maps, instances_from_maps  # noqa: E402
+from napari_sam.train.evaluation import instance_f1  # noqa: E402
+from napari_sam.train.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
+from napari_sam.weights import create_model  # noqa: E402
+from napari_sam.weights.registry import TINY_NUCLEI_DECODER  # noqa: E402
+
+
+def _normalise(image, ref=None):
+    lo, hi = np.percentile(image if ref is None else ref, [0.1, 99.9])
+    return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+
+
+def tuning_images():
+    """(normalised 256 x 256 image, labels) pairs of the tuning seeds."""
+    out = []
+    for seed in range(300, 320):
+        image, labels = make_nuclei_2d((256, 256), seed=seed)
+        out.append((_normalise(image), labels))
+    for seed in range(300, 303):
+        stack, labels = make_nuclei_3d((16, 256, 256), seed=seed)
+        out += [(_normalise(s, stack), t) for s, t in zip(stack, labels, strict=True) if t.max()]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--decoder", default=str(TINY_NUCLEI_DECODER))
+    args = parser.parse_args(argv)
+    model = create_model("sam_tiny_nuclei", pretrained=True, decoder=args.decoder)
+    mean = np.asarray(model.cfg.mean, np.float32) * 255
+    std = np.asarray(model.cfg.std, np.float32) * 255
+    maps, truths = [], []
+    for image, labels in tuning_images():
+        x = (np.repeat(image[..., None], 3, -1) - mean) / std
+        emb = model.embed_images(x[None].astype(np.float32)).numpy()
+        maps.append(decoder_maps(model.instance_decoder, emb, (256, 256), (256, 256), (256, 256)))
+        truths.append(labels)
+    grid = dict(
+        foreground_threshold=(0.4, 0.5, 0.6),
+        center_distance_threshold=(0.3, 0.4, 0.5, 0.6),
+        boundary_distance_threshold=(0.4, 0.5, 0.6),
+        distance_smoothing=(0.0, 1.0, 1.6),
+        foreground_smoothing=(1.0,),
+        min_size=(25,),
+    )
+    results = []
+    for values in itertools.product(*grid.values()):
+        s = AisSettings(**dict(zip(grid, values, strict=True)))
+        f1 = [instance_f1(instances_from_maps(m[..., 0], m[..., 1], m[..., 2], s), t).f1
+              for m, t in zip(maps, truths, strict=True)]  # fmt: skip
+        results.append((float(np.mean(f1)), s))
+    results.sort(key=lambda r: -r[0])
+    default = AisSettings(min_size=25)
+    f1 = [instance_f1(instances_from_maps(m[..., 0], m[..., 1], m[..., 2], default), t).f1
+          for m, t in zip(maps, truths, strict=True)]  # fmt: skip
+    print(f"{len(maps)} tuning images; micro-sam's defaults (min_size 25): F1 {np.mean(f1):.3f}")
+    for f1, s in results[:8]:
+        print(f"F1 {f1:.3f}  {s}")
+
+
+if __name__ == "__main__":
+    main()
