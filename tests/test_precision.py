@@ -52,7 +52,7 @@ def test_dtype_is_part_of_the_encoder_signature_and_checked():
     assert s32 != s16 and "dtype=bfloat16" in s16 and "dtype=float32" in s32
     bf16.set_encoder_dtype("float32")
     assert ModelEncoder(bf16).signature == s32
-    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
+    with pytest.raises(ValueError, match="dtype must be 'float32', 'bfloat16' or 'auto'"):
         create_model("sam_vit_b", dtype="float16", **TINY)
 
 
@@ -79,3 +79,43 @@ def test_tf32_is_off_for_parity_on_gpus():
     import napari_sam.model  # noqa: F401
 
     assert not tf.config.experimental.tensor_float_32_execution_enabled()
+
+
+@pytest.mark.parametrize(
+    ("flags", "speedup", "runs", "expected", "why"),
+    [
+        ({"avx2", "fma"}, 1.0, True, "float32", "no native bfloat16"),  # AVX2 only
+        ({"avx512f", "avx512_bf16"}, 1.9, True, "bfloat16", "1.9 x faster"),
+        ({"amx_bf16"}, 1.05, True, "float32", "only 1.05 x faster"),  # native, not faster
+        ({"avx512_bf16"}, 1.9, False, "float32", "no bfloat16 kernels"),
+    ],
+)
+def test_auto_dtype_is_bfloat16_only_where_native_and_faster(monkeypatch, flags, speedup, runs,
+                                                             expected, why):  # fmt: skip
+    """[first-use] 6: the detection mocked both ways (and the speed and kernel checks)."""
+    from napari_sam.model import precision
+
+    for f in (precision.auto_dtype, precision.bfloat16_speedup, precision.bfloat16_runs):
+        f.cache_clear()
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision, "bfloat16_speedup", lambda: speedup)
+    monkeypatch.setattr(precision, "bfloat16_runs", lambda: runs)
+    try:
+        dtype, reason = precision.auto_dtype()
+        assert dtype == expected and why in reason, reason
+        model = create_model("sam_vit_b", dtype="auto", **TINY)
+        assert model.encoder_dtype == expected and model.dtype_reason == reason
+        key = ModelEncoder(model).signature
+        assert f"dtype={expected}" in key  # the embeddings of each dtype are kept apart
+    finally:
+        precision.auto_dtype.cache_clear()
+
+
+def test_auto_dtype_here_matches_the_machine():
+    from napari_sam.model.precision import NATIVE_CPU_FLAGS, auto_dtype, cpu_flags
+
+    dtype, reason = auto_dtype()
+    if not any(f in cpu_flags() for f in NATIVE_CPU_FLAGS):
+        assert dtype == "float32" and "no native bfloat16" in reason
+    with pytest.raises(ValueError, match="'float32', 'bfloat16' or 'auto'"):
+        create_model("sam_vit_b", dtype="float16", **TINY)

@@ -107,6 +107,7 @@ class SegmentAnythingModel(keras.Model):
 
     #: Set by :func:`~napari_sam.weights.create_model` (not a tracked sub-layer).
     instance_decoder = None
+    dtype_reason = "float32: the default"  # why the encoder runs in its dtype
 
     def __init__(self, cfg: SegmentAnythingModelConfig | None = None, **kwargs):
         kwargs.setdefault("name", (cfg.name if cfg is not None and cfg.name else "sam"))
@@ -155,16 +156,24 @@ class SegmentAnythingModel(keras.Model):
         return self.image_encoder.dtype_policy.compute_dtype
 
     def set_encoder_dtype(self, dtype: str) -> None:
-        """Run the image encoder in ``"bfloat16"`` (faster on CPUs and GPUs that have it) or
-        ``"float32"``.
+        """Run the image encoder in ``"bfloat16"`` (faster on CPUs and GPUs that have it),
+        ``"float32"``, or ``"auto"``: bfloat16 where the machine does it natively and faster,
+        float32 otherwise (:func:`napari_sam.model.precision.auto_dtype`; the reason is kept
+        in ``dtype_reason``).
 
         Weights stay float32 (Keras' ``mixed_bfloat16`` policy); layer norms and softmax
         statistics are computed in float32; embeddings are returned as float32. The prompt
         encoder and mask decoder always run in float32.
         """
         policies = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+        reason = f"{dtype}: as asked"
+        if dtype == "auto":  # bfloat16 only where native and faster
+            from .precision import auto_dtype
+
+            dtype, reason = auto_dtype()
         if dtype not in policies:
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+            raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'auto', got {dtype!r}")
+        object.__setattr__(self, "dtype_reason", reason)  # plain data, not a tracked layer
         for layer in [self.image_encoder, *self.image_encoder._flatten_layers()]:
             layer.dtype_policy = policies[dtype]
 

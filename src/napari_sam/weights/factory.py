@@ -130,7 +130,8 @@ def create_model(name: str, pretrained=False, in_channels: int = 3, **overrides)
     **overrides
         Other :class:`SegmentAnythingModelConfig` fields, e.g. ``input_size`` (positional
         embeddings are resized) or ``fixed_input_size``; ``dtype="bfloat16"`` to run the
-        image encoder in bfloat16 (see :meth:`SegmentAnythingModel.set_encoder_dtype`); and
+        image encoder in bfloat16, ``dtype="auto"`` for bfloat16 only where the machine does
+        it natively and faster (see :meth:`SegmentAnythingModel.set_encoder_dtype`); and
         ``decoder=`` (None, False or a path), the instance-segmentation decoder set as
         ``model.instance_decoder``: a path to micro-sam's decoder file (or to a file with a
         ``decoder_state``); None: the model's own when ``pretrained=True``, the one inside a
