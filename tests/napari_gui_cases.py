@@ -169,6 +169,30 @@ def test_tiny_nuclei_point_preview_commit_and_propagation(viewer, sam_widget, qt
     assert len(got_zs) == got_zs.max() - got_zs.min() + 1
 
 
+def test_a_model_to_download_is_asked_for_first(viewer, sam_widget, qtbot, monkeypatch, tmp_path):
+    """[first-use] 5: choosing a model whose files are not here asks first, with the size;
+    declined, the previous model stays and nothing is loaded."""
+    from qtpy.QtWidgets import QMessageBox
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "micro_sam"))
+    nf.open_sample(viewer, sam_widget, Z)
+    before = sam_widget.model_box.currentText()
+    asked = []
+
+    def question(parent, title, text, buttons):
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    sam_widget.model_box.setCurrentText("vit_b_lm")
+    assert len(asked) == 1 and "vit_b_lm needs 2 file(s)" in asked[0] and "375 MB" in asked[0]
+    assert sam_widget.model_box.currentText() == before
+    assert any("vit_b_lm not downloaded" in m for m in nf.messages())
+    sam_widget.model_box.setCurrentText(before)  # nothing to ask for the model already there
+    assert len(asked) == 1
+
+
 def test_screenshot_of_the_widget_at_work(viewer, sam_widget, tiny_random_model, qtbot, tmp_path):
     """[first-use] 4: the common path first, the rest collapsed, real slice ranges. Writes
     ``$NAPARI_SAM_SCREENSHOT`` (the README's picture) or a temporary file."""

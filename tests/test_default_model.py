@@ -53,3 +53,22 @@ def test_cli_without_model_says_which_it_uses(caches, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "napari-sam: model sam_tiny_nuclei: the shipped model (works offline)" in err
     assert (tmp_path / "a_labels.tif").is_file()
+
+
+def test_a_model_to_download_is_asked_for_with_its_size(caches):
+    from napari_sam.weights.choice import download_needed
+    from napari_sam.weights.download import OFFICIAL_WEIGHTS
+
+    assert download_needed("sam_tiny_nuclei") is None  # shipped
+    q = download_needed("sam_vit_b")
+    size = OFFICIAL_WEIGHTS["sam_vit_b"].size / 1e6
+    assert q.startswith("sam_vit_b needs 1 file(s) downloaded once (") and f"{size:,.0f} MB" in q
+    assert "dl.fbaipublicfiles.com" in q and q.endswith("Download now?")
+    q = download_needed("vit_b_lm")
+    assert "2 file(s)" in q and "about 375 MB" in q
+    ours, _ = caches
+    lm = MICRO_SAM_MODELS["vit_b_lm"]
+    _put(ours, lm.encoder)
+    assert "1 file(s)" in download_needed("vit_b_lm")
+    _put(ours, lm.decoder)
+    assert download_needed("vit_b_lm") is None

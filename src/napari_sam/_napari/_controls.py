@@ -162,6 +162,7 @@ class ControlsPanel(QWidget):
         choice = default_model()
         self.model_box.setCurrentText(choice.name)
         self.model_box.setToolTip(choice.reason)
+        self._model_name = choice.name  # the model chosen last (a declined download goes back)
         self.checkpoint = QLineEdit(placeholderText="optional .npz / .pth checkpoint file")
         self.image_box = LayerBox(self.viewer, Image)
         self.channel_axis = QComboBox()

@@ -82,6 +82,27 @@ class PreviewActions:
 
         return self._run(spec, body, on_yield, on_done, None, "preparing SAM", warm_up=True)
 
+    def _model_chosen(self, name: str) -> None:
+        """A model was chosen: one needing a download is used only if the user agrees (the
+        previous choice comes back otherwise); then prepare."""
+        from qtpy.QtWidgets import QMessageBox
+
+        from ..weights.choice import download_needed
+
+        question = download_needed(name) if name else None
+        if question is not None:
+            yes = QMessageBox.StandardButton.Yes
+            answer = QMessageBox.question(self, "Download the model?", question,
+                                          yes | QMessageBox.StandardButton.No)  # fmt: skip
+            if answer != yes:
+                self.model_box.blockSignals(True)
+                self.model_box.setCurrentText(self._model_name)
+                self.model_box.blockSignals(False)
+                return show_info(f"Segment Anything: kept {self._model_name}; {name} not "
+                                 "downloaded")  # fmt: skip
+        self._model_name = name
+        self._prepare_soon()
+
     def _prepare_soon(self, *_):
         """The image or the model changed: prepare in the background (once things settle)."""
         if not self._closed and self.image_box.layer() is not None:

@@ -113,7 +113,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
         for box in (self.points_box, self.boxes_box):
             box.currentTextChanged.connect(self._connect_prompts)
         self.image_box.currentTextChanged.connect(self._prepare_soon)
-        self.model_box.currentTextChanged.connect(self._prepare_soon)
+        self.model_box.currentTextChanged.connect(self._model_chosen)
         for name in ("commit", "cycle_mask", "propagate", "clear_prompts"):
             self._keys.bind(self.viewer, KEYS[name], self._key(name))
         keys = self._keys  # a closure on the bindings, not the widget (gone by then)

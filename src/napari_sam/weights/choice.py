@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from .defaults import OFFLINE_MODEL
 from .download import WeightFile, cache_dir, micro_sam_cache
 from .micro_sam import MICRO_SAM_MODELS
+from .registry import model_entry
 
-__all__ = ["PREFERRED_MODELS", "ModelChoice", "default_model", "is_on_disk"]
+__all__ = ["PREFERRED_MODELS", "ModelChoice", "default_model", "download_needed", "is_on_disk"]
 
 # the microscopy models worth starting with, best first (generalists for light microscopy)
 PREFERRED_MODELS = ("vit_b_lm", "vit_l_lm")
-_SIZES_MB = {"vit_b_lm": 375, "vit_l_lm": 1250}  # about, encoder and decoder together
+# about, encoder and decoder together (micro-sam's registry records no sizes)
+_SIZES_MB = {"vit_b_lm": 375, "vit_l_lm": 1250, "vit_b_em_organelles": 375,
+             "vit_l_em_organelles": 1250}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,20 @@ def default_model() -> ModelChoice:
         f"machine: --model {best} downloads its light-microscopy model once "
         f"(about {_SIZES_MB[best]} MB)",
     )
+
+
+def download_needed(name: str) -> str | None:
+    """What using model ``name`` would download, as a question for the user; None when its
+    files are on this machine (or ship with the package, or it has none)."""
+    entry = model_entry(name)
+    files = [f for f in (entry.weights, entry.decoder) if isinstance(f, WeightFile)]
+    missing = [f for f in files if _local(f) is None]
+    if not missing:
+        return None
+    if all(f.size is not None for f in missing):
+        size = f"{sum(f.size for f in missing) / 1e6:,.0f} MB"
+    else:
+        size = f"about {_SIZES_MB[name]:,} MB" if name in _SIZES_MB else "size unknown"
+    host = missing[0].url.split("/")[2]
+    return (f"{name} needs {len(missing)} file(s) downloaded once ({size}, from {host}) into "
+            f"{cache_dir()}. Download now?")
