@@ -224,3 +224,26 @@ def test_sample_stack():
     assert cyto[ring].mean() > cyto[far].mean() + 3 * cyto[far].std()
     assert cyto[ring].mean() > cyto[inside].mean()  # cytoplasm is dimmer over the nucleus
     np.testing.assert_array_equal(make_sample_stack()[0], image)
+
+
+def test_styles_of_the_held_out_benchmark():
+    """[tiny-v2] 1, first step: named presets of the generator, each what it says."""
+    from skimage.measure import regionprops
+
+    from napari_sam.train.styles import STYLES, style_params
+
+    assert list(STYLES)[0] == "default" and style_params("default") == {}
+    images = {n: make_nuclei_2d((256, 256), seed=3, **style_params(n)) for n in STYLES}
+    for name, (image, labels) in images.items():
+        again = make_nuclei_2d((256, 256), seed=3, **style_params(name))
+        np.testing.assert_array_equal(image, again[0])
+        assert image.dtype == np.uint16 and labels.max() > 5, name
+    assert images["low_range_haze"][0].max() <= 235  # a low range in a 16-bit container
+
+    def aspect(labels):
+        return max(r.axis_major_length / max(r.axis_minor_length, 1) for r in regionprops(labels))
+
+    assert aspect(images["elongated_crowded"][1]) > 2 > aspect(images["default"][1])
+    assert images["elongated_crowded"][1].max() > 1.5 * images["default"][1].max()  # crowded
+    with pytest.raises(ValueError, match="style: unknown 'x'; expected one of default"):
+        style_params("x")

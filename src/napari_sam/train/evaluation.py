@@ -64,13 +64,14 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray) -> dict[s
     return out
 
 
-def evaluate_on_synthetic(predictor, seeds, shape=(256, 256)) -> PromptScores:
-    """Mean IoUs over freshly generated 2-D synthetic nuclei images (one per seed)."""
+def evaluate_on_synthetic(predictor, seeds, shape=(256, 256), **params) -> PromptScores:
+    """Mean IoUs over freshly generated 2-D synthetic nuclei images (one per seed);
+    ``params``: other generator fields (e.g. a style of :mod:`napari_sam.train.styles`)."""
     from .synthetic import make_nuclei_2d
 
     acc: dict[str, list] = {"point": [], "box": [], "point_pair": [], "point_and_negative": []}
     for seed in seeds:
-        image, labels = make_nuclei_2d(shape, seed=int(seed))
+        image, labels = make_nuclei_2d(shape, seed=int(seed), **params)
         for key, values in evaluate_prompts(predictor, image, labels).items():
             acc[key] += values
     return PromptScores(
