@@ -45,7 +45,7 @@ def prompted(weights, seeds: range) -> None:
     print(f"({time.time() - t0:.0f} s)")
 
 
-def automatic(weights, seeds: range) -> None:
+def automatic(weights, seeds: range, decoder=None) -> None:
     print("| 3-D stack (seed) | nuclei | found | matched | F1 at IoU 0.5 |\n|---|---|---|---|---|")
     for seed in seeds:
         image, truth = make_nuclei_3d((16, 256, 256), seed=seed)
@@ -53,6 +53,7 @@ def automatic(weights, seeds: range) -> None:
             src, out = Path(tmp) / "stack.tif", Path(tmp) / "labels.tif"
             tifffile.imwrite(src, image, imagej=True, metadata={"axes": "ZYX"})
             extra = ["--weights", str(weights)] if weights else []
+            extra += ["--decoder", str(decoder)] if decoder else []
             cli_main(["auto", str(src), "--out", str(out), "--model", "sam_tiny_nuclei",
                       "--min-slices", "3", *extra])  # fmt: skip
             s = instance_f1(tifffile.imread(out), truth)
@@ -64,10 +65,11 @@ def main(argv=None):
     parser.add_argument("--weights", default=None, help="checkpoint (default: shipped weights)")
     parser.add_argument("--seeds", default="0:20", help="held-out 2-D seeds START:STOP")
     parser.add_argument("--auto-seeds", default="200:203", help="held-out 3-D seeds, or ''")
+    parser.add_argument("--decoder", default=None, help="decoder file (default: the shipped)")
     args = parser.parse_args(argv)
     prompted(args.weights, _range(args.seeds))
     if args.auto_seeds:
-        automatic(args.weights, _range(args.auto_seeds))
+        automatic(args.weights, _range(args.auto_seeds), args.decoder)
 
 
 if __name__ == "__main__":

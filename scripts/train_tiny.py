@@ -34,13 +34,17 @@ def _normalise(image, ref=None):
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
 
 
-def make_sampler(size: int = 256, zoom=(0.7, 1.6)):
+def make_sampler(size: int = 256, zoom=(0.7, 1.6), styles=None):
     """``sample(rng, step)`` giving a normalised (size, size, 3) image and its labels.
 
     Images are drawn at ``size / zoom`` pixels and resized to ``size``, so nuclei appear from
     ``zoom[0]`` to ``zoom[1]`` times the generator's default size (10 to 18 px radius, the
-    scale the model is evaluated at).
+    scale the model is evaluated at). ``styles``: names of :mod:`napari_sam.train.styles`,
+    one drawn per image (default: the default style only).
     """
+    from napari_sam.train.styles import style_params
+
+    styles = list(styles or ["default"])
 
     def sample(rng, step=0):
         while True:  # a slice of a 3-D stack can miss every nucleus: draw again
@@ -50,13 +54,14 @@ def make_sampler(size: int = 256, zoom=(0.7, 1.6)):
 
     def _draw(rng):
         seed = TRAIN_SEED_OFFSET + int(rng.integers(1 << 30))
+        params = style_params(styles[int(rng.integers(len(styles)))]) if len(styles) > 1 else {}
         side = int(round(size / np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1])))))
         if rng.random() < 0.3:  # a slice of a 3-D stack: out-of-focus nuclei, stack-wide range
-            stack, labels3 = make_nuclei_3d((8, side, side), seed=seed)
+            stack, labels3 = make_nuclei_3d((8, side, side), seed=seed, **params)
             z = int(rng.integers(1, 7))
             image, labels = _normalise(stack[z], ref=stack), labels3[z]
         else:
-            image, labels = make_nuclei_2d((side, side), seed=seed)
+            image, labels = make_nuclei_2d((side, side), seed=seed, **params)
             image = _normalise(image)
         if rng.random() < 0.5:
             image = 255 * (image / 255) ** rng.uniform(0.6, 1.5)  # contrast variation

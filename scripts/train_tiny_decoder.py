@@ -26,6 +26,7 @@ from train_tiny import make_sampler  # noqa: E402
 from napari_sam._atomic import write_atomic  # noqa: E402
 from napari_sam.model.instance_decoder import DecoderConfig, InstanceDecoder  # noqa: E402
 from napari_sam.train.decoder_training import DecoderTrainConfig, DecoderTrainer  # noqa: E402
+from napari_sam.train.styles import STYLES  # noqa: E402
 from napari_sam.weights import create_model  # noqa: E402
 from napari_sam.weights.decoder import export_decoder_state  # noqa: E402
 from napari_sam.weights.registry import TINY_NUCLEI_DECODER  # noqa: E402
@@ -43,6 +44,8 @@ def main(argv=None):
     parser.add_argument("--features", type=int, default=16, help="initial features")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--styles", default="default", help="comma-separated styles of "
+                        "napari_sam.train.styles, one drawn per image, or 'all'")
     parser.add_argument("--workdir", default="runs/tiny_decoder")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
@@ -53,7 +56,9 @@ def main(argv=None):
                                             initial_features=args.features, depth=3))  # fmt: skip
     config = DecoderTrainConfig(steps=args.steps, batch_size=args.batch_size,
                                 learning_rate=args.lr, seed=args.seed)  # fmt: skip
-    trainer = DecoderTrainer(model, decoder, make_sampler(model.cfg.input_size[0]), config,
+    styles = list(STYLES) if args.styles == "all" else args.styles.split(",")
+    sampler = make_sampler(model.cfg.input_size[0], styles=styles)
+    trainer = DecoderTrainer(model, decoder, sampler, config,
                              workdir=args.workdir, pool=args.pool)  # fmt: skip
     t0 = time.time()
     trainer.fit(max_steps=args.chunk)
