@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from napari_sam import SAMPredictor, create_model  # noqa: E402
+from napari_sam.predict.predictor import default_preprocessing  # noqa: E402
 from napari_sam.segment.ais import AisSettings, decoder_maps, instances_from_maps  # noqa: E402
 from napari_sam.train.evaluation import (  # noqa: E402
     evaluate_on_synthetic,
@@ -33,12 +34,11 @@ from napari_sam.weights.registry import model_entry  # noqa: E402
 
 def auto_f1(model, seeds, params) -> float:
     settings = AisSettings().with_options(model_entry("sam_tiny_nuclei").ais)
-    mean = np.asarray(model.cfg.mean, np.float32) * 255
-    std = np.asarray(model.cfg.std, np.float32) * 255
+    preprocess = default_preprocessing(model.cfg)
     scores = []
     for seed in seeds:
         image, labels = make_nuclei_2d((256, 256), seed=int(seed), **params)
-        x = ((normalised_rgb(image) - mean) / std)[None].astype(np.float32)
+        x = preprocess(normalised_rgb(image))[None].astype(np.float32)
         m = decoder_maps(model.instance_decoder, model.embed_images(x).numpy(), (256, 256),
                          (256, 256), (256, 256))  # fmt: skip
         scores.append(instance_f1(instances_from_maps(m[..., 0], m[..., 1], m[..., 2],

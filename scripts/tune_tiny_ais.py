@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from napari_sam.predict.predictor import default_preprocessing  # noqa: E402
 from napari_sam.segment.ais import AisSettings, decoder_maps, instances_from_maps  # noqa: E402
 from napari_sam.train.evaluation import instance_f1  # noqa: E402
 from napari_sam.train.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
@@ -25,7 +26,7 @@ from napari_sam.weights import create_model  # noqa: E402
 from napari_sam.weights.registry import TINY_NUCLEI_DECODER  # noqa: E402
 
 
-def _normalise(image, ref=None):
+def _normalise(image, ref=None):  # as scripts/train_tiny.py's sampler
     lo, hi = np.percentile(image if ref is None else ref, [0.1, 99.9])
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
 
@@ -47,11 +48,10 @@ def main(argv=None):
     parser.add_argument("--decoder", default=str(TINY_NUCLEI_DECODER))
     args = parser.parse_args(argv)
     model = create_model("sam_tiny_nuclei", pretrained=True, decoder=args.decoder)
-    mean = np.asarray(model.cfg.mean, np.float32) * 255
-    std = np.asarray(model.cfg.std, np.float32) * 255
+    preprocess = default_preprocessing(model.cfg)
     maps, truths = [], []
     for image, labels in tuning_images():
-        x = (np.repeat(image[..., None], 3, -1) - mean) / std
+        x = preprocess(np.repeat(image[..., None], 3, -1))
         emb = model.embed_images(x[None].astype(np.float32)).numpy()
         maps.append(decoder_maps(model.instance_decoder, emb, (256, 256), (256, 256), (256, 256)))
         truths.append(labels)
@@ -63,17 +63,19 @@ def main(argv=None):
         foreground_smoothing=(1.0,),
         min_size=(25,),
     )
+
+    def mean_f1(settings):
+        return float(np.mean([
+            instance_f1(instances_from_maps(m[..., 0], m[..., 1], m[..., 2], settings), t).f1
+            for m, t in zip(maps, truths, strict=True)]))  # fmt: skip
+
     results = []
     for values in itertools.product(*grid.values()):
         s = AisSettings(**dict(zip(grid, values, strict=True)))
-        f1 = [instance_f1(instances_from_maps(m[..., 0], m[..., 1], m[..., 2], s), t).f1
-              for m, t in zip(maps, truths, strict=True)]  # fmt: skip
-        results.append((float(np.mean(f1)), s))
+        results.append((mean_f1(s), s))
     results.sort(key=lambda r: -r[0])
-    default = AisSettings(min_size=25)
-    f1 = [instance_f1(instances_from_maps(m[..., 0], m[..., 1], m[..., 2], default), t).f1
-          for m, t in zip(maps, truths, strict=True)]  # fmt: skip
-    print(f"{len(maps)} tuning images; micro-sam's defaults (min_size 25): F1 {np.mean(f1):.3f}")
+    default = mean_f1(AisSettings(min_size=25))
+    print(f"{len(maps)} tuning images; micro-sam's defaults (min_size 25): F1 {default:.3f}")
     for f1, s in results[:8]:
         print(f"F1 {f1:.3f}  {s}")
 

@@ -12,17 +12,15 @@ squared error on the distances.
 
 from __future__ import annotations
 
-import json
-import pathlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 from scipy import ndimage as ndi
 
 from ..predict.predictor import default_preprocessing
+from .loop import SteppedTraining
 
 __all__ = ["DecoderTrainConfig", "DecoderTrainer", "instance_targets"]
 
@@ -93,7 +91,7 @@ def _losses(pred, target, distance_weight):
     return bce + dice + distance_weight * mse, mse
 
 
-class DecoderTrainer:
+class DecoderTrainer(SteppedTraining):
     """Trains ``decoder`` on embeddings of ``model``'s (frozen) image encoder.
 
     Parameters
@@ -116,23 +114,9 @@ class DecoderTrainer:
 
     def __init__(self, model, decoder, sample: Callable, config: DecoderTrainConfig,
                  workdir=None, pool: int | None = None):  # fmt: skip
-        self.model, self.decoder, self.sample, self.cfg = model, decoder, sample, config
-        self.workdir = pathlib.Path(workdir) if workdir is not None else None
+        self.model, self.decoder, self.sample = model, decoder, sample
         self.preprocess = default_preprocessing(model.cfg)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, max(config.steps - config.warmup_steps, 1), warmup_target=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-        )  # fmt: skip
-        self.optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.variables = decoder.trainable_variables
-        self.optimizer.build(self.variables)
-        self._manager = None
-        if self.workdir is not None:
-            ckpt = tf.train.Checkpoint(decoder=decoder, optimizer=self.optimizer, step=self.step)
-            self._manager = tf.train.CheckpointManager(ckpt, self.workdir / "checkpoints", 3)
-            if self._manager.latest_checkpoint:
-                ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+        self._setup(config, workdir, decoder.trainable_variables, decoder=decoder)
         self._graph = tf.function(self._step_fn)
         self._embed = tf.function(model.embed_images)
         self.pool = None if not pool else self._pool(int(pool))
@@ -197,37 +181,6 @@ class DecoderTrainer:
         self.step.assign_add(1)
         return float(loss.numpy()), float(mse.numpy())
 
-    def fit(self, progress: bool = True, max_steps: int | None = None) -> list[float]:
-        """Train until ``config.steps`` (or ``max_steps`` more), checkpointing; returns the
-        losses of this run. Calling it again (or a new trainer on the same ``workdir``)
-        continues the same schedule."""
-        from tqdm.auto import tqdm
-
-        losses = []
-        start = int(self.step.numpy())
-        end = self.cfg.steps if max_steps is None else min(self.cfg.steps, start + max_steps)
-        bar = tqdm(total=self.cfg.steps, initial=start, disable=not progress, desc="training")
-        log = None
-        if self.workdir is not None:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            (self.workdir / "train_config.json").write_text(json.dumps(asdict(self.cfg)))
-            log = open(self.workdir / "loss.log", "a")  # noqa: SIM115
-        try:
-            while int(self.step.numpy()) < end:
-                loss, mse = self.train_step()
-                losses.append(loss)
-                step = int(self.step.numpy())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", mse=f"{mse:.4f}")
-                if log is not None:
-                    log.write(f"{step} {loss:.6f} {mse:.6f}\n")
-                    log.flush()
-                if self._manager is not None and (
-                    step % self.cfg.checkpoint_every == 0 or step == end
-                ):
-                    self._manager.save(checkpoint_number=step)
-        finally:
-            bar.close()
-            if log is not None:
-                log.close()
-        return losses
+    def _one_step(self) -> tuple[float, str, float]:
+        loss, mse = self.train_step()
+        return loss, "mse", mse

@@ -8,12 +8,9 @@ Loss: focal + dice on the masks and MSE between the predicted and the actual IoU
 
 from __future__ import annotations
 
-import json
-import pathlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 from scipy import ndimage as ndi
@@ -21,6 +18,7 @@ from scipy import ndimage as ndi
 from ..masks import mask_to_box
 from ..model.sam import upscale_logits
 from ..predict.predictor import default_preprocessing
+from .loop import SteppedTraining
 
 
 @dataclass
@@ -161,7 +159,7 @@ def _correction_points(pred, target, seed):
     return xy, tf.cast(label, tf.float32)
 
 
-class Trainer:
+class Trainer(SteppedTraining):
     """Trains a :class:`~napari_sam.SegmentAnythingModel` on sampled (image, labels) pairs.
 
     Parameters
@@ -178,25 +176,11 @@ class Trainer:
     """
 
     def __init__(self, model, sample: Callable, config: TrainConfig, workdir=None):
-        self.model, self.sample, self.cfg = model, sample, config
-        self.workdir = pathlib.Path(workdir) if workdir is not None else None
+        self.model, self.sample = model, sample
         self.preprocess = default_preprocessing(model.cfg)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, max(config.steps - config.warmup_steps, 1), warmup_target=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-        )  # fmt: skip
-        self.optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         if config.freeze_image_encoder:
             model.image_encoder.trainable = False
-        self.variables = model.trainable_variables
-        self.optimizer.build(self.variables)
-        self._manager = None
-        if self.workdir is not None:
-            ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer, step=self.step)
-            self._manager = tf.train.CheckpointManager(ckpt, self.workdir / "checkpoints", 3)
-            if self._manager.latest_checkpoint:
-                ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+        self._setup(config, workdir, model.trainable_variables, model=model)
         self._step = {}  # graphs by (box start, mask prompt), traced on first use
 
     def _batch(self, step: int):
@@ -248,6 +232,9 @@ class Trainer:
         self.last_iou = float(iou.numpy())  # IoU of the best mask after the last round
         return float(loss.numpy())
 
+    def _one_step(self) -> tuple[float, str, float]:
+        return self.train_step(), "iou", self.last_iou
+
     def _graph_step(self, use_box: bool, use_mask: bool = True):
         cfg, k, size = self.cfg, self.cfg.objects_per_image, self.model.cfg.input_size
 
@@ -282,43 +269,3 @@ class Trainer:
             return total, mean_iou
 
         return tf.function(step)
-
-    def fit(self, progress: bool = True, max_steps: int | None = None, callback=None):
-        """Train until ``config.steps`` (or ``max_steps`` more), checkpointing.
-
-        Returns the losses of this run. Stopping early and calling ``fit`` again (or making
-        a new trainer on the same ``workdir``) continues the same schedule. ``callback(step,
-        loss, iou)`` is called after every step (e.g. to drive a curriculum).
-        """
-        from tqdm.auto import tqdm
-
-        losses = []
-        start = int(self.step.numpy())
-        end = self.cfg.steps if max_steps is None else min(self.cfg.steps, start + max_steps)
-        bar = tqdm(total=self.cfg.steps, initial=start, disable=not progress, desc="training")
-        log = None
-        if self.workdir is not None:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            (self.workdir / "train_config.json").write_text(json.dumps(asdict(self.cfg)))
-            log = open(self.workdir / "loss.log", "a")  # noqa: SIM115
-        try:
-            while int(self.step.numpy()) < end:
-                loss = self.train_step()
-                losses.append(loss)
-                step = int(self.step.numpy())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", iou=f"{self.last_iou:.3f}")
-                if log is not None:
-                    log.write(f"{step} {loss:.6f} {self.last_iou:.4f}\n")
-                    log.flush()
-                if callback is not None:
-                    callback(step, loss, self.last_iou)
-                if self._manager is not None and (
-                    step % self.cfg.checkpoint_every == 0 or step == end
-                ):
-                    self._manager.save(checkpoint_number=step)
-        finally:
-            bar.close()
-            if log is not None:
-                log.close()
-        return losses
