@@ -8,3 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests never write converted weights or downloads into the user's real cache.
 os.environ["NAPARI_SAM_CACHE"] = tempfile.mkdtemp(prefix="napari-sam-test-cache-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The apps' encoder dtype is "auto" (bfloat16 where the CPU has it natively and it is faster);
+# the suite compares against float32 references, so it pins float32 on every CPU kind
+# (tests of "auto" itself unset this).
+os.environ["NAPARI_SAM_DTYPE"] = "float32"

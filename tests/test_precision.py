@@ -95,8 +95,9 @@ def test_auto_dtype_is_bfloat16_only_where_native_and_faster(monkeypatch, flags,
     """[first-use] 6: the detection mocked both ways (and the speed and kernel checks)."""
     from napari_sam.model import precision
 
-    for f in (precision.auto_dtype, precision.bfloat16_speedup, precision.bfloat16_runs):
+    for f in (precision._detected_dtype, precision.bfloat16_speedup, precision.bfloat16_runs):
         f.cache_clear()
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)  # the detection itself
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(precision, "bfloat16_speedup", lambda: speedup)
     monkeypatch.setattr(precision, "bfloat16_runs", lambda: runs)
@@ -108,12 +109,25 @@ def test_auto_dtype_is_bfloat16_only_where_native_and_faster(monkeypatch, flags,
         key = ModelEncoder(model).signature
         assert f"dtype={expected}" in key  # the embeddings of each dtype are kept apart
     finally:
-        precision.auto_dtype.cache_clear()
+        precision._detected_dtype.cache_clear()
 
 
-def test_auto_dtype_here_matches_the_machine():
-    from napari_sam.model.precision import NATIVE_CPU_FLAGS, auto_dtype, cpu_flags
+def test_the_environment_decides_in_place_of_the_detection(monkeypatch):
+    from napari_sam.model import precision
 
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: 1 / 0)  # never asked
+    for value in ("bfloat16", "float32"):
+        monkeypatch.setenv(precision.ENV_VAR, value)
+        assert precision.auto_dtype() == (value, f"{value}: set by NAPARI_SAM_DTYPE")
+    monkeypatch.setenv(precision.ENV_VAR, "float16")
+    with pytest.raises(ValueError, match="^NAPARI_SAM_DTYPE: expected float32, bfloat16 or auto"):
+        precision.auto_dtype()
+
+
+def test_auto_dtype_here_matches_the_machine(monkeypatch):
+    from napari_sam.model.precision import ENV_VAR, NATIVE_CPU_FLAGS, auto_dtype, cpu_flags
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
     dtype, reason = auto_dtype()
     if not any(f in cpu_flags() for f in NATIVE_CPU_FLAGS):
         assert dtype == "float32" and "no native bfloat16" in reason

@@ -87,3 +87,24 @@ def test_a_bad_sidecar_is_one_line_naming_the_file(files, tmp_path, capsys):
                             tmp_path / "o.tif", *model_args(weights))  # fmt: skip
     errors = [e for e in err if e.startswith("napari-sam: error")]
     assert code == 2 and len(errors) == 1 and "bad.prompts.json object 0" in errors[0], err
+
+
+def test_the_encoder_dtype_is_chosen_reported_and_recorded(files, tmp_path, capsys,
+                                                            monkeypatch):  # fmt: skip
+    """[first-use] 6: ``--dtype`` (default auto, here pinned by NAPARI_SAM_DTYPE), reported by
+    ``-v``, kept in the sidecar; a bad NAPARI_SAM_DTYPE is one line before TensorFlow."""
+    d, weights, _ = files
+    for extra, want, why in (([], "float32", "set by NAPARI_SAM_DTYPE"),
+                             (["--dtype", "bfloat16"], "bfloat16", "as asked")):  # fmt: skip
+        out = tmp_path / f"{want}.tif"
+        code, _, err = run_main(capsys, "auto", "-v", d / "stack.tif", "--out", out,
+                                *model_args(weights), "--points-per-side", "2", *extra)  # fmt: skip
+        assert code == 0, err
+        assert any(f"image encoder {want}: {why}" in e for e in err), err
+        made = json.loads(out.with_suffix(".prompts.json").read_text())["made_by"]
+        assert made["encoder_dtype"] == want
+    monkeypatch.setenv("NAPARI_SAM_DTYPE", "half")
+    code, _, err = run_main(capsys, "auto", d / "stack.tif", "--out", tmp_path / "x.tif",
+                            *model_args(weights))  # fmt: skip
+    assert code == 2 and err == ["napari-sam: error: NAPARI_SAM_DTYPE: expected float32, "
+                                 "bfloat16 or auto, got 'half'"], err  # fmt: skip

@@ -34,11 +34,12 @@ def main(argv=None) -> int:
     image, labels = make_nuclei_2d((256, 256), seed=args.seed)
     print(f"synthetic image {image.shape} {image.dtype}, {labels.max()} nuclei")
     t0 = time.perf_counter()
-    model = create_model("sam_tiny_nuclei", pretrained=True)  # shipped with the package
+    model = create_model("sam_tiny_nuclei", pretrained=True, dtype="auto")  # shipped with it
     predictor = SAMPredictor(model)
     rgb = normalised_rgb(image)
     predictor.set_image(rgb)
-    print(f"model loaded and image embedded in {time.perf_counter() - t0:.1f} s")
+    print(f"model loaded and image embedded in {time.perf_counter() - t0:.1f} s "
+          f"(image encoder {model.dtype_reason})")
     overlay = rgb.astype(np.float32)
     colours = np.random.default_rng(0).uniform(60, 255, (labels.max() + 1, 3))
     for i in range(1, min(int(labels.max()), 8) + 1):

@@ -300,10 +300,13 @@ class ControlsPanel(QWidget):
     def _toggle_key(self, layer=None):
         self.toggle_polarity()
 
-    def set_state(self, text: str) -> None:
-        """Show what the widget is doing (loading, embedding, ready) in its state line."""
+    def set_state(self, text: str, tip: str | None = None) -> None:
+        """Show what the widget is doing (loading, embedding, ready) in its state line (and
+        ``tip`` in its tooltip, e.g. the image encoder's dtype and why)."""
         try:
             self.state_label.setText(text)
+            if tip is not None:
+                self.state_label.setToolTip(tip)
         except RuntimeError:  # the warm-up ending after its widget was closed and deleted
             pass
 

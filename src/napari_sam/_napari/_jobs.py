@@ -126,7 +126,8 @@ def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Bu
         from ..weights import create_model
 
         pretrained = spec.checkpoint or True
-        model = create_model(spec.model_name, pretrained=pretrained, in_channels=spec.in_channels)
+        model = create_model(spec.model_name, pretrained=pretrained, in_channels=spec.in_channels,
+                             dtype="auto")  # bfloat16 only where native and faster
     # A full garbage collection of the objects TensorFlow, Keras and napari made (0.2-0.4 s)
     # holds the GIL, stalling the Qt thread: move them out of the collector's reach.
     gc.freeze()

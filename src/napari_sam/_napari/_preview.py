@@ -78,7 +78,8 @@ class PreviewActions:
             self.set_state(item[1])
 
         def on_done(session):
-            self.set_state("ready: click an object (Shift-C commits)")
+            self.set_state("ready: click an object (Shift-C commits)",
+                           f"image encoder {session.sp.model.dtype_reason}")
 
         return self._run(spec, body, on_yield, on_done, None, "preparing SAM", warm_up=True)
 

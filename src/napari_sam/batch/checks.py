@@ -7,6 +7,7 @@ expected, so that a mistake costs well under a second.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from .errors import InputError
 
 __all__ = [
+    "check_dtype",
     "check_method",
     "check_model",
     "check_scheduler",
@@ -182,6 +184,15 @@ def check_writable(path: Path, arg: str) -> None:
             pass
     except OSError as err:
         raise InputError(arg, f"cannot write to {str(folder)!r} ({os_reason(err)})") from None
+
+
+def check_dtype() -> None:
+    """``NAPARI_SAM_DTYPE``, when set, names a dtype (checked before TensorFlow is imported)."""
+    from ..model.precision import DTYPES, ENV_VAR
+
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in DTYPES:
+        raise InputError(ENV_VAR, f"expected float32, bfloat16 or auto, got {value!r}")
 
 
 def check_model(name: str, in_channels: int, overrides: dict):

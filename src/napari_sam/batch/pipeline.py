@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checks import check_model, check_weights, parse_channels, parse_normalization, parse_overrides
+from .checks import (
+    check_dtype,
+    check_model,
+    check_weights,
+    parse_channels,
+    parse_normalization,
+    parse_overrides,
+)
 from .runtime import import_tensorflow, load_model, open_input, resolve_channels
 
 __all__ = ["ModelCache", "Opened", "Resolved", "open_input_of", "open_stack", "resolve"]
@@ -41,6 +48,8 @@ class Resolved:
         ``--normalization``, to be fitted on each stack.
     axes : str or None
         ``--axes``.
+    dtype : str
+        ``--dtype`` of the image encoder: auto, float32 or bfloat16.
     """
 
     model: str
@@ -50,6 +59,7 @@ class Resolved:
     channels: Any
     normalization: Any
     axes: str | None
+    dtype: str = "auto"
 
     @property
     def override_dict(self) -> dict:
@@ -73,8 +83,9 @@ def resolve(settings, decoder: str | None = None) -> Resolved:
     check_model(s.model, 3, overrides)
     weights = check_weights(s.weights)
     decoder_path = check_weights(decoder, "--decoder")
+    check_dtype()
     return Resolved(s.model, tuple(overrides.items()), weights, decoder_path, channels,
-                    normalization, s.axes)  # fmt: skip
+                    normalization, s.axes, getattr(s, "dtype", "auto"))  # fmt: skip
 
 
 @dataclass
@@ -129,6 +140,6 @@ class ModelCache:
             import_tensorflow()
             self.model = load_model(resolved.model, resolved.weights, opened.in_channels,
                                     resolved.override_dict, resolved.decoder,
-                                    config=opened.config)  # fmt: skip
+                                    config=opened.config, dtype=resolved.dtype)  # fmt: skip
             self.loads += 1
         return self.model

@@ -27,6 +27,7 @@ def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
         "model": s.model,
         "weights": None if s.weights is None else Path(s.weights).name,
         "weights_hash": sp.encoder.weights_hash,
+        "encoder_dtype": sp.encoder.model.encoder_dtype,
         "override": list(s.override),
         "channels": s.channels,
         "normalization": sp.normalization.describe(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .. import _tensorflow
@@ -105,9 +106,10 @@ def _check_readable(view) -> None:
 
 
 def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=None,
-               config=None):  # fmt: skip
+               config=None, dtype: str = "auto"):  # fmt: skip
     """The model with its weights (the arguments are checked first, without TensorFlow;
-    ``config``: the configuration already built from them, used as it is)."""
+    ``config``: the configuration already built from them, used as it is; ``dtype``: the
+    image encoder's, ``"auto"`` resolved here and reported with ``napari-sam -v``)."""
     from ..weights import create_model
     from ..weights.download import WeightsUnavailableError
     from ..weights.pth_reader import CheckpointError
@@ -120,8 +122,8 @@ def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=No
         raise InputError("--decoder", f"no such file {str(decoder)!r}")
     try:
         with timed("model load"):
-            return create_model(name, pretrained=weights or True, in_channels=in_channels,
-                                decoder=decoder, **overrides)  # fmt: skip
+            model = create_model(name, pretrained=weights or True, in_channels=in_channels,
+                                 decoder=decoder, dtype=dtype, **overrides)  # fmt: skip
     except (ValueError, OSError, WeightsUnavailableError) as err:  # bad checkpoint, download
         if isinstance(err, CheckpointError) and decoder is not None and str(decoder) in str(err):
             raise InputError("--decoder", err) from None
@@ -131,6 +133,9 @@ def load_model(name: str, weights, in_channels: int, overrides: dict, decoder=No
                 f"{' and the given --override values' if overrides else ''}: {err}"
             )
         raise InputError("--weights", err) from None
+    if os.environ.get("NAPARI_SAM_VERBOSE") == "1":
+        print(f"napari-sam: image encoder {model.dtype_reason}", file=sys.stderr)
+    return model
 
 
 def resolve_channels(channels, view):

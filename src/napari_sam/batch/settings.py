@@ -58,6 +58,7 @@ class EmbedSettings(_FromNamespace):
     halo: int | None = None
     diameter: float | str | None = None  # pixels, or "auto"
     no_tile: bool = False
+    dtype: str = "auto"  # the image encoder's: auto, float32 or bfloat16
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class LabelSettings(_FromNamespace):
     halo: int | None = None
     diameter: float | str | None = None  # pixels, or "auto"
     no_tile: bool = False
+    dtype: str = "auto"  # the image encoder's: auto, float32 or bfloat16
     # segment
     prompts: str | None = None
     allow_other_model: bool = False  # replay a sidecar made with other weights

@@ -33,7 +33,7 @@ def add_embed_command(sub) -> None:
     add_options(
         p, EmbedSettings,
         ["input", "model", "weights", "out", "axes", "channels", "normalization", "batch_size",
-         "overwrite", "tile", "halo", "diameter", "no_tile", "scheduler", "override"],
+         "overwrite", "tile", "halo", "diameter", "no_tile", "dtype", "scheduler", "override"],
         out=("store directory to write", "STORE"),
         overwrite="discard a store at STORE made with another model, weights or settings",
         scheduler="spread the tiles (or slices) over a dask cluster, e.g. tcp://10.0.0.5:8786 "

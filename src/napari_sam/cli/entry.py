@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         command.add_argument(
             "-v", "--verbose", action="store_true",
-            help="show the full error (Python traceback) when something fails",
+            help="show TensorFlow's start-up lines, the image encoder's dtype, the times, and "
+            "the full error (Python traceback) when something fails",
         )  # fmt: skip
     return parser
 

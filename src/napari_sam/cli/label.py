@@ -50,7 +50,7 @@ three masks, otherwise a single mask is predicted.
 
 _COMMON = ["input", "out", "model", "weights", "decoder", "override", "axes", "channels",
            "normalization", "store", "overwrite", "scheduler", "tile", "halo", "diameter",
-           "no_tile"]  # fmt: skip
+           "no_tile", "dtype"]  # fmt: skip
 _HELPS = dict(
     input="a TIFF or .npy file, a zarr array directory, a folder of TIFF/.npy files, or a "
     "quoted glob such as 'data/*.tif'",

@@ -80,6 +80,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                        "the model at the size it works best at (28 px in the "
                                        "input of sam_tiny_nuclei); results come back at the "
                                        "original resolution")),
+    "dtype": (("--dtype",), dict(choices=("auto", "float32", "bfloat16"), help="the image "
+                                 "encoder's precision: auto (bfloat16 only where the CPU or GPU "
+                                 "does it natively and faster, else float32; the environment "
+                                 "variable NAPARI_SAM_DTYPE decides in its place when set), "
+                                 "float32 or bfloat16. Default: %(default)s")),
     "no_tile": (("--no-tile",), dict(action="store_true", help="never tile: the whole image is "
                                      "resized to the model input (Meta's behaviour)")),
     "prompts": (("--prompts",), dict(required=True, metavar="FILE", help="prompts (.csv or "

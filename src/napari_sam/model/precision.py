@@ -5,16 +5,24 @@
 quick matrix product measures it faster than float32; float32 everywhere else. On a CPU
 without native bfloat16 (AVX2 only) TensorFlow's bfloat16 matmuls run at the float32 rate
 (80 against 82 GFLOP/s measured here): accuracy lost for nothing.
+
+The environment variable ``NAPARI_SAM_DTYPE`` (``float32`` or ``bfloat16``) decides in
+place of the detection, for every app at once (the test suite pins ``float32`` with it, so
+that its reference comparisons hold on every CPU kind).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 
-__all__ = ["auto_dtype", "bfloat16_runs", "bfloat16_speedup", "cpu_flags", "native_bfloat16"]
+__all__ = ["DTYPES", "ENV_VAR", "auto_dtype", "bfloat16_runs", "bfloat16_speedup", "cpu_flags",
+           "native_bfloat16"]
 
 NATIVE_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+DTYPES = ("auto", "float32", "bfloat16")
+ENV_VAR = "NAPARI_SAM_DTYPE"
 MIN_SPEEDUP = 1.2  # bfloat16 matmuls at least this much faster, or float32 is kept
 
 
@@ -81,9 +89,24 @@ def bfloat16_speedup(n: int = 1024, repeats: int = 3) -> float:
     return best(tf.float32) / best(tf.bfloat16)
 
 
-@functools.cache
 def auto_dtype() -> tuple[str, str]:
-    """The encoder dtype ``"auto"`` stands for here, and one line saying why."""
+    """The encoder dtype ``"auto"`` stands for here, and one line saying why.
+
+    Raises
+    ------
+    ValueError
+        ``NAPARI_SAM_DTYPE`` is set to something other than float32, bfloat16 or auto.
+    """
+    forced = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if forced not in DTYPES:
+        raise ValueError(f"{ENV_VAR}: expected float32, bfloat16 or auto, got {forced!r}")
+    if forced != "auto":
+        return forced, f"{forced}: set by {ENV_VAR}"
+    return _detected_dtype()
+
+
+@functools.cache
+def _detected_dtype() -> tuple[str, str]:
     if not native_bfloat16():
         return "float32", ("float32: no native bfloat16 on this machine (CPU flags "
                            f"{' / '.join(NATIVE_CPU_FLAGS)}, or a GPU of compute capability "
