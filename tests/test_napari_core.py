@@ -107,7 +107,7 @@ class _FakeSession:
         masks = np.stack([m, np.zeros_like(m), m]) if multimask else m[None]
         return Prediction(masks, np.linspace(0.9, 0.5, len(masks)), np.zeros((len(masks), 4, 4)))
 
-    def mask_prompt(self, index, mask):
+    def mask_prompt(self, index, mask, label, points=None, labels=None):
         return propagation_prompts(mask)
 
     propagate = Session.propagate

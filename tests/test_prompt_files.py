@@ -92,3 +92,42 @@ def test_well_formed_json_still_reads(tmp_path):
     assert (a.key, a.slice, a.labels, a.box) == ("7", (1,), [1.0, 0.0], None)
     assert (b.key, b.slice, b.points, b.box) == ("7", (2,), [], [1.0, 2.0, 3.0, 4.0])
     assert c.slice == (0,) and c.points == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({"step": 0, "id": 1, "points": [[1, 2]]}, r"'step' must be a whole number >= 1, got 0"),
+        ({"step": "2", "id": 1, "points": [[1, 2]]}, r"'step' must be a whole number >= 1"),
+        ({"step": 2, "points": [[1, 2]]}, r"a recorded object needs its label 'id'"),
+        ({"step": 2, "id": True, "points": [[1, 2]]}, r"'id' must be a whole number >= 1"),
+        ({"step": 2, "id": 1, "choice": -1, "points": [[1, 2]]}, r"'choice' must be .* >= 0"),
+        ({"step": 2, "id": 1, "overwrite": "no", "box": [1, 2, 3, 4]},
+         r"'overwrite' must be true or false, got 'no'"),
+        ({"step": 2, "id": 1, "refine": 1}, r"'refine' must be true or false"),
+        ({"id": 1, "refine": True}, r"'refine' needs the 'step'"),
+        ({"slice": 0, "points": [[1, 2]]}, r"either every object has its 'step'"),
+    ],
+)
+def test_a_malformed_widget_record_is_named(tmp_path, entry, match):
+    """[provenance]: a bad sidecar of the widget's record is one line naming file and entry."""
+    view = StackView(np.zeros((3, 20, 30), np.uint8), "ZYX")
+    good = {"slice": 0, "points": [[3, 4]], "step": 1, "id": 1, "object": "1"}
+    message = _json_error(tmp_path, view, [good, {"slice": 0, **entry}])
+    assert message.startswith("p.json"), message
+    assert re.search(match, message), message
+
+
+def test_a_widget_record_keeps_each_entry_apart(tmp_path):
+    view = StackView(np.zeros((3, 20, 30), np.uint8), "ZYX")
+    path = tmp_path / "p.json"
+    entries = [
+        {"object": "1", "slice": [0], "step": 1, "id": 1, "points": [[3, 4]], "labels": [1],
+         "multimask": True, "choice": 2, "overwrite": False},
+        {"object": "1", "slice": [0], "step": 2, "id": 1, "refine": True, "edited": True},
+    ]
+    path.write_text(json.dumps({"made_by": {}, "objects": entries}))
+    a, b = read_prompts(path, view)
+    assert (a.step, a.label_id, a.multimask, a.choice, a.overwrite, a.refine) == (
+        1, 1, True, 2, False, False)  # fmt: skip
+    assert (b.step, b.refine, b.points, b.box, b.overwrite) == (2, True, [], None, True)

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from ..segment.painting import write_objects
 from ..weights.defaults import WIDGET_MODEL
 from ._session import Geometry, ObjectPrompt, Session
 from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
-           "build_session", "embed_one", "embed_slices", "preview_job", "refine_prompt",
-           "with_session", "write_objects"]  # fmt: skip
+           "build_session", "embed_one", "embed_slices", "made_by", "preview_job", "record_entry",
+           "refine_prompt", "with_session", "write_objects"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -158,59 +159,6 @@ def embed_slices(session: Session, indices: Sequence, cancel: Callable[[], bool]
     return len(indices)
 
 
-def write_objects(labels, index, masks, ids, overwrite: bool, clear_id: int | None = None,
-                  setitem: Callable | None = None, window=None) -> int:  # fmt: skip
-    """Write 2-D ``masks`` of slice ``index`` of ``labels`` with ``ids`` in one assignment.
-
-    Pixels that already hold another label are kept unless ``overwrite``; ``clear_id`` (a
-    refined object) is removed from the slice where its new mask does not reach.
-
-    Parameters
-    ----------
-    labels : array-like
-        The labels (e.g. a Labels layer's ``data``); read, and written unless ``setitem``.
-    index : tuple of int
-        The slice, over the leading (slice) axes.
-    masks, ids : sequence
-        Boolean (H, W) masks and their label values.
-    overwrite : bool
-        Overwrite pixels of other labels.
-    clear_id : int, optional
-        Label replaced by the (single) mask.
-    setitem : callable, optional
-        ``setitem(key, values)`` doing the write (a Labels layer's ``data_setitem``, which
-        makes it one undo step); default ``labels[key] = values``.
-    window : tuple of int, optional
-        ``(y0, y1, x0, x1)``: the masks cover only that part of the slice, and only it is
-        read and written (``clear_id`` is then removed within the window only).
-
-    Returns
-    -------
-    int
-        Number of pixels written.
-    """
-    y0, y1, x0, x1 = window if window is not None else (0, None, 0, None)
-    plane = np.asarray(labels[(*tuple(index), slice(y0, y1), slice(x0, x1))])
-    value = np.zeros(plane.shape, plane.dtype)
-    claimed = np.zeros(plane.shape, bool)
-    for mask, i in zip(masks, ids, strict=True):
-        free = mask & ~claimed & ((plane == 0) | (plane == i) | overwrite)
-        if clear_id is not None:
-            free |= mask & ~claimed & (plane == clear_id)
-        value[free] = i
-        claimed |= free
-    change = claimed | ((plane == clear_id) if clear_id is not None else False)
-    rows, cols = np.nonzero(change)
-    if not len(rows):
-        return 0
-    full = tuple(np.full(len(rows), i) for i in index) + (rows + y0, cols + x0)
-    if setitem is None:
-        labels[full] = value[rows, cols]
-    else:
-        setitem(full, value[rows, cols])
-    return len(rows)
-
-
 @dataclass(frozen=True)
 class Committed:
     """What a commit changed: the slice, the ids written and the number of pixels."""
@@ -268,14 +216,47 @@ class Previewed:
     tiles: dict | None = field(default=None, compare=False, repr=False)
 
 
-def refine_prompt(session, objects, mask, index) -> ObjectPrompt:
-    """The prompt refining the object ``mask`` of slice ``index``, plus the points of the
-    first of ``objects``."""
-    prompt = session.mask_prompt(index, mask)
-    if objects and objects[0].points is not None:
-        prompt.points = np.concatenate([prompt.points, objects[0].points])
-        prompt.labels = np.concatenate([prompt.labels, objects[0].labels])
-    return prompt
+def record_entry(pred, label: int, overwrite: bool) -> dict:
+    """The record of a committed object (see :class:`napari_sam.io.prompt_log.PromptLog`):
+    the clicks and box it was predicted from, the candidate chosen, the commit's options."""
+    entry = {"id": int(label), "overwrite": bool(overwrite), "multimask": bool(pred.multimask)}
+    p = pred.prompt
+    if p is None:
+        return entry
+    points, labels = p.clicks if p.refines is not None else (p.points, p.labels)
+    if p.refines is not None:
+        entry["refine"] = True  # its mask on the slice then was the mask prompt
+    elif p.box is not None:
+        entry["box"] = [float(v) for v in np.ravel(p.box)]
+    if points is not None and len(points):
+        entry["points"] = np.asarray(points, np.float64).reshape(-1, 2).tolist()
+        entry["labels"] = [int(v) for v in np.ravel(labels)]
+    if pred.multimask:
+        entry["choice"] = int(pred.choice)
+    return entry
+
+
+def made_by(session, model_name: str) -> dict:
+    """The ``made_by`` of the widget's record (as ``napari-sam segment`` writes and checks
+    it): the model and the hash of its weights, channels, normalisation, tiling."""
+    from .. import __version__
+
+    sp, tiling = session.sp, session.tiling
+    return {
+        "command": "napari", "version": __version__, "model": model_name,
+        "weights_hash": sp.encoder.weights_hash, "encoder_dtype": sp.model.encoder_dtype,
+        "channels": sp.channels.signature(),
+        "normalization": sp.normalization.describe(),
+        "tiling": None if tiling is None else {"tile": list(tiling.tile),
+                                               "halo": list(tiling.halo)},
+    }  # fmt: skip
+
+
+def refine_prompt(session, objects, mask, index, label: int) -> ObjectPrompt:
+    """The prompt refining label ``label`` (its ``mask`` on slice ``index``), plus the points
+    of the first of ``objects``."""
+    clicks = (objects[0].points, objects[0].labels) if objects else (None, None)
+    return session.mask_prompt(index, mask, label, *clicks)
 
 
 def preview_job(session, index, objects, multimask=True, refine=None):
@@ -299,7 +280,8 @@ def preview_job(session, index, objects, multimask=True, refine=None):
         return Previewed(session)
     if refine is not None:
         labels, label = refine
-        objects = [refine_prompt(session, objects, np.asarray(labels[index]) == label, index)]
+        objects = [refine_prompt(session, objects, np.asarray(labels[index]) == label, index,
+                                 label)]  # fmt: skip
     preds = [session.predict(index, o, multimask) for o in objects]
     near = tiles_around(session.tiling, [full_window(p.mask, p.window) for p in preds])
     return Previewed(session, preds, tile_states(session, index, near))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..segment.propagation import propagation_prompts as core_propagation_prompts
-from ..segment.propagation import slice_window
+from ..segment.propagation import refine_prompts, slice_window
 from ..stacks.channels import ChannelSpec
 from ..stacks.view import SLICE_AXES, StackView
 from ._tiles import plan_for
@@ -100,6 +100,8 @@ class ObjectPrompt:
     labels: np.ndarray | None = None  # (M,) 1 positive, 0 negative
     box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
     mask_logits: np.ndarray | None = None  # (1, H', W') low-resolution logits
+    refines: int | None = None  # Refine: the label whose mask is the mask prompt
+    clicks: tuple | None = None  # Refine: the (points, labels) clicked on top of it
 
 
 @dataclass
@@ -115,6 +117,8 @@ class Prediction:
     logits: np.ndarray
     choice: int = 0
     window: tuple[int, int, int, int] | None = None
+    prompt: ObjectPrompt | None = None  # what it was predicted from (for the record)
+    multimask: bool = False  # several candidates were asked for
 
     @property
     def mask(self) -> np.ndarray:
@@ -298,15 +302,16 @@ class Session:
             obj.box, multimask and single_point, masks=masks,
         )  # fmt: skip
         best = int(np.argmax(scores))  # window None: the masks cover the whole slice
-        return Prediction(masks, scores, logits, best, slice_window(window, self.slice_shape))
+        return Prediction(masks, scores, logits, best, slice_window(window, self.slice_shape),
+                          obj, multimask and single_point)  # fmt: skip
 
-    def mask_prompt(self, index, mask: np.ndarray) -> ObjectPrompt:
-        """A prompt refining an existing object: its box, a point inside, and (untiled) its
-        mask as low-res logits."""
-        prompt = propagation_prompts(mask)
-        if self.sp.supports_mask_prompts:
-            self.sp.set_slice(tuple(index))
-            prompt.mask_logits = self.sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
+    def mask_prompt(self, index, mask: np.ndarray, label: int, points=None,
+                    labels=None) -> ObjectPrompt:  # fmt: skip
+        """A prompt refining label ``label`` (its ``mask``): its box, a point inside, the
+        clicks ``points`` / ``labels``, and (untiled) its mask as low-res logits (see
+        :func:`napari_sam.segment.propagation.refine_prompts`)."""
+        prompt = ObjectPrompt(*refine_prompts(self.sp, index, mask, points, labels))
+        prompt.refines, prompt.clicks = int(label), (points, labels)
         return prompt
 
     def propagate(self, index, mask: np.ndarray, *args, **kwargs):

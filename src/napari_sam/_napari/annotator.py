@@ -35,6 +35,7 @@ from ._jobs import (
     build_session,
     embed_slices,
     preview_job,
+    record_entry,
     refine_prompt,
     write_objects,
 )
@@ -182,7 +183,7 @@ class Annotator:
         if labels is None:
             raise ValueError("output labels: choose a Labels layer")
         mask = np.asarray(labels[self.refine_index]) == self.refine_id
-        return refine_prompt(session, objects, mask, self.refine_index)
+        return refine_prompt(session, objects, mask, self.refine_index, self.refine_id)
 
     def refine_target(self, index, labels):
         """``(labels, label)`` for :func:`preview_job` when refining on slice ``index``."""
@@ -192,13 +193,15 @@ class Annotator:
             raise ValueError("output labels: choose a Labels layer")
         return labels, self.refine_id
 
-    def commit(self, labels, overwrite: bool = False, setitem=None) -> Committed | None:
+    def commit(self, labels, overwrite: bool = False, setitem=None,
+               log=None) -> Committed | None:  # fmt: skip
         """Write the preview into ``labels`` with new ids (the refined id when refining).
 
         New ids follow the largest label of ``labels``; existing labels are kept unless
         ``overwrite``. The preview and the refine target are then cleared. Returns what
         changed, or ``None`` (nothing written) when no previewed mask has a pixel. Raises
         ValueError (nothing written) when a new id does not fit the dtype of ``labels``.
+        ``log`` (a :class:`~napari_sam.io.prompt_log.PromptLog`) records each object's prompts.
         """
         preds = [p for p in self.predictions if p.mask.any()]
         if not preds:
@@ -222,7 +225,12 @@ class Annotator:
                 windows.append(self.label_window(labels, index, self.refine_id))
             window = union_window(windows)
             masks = [place(p.mask, p.window, window) for p in preds]
+        if log is not None:  # undone commits of this slice leave the record first
+            log.prune(labels, [index])
         n = write_objects(labels, index, masks, ids, overwrite, self.refine_id, setitem, window)
+        if log is not None:
+            log.add(labels, index, [record_entry(p, i, overwrite) for p, i in zip(preds, ids,
+                                                                                 strict=True)])
         self.clear(index)
         self.last_committed = (index, ids)
         return Committed(index, ids, n)

@@ -29,7 +29,7 @@ from .timing import timed
 
 MAX_POINTS_PER_SIDE = 256  # a grid of 65,536 prompts per image or tile
 
-__all__ = ["check_label_settings", "label_file", "run_files", "segment_prompts"]
+__all__ = ["check_label_settings", "label_file", "replay_record", "run_files", "segment_prompts"]
 
 
 def check_label_settings(settings: LabelSettings, auto: bool) -> Resolved:
@@ -238,12 +238,15 @@ def _stack_predictor(cache: ModelCache, opened, tiling, normalization, store):
 
 def segment_prompts(sp, prompts, ids: dict | None = None):
     """Labels of the prompted objects: one id per object (the same on every slice);
-    ``ids`` receives ``{object key: id}``."""
+    ``ids`` receives ``{object key: id}``. The napari widget's record (objects with a
+    ``step``) is replayed commit by commit (:func:`replay_record`)."""
     import numpy as np
     from tqdm import tqdm
 
     labels = np.zeros((*sp.view.stack_shape, *sp.view.slice_shape), np.uint32)
     ids = {} if ids is None else ids
+    if any(obj.step is not None for obj in prompts):
+        return replay_record(sp, prompts, labels, ids)
     for obj in tqdm(prompts, desc="objects", unit="object", file=sys.stderr):
         pts, lbl, box = obj.arrays()
         single_point = box is None and len(pts) == 1
@@ -255,4 +258,48 @@ def segment_prompts(sp, prompts, ids: dict | None = None):
         mask = masks[int(np.argmax(scores))] if single_point else masks[0]
         key = obj.object_key
         target[mask] = ids.setdefault(key, len(ids) + 1)
+    return labels
+
+
+def replay_record(sp, prompts, labels, ids: dict):
+    """Replay the napari widget's record into ``labels``: the objects of each ``step`` are
+    predicted as the widget did (the same candidate; a refine from its label's mask as the
+    labels are then) and written together as the widget wrote them
+    (:func:`napari_sam.segment.painting.write_objects`)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..segment.painting import write_objects
+    from ..segment.propagation import refine_prompts
+
+    steps: dict = {}
+    for obj in prompts:
+        steps.setdefault(obj.step, []).append(obj)
+    with tqdm(total=len(prompts), desc="objects", unit="object", file=sys.stderr) as bar:
+        for step in sorted(steps):
+            group, masks = steps[step], []
+            for obj in group:
+                pts, lbl, box = obj.arrays()
+                logits = None
+                if obj.refine:
+                    mask = np.asarray(labels[obj.slice]) == obj.label_id
+                    if not mask.any():
+                        raise InputError("--prompts", f"{obj.where}: refines label "
+                                         f"{obj.label_id}, which is not on its slice then")
+                    pts, lbl, box, logits = refine_prompts(sp, obj.slice, mask, pts, lbl)
+                single = box is None and logits is None and pts is not None and len(pts) == 1
+                multimask = single and obj.multimask is not False
+                out, scores, _, (y0, y1, x0, x1) = sp.predict_window(
+                    obj.slice, pts, lbl, box, multimask_output=multimask, masks=logits)
+                k = int(np.argmax(scores)) if obj.choice is None or not multimask else obj.choice
+                if k >= len(out):
+                    raise InputError("--prompts", f"{obj.where}: candidate {k} of {len(out)}")
+                full = np.zeros(sp.view.slice_shape, bool)
+                full[y0:y1, x0:x1] = out[k]
+                masks.append(full)
+                ids[obj.object_key] = obj.label_id
+                bar.update()
+            first = group[0]
+            write_objects(labels, first.slice, masks, [o.label_id for o in group],
+                          first.overwrite, first.label_id if first.refine else None)
     return labels

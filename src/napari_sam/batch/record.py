@@ -53,9 +53,13 @@ def write_record(out: Path, sp, settings, inp: Path, prompts, ids: dict, partial
          "labels": list(o.labels), "box": o.box, "id": ids.get(o.object_key)}
         for o in prompts
     ]  # fmt: skip
-    for o in objects:
+    for o, p in zip(objects, prompts or (), strict=False):
         if o["box"] is None:
             del o["box"]
+        if p.step is not None:  # the widget's record, replayed: kept as it was
+            o.update(step=p.step, id=p.label_id, overwrite=p.overwrite)
+            o.update({k: v for k, v in (("multimask", p.multimask), ("choice", p.choice),
+                                        ("refine", p.refine or None)) if v is not None})
     command = "segment" if partial is None else "auto"
     write_sidecar(path, made_by(sp, settings, inp, command, partial), objects)
 

@@ -14,6 +14,11 @@ Every format gives a list of :class:`ObjectPrompt`: the prompts of one object on
   "points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1], "object": "a"}``
   (``slice`` optional for a single image; ``labels`` default to 1; entries with the same
   ``object`` on several slices are one object).
+* The napari widget's record (a sidecar, :mod:`napari_sam.io.prompt_log`) adds to each
+  object ``id`` (its label), ``step`` (the commit; objects of one step are written together),
+  ``multimask`` and ``choice`` (the candidate kept), ``overwrite`` (other labels painted over)
+  and ``refine`` (its mask then was the mask prompt; no click is needed); ``edited`` (changed
+  by hand since) is informative.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ class ObjectPrompt:
     labels: list = field(default_factory=list)
     box: list | None = None
     where: str = ""
+    step: int | None = None  # the widget's record: the commit it was written in
+    label_id: int | None = None  # its label (a sidecar's "id")
+    multimask: bool | None = None  # several candidates asked for (None: for one click)
+    choice: int | None = None  # the candidate kept (None: the best predicted IoU)
+    overwrite: bool = True  # painted over other labels
+    refine: bool = False  # refined its label's mask on the slice at that step
 
     @property
     def object_key(self) -> str:
@@ -116,8 +127,9 @@ def _polarity(text: str, where: str) -> float:
     raise PromptFileError(f"{where}: positive {text!r} must be True or False")
 
 
-def _add(objects: dict, key, sl, where, point=None, label=1.0, box=None) -> None:
-    obj = objects.setdefault((key, sl), ObjectPrompt(str(key), sl, where=where))
+def _add(objects: dict, key, sl, where, point=None, label=1.0, box=None, entry=None) -> None:
+    at = (key, sl) if entry is None else (key, sl, entry)  # entry: a recorded prompt's number
+    obj = objects.setdefault(at, ObjectPrompt(str(key), sl, where=where))
     if point is not None:
         if label not in (0.0, 1.0):
             raise PromptFileError(f"{where}: label {label:g} must be 1 (foreground) or 0")
@@ -190,7 +202,31 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
 
 #: Points one object may have on one slice (SAM is trained with a few clicks an object).
 MAX_POINTS = 1000
-_JSON_KEYS = ("slice", "points", "labels", "box", "object", "id")  # id: a sidecar's label
+_JSON_KEYS = ("slice", "points", "labels", "box", "object", "id", "step", "multimask", "choice",
+              "overwrite", "refine", "edited")  # id and after: a sidecar's record
+
+
+def _record_fields(item: dict, where: str) -> dict:
+    """The record fields of a sidecar object (checked), as ObjectPrompt attributes."""
+    out = {}
+    for name, attr in (("step", "step"), ("id", "label_id"), ("choice", "choice")):
+        value = item.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "step"
+                                                                                or name == "id"):
+                raise PromptFileError(f"{where}: {name!r} must be a whole number"
+                                      f"{' >= 1' if name != 'choice' else ' >= 0'}, got {value!r}")
+            out[attr] = value
+    for name in ("multimask", "overwrite", "refine", "edited"):
+        if name in item and not isinstance(item[name], bool):
+            raise PromptFileError(f"{where}: {name!r} must be true or false, got {item[name]!r}")
+        if name in item and name != "edited":
+            out[name] = item[name]
+    if ("step" in out or out.get("refine")) and "label_id" not in out:
+        raise PromptFileError(f"{where}: a recorded object needs its label 'id'")
+    if out.get("refine") and "step" not in out:
+        raise PromptFileError(f"{where}: 'refine' needs the 'step' it was committed in")
+    return out
 
 
 def _read_json(path: Path, view) -> list[ObjectPrompt]:
@@ -205,10 +241,11 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
     if not isinstance(data, list):
         raise PromptFileError(f"{path.name}: expected a list of objects or {{'objects': [...]}}")
     objects: dict = {}
+    steps = 0  # objects of the widget's record (each with its 'step')
     defaulted = 0  # objects of a stack without 'slice': on slice 0, said once
     for n, item in enumerate(data):
         where = f"{path.name} object {n}"
-        if not isinstance(item, dict) or not ({"points", "box"} & set(item)):
+        if not isinstance(item, dict) or not ({"points", "box"} & set(item) or item.get("refine")):
             raise PromptFileError(f"{where}: expected {{'points': [[x, y], ...]}} and/or 'box'")
         unknown = sorted(str(k) for k in set(item) - set(_JSON_KEYS))
         if unknown:  # a misspelt "labels" would silently make every point foreground
@@ -236,6 +273,15 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
         if isinstance(key, bool) or not isinstance(key, (str, int, float)):
             raise PromptFileError(f"{where}: 'object' must be a name or a number, got {key!r}")
         key = str(key)
+        record = _record_fields(item, where)
+        entry = n if "step" in record else None
+        if "step" in record:  # the widget's record: every entry is a prompt of its own
+            steps += 1
+            obj = objects.setdefault((key, sl, n), ObjectPrompt(key, sl, where=where, **record))
+        elif record:
+            obj = objects.setdefault((key, sl), ObjectPrompt(key, sl, where=where))
+            for attr, value in record.items():
+                setattr(obj, attr, value)
         points = item.get("points")
         points = [] if points is None else points
         if not isinstance(points, list):
@@ -262,14 +308,18 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
             pt = tuple(_num(v, "point coordinate", where) for v in p)
             if isinstance(lab, bool) or not isinstance(lab, (int, float, str)):
                 raise PromptFileError(f"{where}: label {lab!r} must be 1 (foreground) or 0")
-            _add(objects, key, sl, where, pt, _num(lab, "label", where))
+            _add(objects, key, sl, where, pt, _num(lab, "label", where), entry=entry)
         box = item.get("box")
         if box is not None:
             if not isinstance(box, list) or len(box) != 4:
                 raise PromptFileError(f"{where}: 'box' must be [x0, y0, x1, y1], got {box!r}")
-            _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box])
-        if not points and box is None:
+            _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box],
+                 entry=entry)  # fmt: skip
+        if not points and box is None and not record.get("refine"):
             raise PromptFileError(f"{where}: no point (in 'points') and no 'box'")
+    if steps and steps != len(data):
+        raise PromptFileError(f"{path.name}: either every object has its 'step' (the napari "
+                              "widget's record) or none")  # fmt: skip
     if defaulted:
         warnings.warn(f"{path.name}: {defaulted} object(s) without 'slice' are taken to be on "
                       f"slice 0 of the {view.slice_axes} stack", stacklevel=3)  # fmt: skip

@@ -16,7 +16,8 @@ import numpy as np
 from ..masks import bounding_box, iou, mask_to_box, object_centre
 
 __all__ = ["crop_to_object", "full_window", "place", "placed_iou", "propagate",
-           "propagation_prompts", "slice_window", "union_window"]  # fmt: skip
+           "propagation_prompts", "refine_prompts", "slice_window",
+           "union_window"]  # fmt: skip
 
 
 def full_window(mask: np.ndarray, window) -> tuple[int, int, int, int]:
@@ -76,6 +77,27 @@ def propagation_prompts(mask: np.ndarray, window=None):
         off = np.array([window[2], window[0]], np.float32)  # x, y
         points, box = points + off, box + np.tile(off, 2)
     return points, np.ones(1, np.float32), box
+
+
+def refine_prompts(sp, index, mask: np.ndarray, points=None, labels=None):
+    """The prompts refining an object whose mask on slice ``index`` is ``mask``: its box, a
+    point deepest inside, then ``points`` / ``labels`` (the user's clicks), and where ``sp``
+    takes mask prompts (untiled) the mask itself as low-resolution logits. Used by the
+    widget's Refine and by ``napari-sam segment`` replaying it, so both give the same mask.
+
+    Returns
+    -------
+    points (M, 2), labels (M,), box (4,), mask_logits (1, H', W') or None
+    """
+    pts, lbl, box = propagation_prompts(mask)
+    if points is not None and len(points):
+        pts = np.concatenate([pts, np.asarray(points, np.float32).reshape(-1, 2)])
+        lbl = np.concatenate([lbl, np.asarray(labels, np.float32).reshape(-1)])
+    logits = None
+    if sp.supports_mask_prompts:
+        sp.set_slice(tuple(index))
+        logits = sp.predictor.preprocess_masks(np.where(mask, 8.0, -8.0)[None])
+    return pts, lbl, box, logits
 
 
 def propagate(
