@@ -489,3 +489,62 @@ def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_
     first = time.perf_counter() - t1
     print(f"first click after ready: {first:.3f} s")
     assert first < 1.0, f"the first click took {first:.2f} s"
+
+
+def test_the_record_is_saved_replayed_and_shown_again(viewer, sam_widget, qtbot, tmp_path):
+    """[provenance]: click, commit, a second object by box, refine the first, undo the
+    refine; save with the plugin's writer; ``napari-sam segment`` with the sidecar gives the
+    saved labels exactly; "Show prompts" puts an object's prompts back."""
+    import json
+
+    import tifffile
+
+    from napari_sam.cli import main
+
+    points, boxes, _, out = nf.open_sample(viewer, sam_widget, Z)
+    image, truth = make_sample_stack(0)
+    first, mask = nf.nucleus(truth)
+    x, y = object_centre(mask)
+    points.add([Z, y, x])
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.commit() == [1]
+    second = next(i for i in np.unique(truth[Z]) if i and i != first and (truth[Z] == i).sum()
+                  > 100 and not np.isin(truth[Z, [0, -1]], i).any()
+                  and not np.isin(truth[Z][:, [0, -1]], i).any())  # fmt: skip
+    ys, xs = np.nonzero(truth[Z] == second)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    boxes.add_rectangles([np.array([[Z, y0, x0], [Z, y0, x1], [Z, y1, x1], [Z, y1, x0]])])
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.commit() == [2]
+    saved = out.data.copy()
+    out.selected_label = 1
+    sam_widget.refine_selected()
+    points.add([Z, y + 2, x + 2])
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.commit() == [1]
+    record = out.metadata["napari_sam"]
+    assert [e["step"] for e in record["objects"]] == [1, 2, 3] and record["objects"][2]["refine"]
+    nf.ctrl_z(qtbot, viewer, out)  # the refine undone: the record follows when read
+    np.testing.assert_array_equal(out.data, saved)
+    path = tmp_path / "labels.tif"
+    written = out.save(str(path), plugin="napari-sam-tf")
+    side = tmp_path / "labels.prompts.json"
+    assert sorted(written) == sorted([str(path), str(side)]), written
+    assert json.loads(side.read_text())["made_by"]["unrecorded"] == []
+    objects = json.loads(side.read_text())["objects"]
+    assert [(o["step"], o["id"], "box" in o) for o in objects] == [(1, 1, False), (2, 2, True)]
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, image, imagej=True, metadata={"axes": "ZCYX"})
+    again = tmp_path / "again.tif"
+    argv = ["segment", stack, "--prompts", side, "--out", again, "--model", "sam_tiny_nuclei",
+            "--channels", "single:0"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    np.testing.assert_array_equal(tifffile.imread(again), tifffile.imread(path))
+    np.testing.assert_array_equal(tifffile.imread(path), out.data)
+    # the prompts of object 2 back in the prompt layers, refining it
+    viewer.layers.remove(out)
+    reopened = viewer.open(str(path), layer_type="labels")[0]
+    sam_widget.output_box.setCurrentText(reopened.name)
+    reopened.selected_label = 2
+    sam_widget.show_prompts()
+    assert len(boxes.data) == 1 and sam_widget.refine_id == 2

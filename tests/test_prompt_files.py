@@ -106,6 +106,8 @@ def test_well_formed_json_still_reads(tmp_path):
          r"'overwrite' must be true or false, got 'no'"),
         ({"step": 2, "id": 1, "refine": 1}, r"'refine' must be true or false"),
         ({"id": 1, "refine": True}, r"'refine' needs the 'step'"),
+        ({"step": 2, "id": 1, "propagate": {"from": [0], "axis": "z", "stop_iou": 0.5}},
+         r"'propagate' must be \{'from': \[slice\], 'axis': n"),
         ({"slice": 0, "points": [[1, 2]]}, r"either every object has its 'step'"),
     ],
 )

@@ -24,8 +24,9 @@ def made(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("record")
     pairs = [make_nuclei_2d((256, 256), seed=s) for s in (11, 12)]
-    data = np.stack([p[0] for p in pairs])
-    truth = np.stack([p[1] for p in pairs])
+    shifted = [np.roll(p, 1, axis=1) for p in pairs[0]]  # slice 1: slice 0 moved by a pixel
+    data = np.stack([pairs[0][0], shifted[0], pairs[1][0]])
+    truth = np.stack([pairs[0][1], shifted[1], pairs[1][1]])
     tifffile.imwrite(d / "stack.tif", data, metadata={"axes": "ZYX"})
     annot = Annotator()
     spec = SessionSpec(data, Geometry(data.shape), ChannelSpec("single", (0,)).resolve(1))
@@ -65,23 +66,31 @@ def test_click_box_refine_undo_replays_exactly(made, tmp_path, capsys, undo):
     annot.commit(labels, log=log)  # 1: a click
     annot.predict(session, (0,), [ObjectPrompt(box=_box(truth[0], ids[1]))])
     annot.commit(labels, overwrite=True, log=log)  # 2: a box, over other labels
-    annot.predict(session, (1,), [ObjectPrompt(_centre(truth[1], 1), np.ones(1))])
+    annot.predict(session, (2,), [ObjectPrompt(_centre(truth[2], 1), np.ones(1))])
     best = annot.predictions[0].choice
     kept = annot.cycle_masks()[0].choice  # another candidate than the best
     assert kept != best
-    annot.commit(labels, log=log)  # 3: on slice 1
+    annot.commit(labels, log=log)  # 3: on slice 2
     before = labels.copy()
     assert annot.refine(labels, (0,), 1)
     y, x = np.argwhere(truth[0] == ids[2])[0]  # a second nucleus added to object 1
     annot.predict(session, (0,), [ObjectPrompt(np.array([[x, y]], float), np.ones(1))], labels)
     annot.commit(labels, log=log)  # 4: refine
     assert not np.array_equal(labels, before)
+    if not undo:  # object 2 followed onto slice 1 (over what is there), not onto slice 2
+        from napari_sam._napari._session import Geometry
+
+        done = list(annot.propagate(session, labels, (0,), 2, Geometry(data.shape),
+                                    overwrite=True, log=log))  # fmt: skip
+        assert [d[0] for d in done] == [(1,)], [d[0] for d in done]
     if undo:  # napari's Ctrl-Z: the labels go back, the log is not told
         labels[...] = before
     objects = log.objects(labels)
     steps = [(o["step"], o["id"], o.get("refine", False)) for o in objects]
     assert steps == [(1, 1, False), (2, 2, False), (3, 3, False)] + ([] if undo else
-                                                                     [(4, 1, True)])
+                                                                     [(4, 1, True), (5, 2, False)])
+    assert undo or objects[-1]["propagate"] == {"from": [0], "axis": 0, "stop_iou": 0.5,
+                                                "limits": None}
     assert objects[2]["choice"] == kept and objects[2]["multimask"] is True
     assert objects[1]["overwrite"] is True and "points" not in objects[1]
     side = write_sidecar(tmp_path / "l.prompts.json", made_by(session, "sam_tiny_nuclei"),
@@ -90,6 +99,12 @@ def test_click_box_refine_undo_replays_exactly(made, tmp_path, capsys, undo):
     np.testing.assert_array_equal(got, labels)
     again = json.loads((tmp_path / "replayed.prompts.json").read_text())["objects"]
     assert [(o["step"], o["id"]) for o in again] == [s[:2] for s in steps]
+    if undo:  # objects the record does not have (propagated, painted): said, not hidden
+        made = {**made_by(session, "sam_tiny_nuclei"), "unrecorded": [[1, 7], [1, 8]]}
+        side = write_sidecar(tmp_path / "more.prompts.json", made, objects)
+        code, _, err = run_main(capsys, "segment", d / "stack.tif", "--prompts", side, "--out",
+                                tmp_path / "more.tif", "--model", "sam_tiny_nuclei")  # fmt: skip
+        assert code == 0 and any("2 object(s)" in e and "[1, 7]" in e for e in err), err
 
 
 def test_the_log_keeps_hand_edits_marked_and_drops_erased_objects(made):

@@ -23,6 +23,7 @@ from ._controls import ControlsPanel, KeyBindings
 from ._everything import min_object_area, segment_slices, stack_indices, write_instances
 from ._jobs import Built, with_session
 from ._preview import PreviewActions
+from ._record import RecordActions, record_of
 from .annotator import Annotator
 
 QUEUED = "queued: runs once the warm-up is done"  # _run's answer during the warm-up
@@ -42,11 +43,12 @@ def _delegate(name: str):
     return property(get, set_, doc=f"The annotator's ``{name}``.")
 
 
-class SAMWidget(PreviewActions, ControlsPanel):
+class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
     """Segment objects of an image layer with SAM from Points and Shapes prompts.
 
     The controls come from :class:`ControlsPanel`, the preview and embedding actions from
-    :class:`~napari_sam._napari._preview.PreviewActions`; the state and logic from
+    :class:`~napari_sam._napari._preview.PreviewActions`, commit and the objects' record from
+    :class:`~napari_sam._napari._record.RecordActions`; the state and logic from
     ``annotator``. Large images (a slice over 1.5 model inputs) are tiled: clicks embed the
     tiles they need in a worker, and "SAM tiles ready" shows the tiles embedded.
 
@@ -84,6 +86,7 @@ class SAMWidget(PreviewActions, ControlsPanel):
             ("Next mask", self.cycle_mask, KEYS["cycle_mask"], ""),
             ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"], ""),
             ("Refine label", self.refine_selected, "selected label of the output", ""),
+            ("Show prompts", self.show_prompts, "recorded for the selected label", "Prompts"),
             ("Cancel", self.cancel, "stop embedding / propagation / segmenting", ""),
             ("Embed stack", self.embed_stack, "every slice / tile, in the background",
              "Model file and cache"),
@@ -308,27 +311,6 @@ class SAMWidget(PreviewActions, ControlsPanel):
             return show_warning(f"Segment Anything: label {out.selected_label} not on this slice")
         self._timer.start()
 
-    def commit(self):
-        """Write the preview into the output labels with new ids (Ctrl+Z undoes it)."""
-        out = self.output_box.layer()
-        try:
-            self._checked_output(out)
-        except ValueError as err:
-            show_error(f"Segment Anything: {err}")
-            return []
-        try:
-            done = self.annotator.commit(out.data, self.overwrite.isChecked(), out.data_setitem)
-        except ValueError as err:
-            show_error(f"Segment Anything: {err}")
-            return []
-        if done is None:
-            show_warning("Segment Anything: nothing to commit; add prompts first")
-            return []
-        out.selected_label = done.ids[-1]
-        L.remove_slice_prompts(self.points_box.layer(), self.boxes_box.layer(), done.index)
-        self._show_preview()
-        return done.ids
-
     def segment_everything(self, all_slices: bool = False):
         """Segment every object of the displayed slice into the output labels (an object
         overlapping one of a neighbouring slice along the slice axis takes its id)."""
@@ -389,9 +371,14 @@ class SAMWidget(PreviewActions, ControlsPanel):
         if not job.mask.any():
             return show_warning(f"Segment Anything: label {job.label} is not on this slice")
 
+        step = record_of(out).next_step
+
         def on_slice(item):
             here, mask, window = item
-            self.annotator.accept_slice(job, out.data, here, mask, out.data_setitem, window)
+            log = record_of(out)
+            self.annotator.accept_slice(job, out.data, here, mask, out.data_setitem, window, log,
+                                        step)  # fmt: skip
+            self.keep_record(out, log)
             self.step()
 
         body = functools.partial(job.run, cancel=self._cancel.is_set)

@@ -267,16 +267,25 @@ class Annotator:
         return PropagationJob(index, mask, int(label), axis, stop_iou, limits, overwrite)
 
     def accept_slice(self, job: PropagationJob, labels, here, mask, setitem=None,
-                     window=None) -> None:  # fmt: skip
+                     window=None, log=None, step=None) -> None:  # fmt: skip
         """Write a propagated slice ``here`` of ``job`` into ``labels`` (``mask`` covering
-        ``window`` of the slice; None: the whole slice)."""
+        ``window`` of the slice; None: the whole slice); ``log`` records it as part of the
+        propagation numbered ``step``."""
+        if log is not None:
+            log.prune(labels, [tuple(here)])
         write_objects(labels, here, [mask], [job.label], job.overwrite, setitem=setitem,
                       window=window)  # fmt: skip
+        if log is not None:
+            how = {"from": [int(i) for i in job.index], "axis": int(job.axis),
+                   "stop_iou": float(job.stop_iou),
+                   "limits": None if job.limits is None else [int(v) for v in job.limits]}
+            log.add(labels, here, [{"id": job.label, "overwrite": bool(job.overwrite),
+                                    "propagate": how}], step)  # fmt: skip
         self.propagated.append(here)
 
     def propagate(self, session: Session, labels, index, label: int, geometry: Geometry,
                   axis: int = 0, stop_iou: float = 0.5, limits=None, overwrite: bool = False,
-                  cancel=None, setitem=None) -> Iterator:  # fmt: skip
+                  cancel=None, setitem=None, log=None) -> Iterator:  # fmt: skip
         """Follow ``label`` through the stack, writing each slice (a synchronous generator).
 
         Yields
@@ -288,8 +297,9 @@ class Annotator:
                                      overwrite)  # fmt: skip
         if not job.mask.any():
             raise ValueError(f"label {label} is not on this slice")
+        step = None if log is None else log.next_step
         for here, mask, window in job.run(session, cancel):
-            self.accept_slice(job, labels, here, mask, setitem, window)
+            self.accept_slice(job, labels, here, mask, setitem, window, log, step)
             yield here, mask, window
 
     @staticmethod

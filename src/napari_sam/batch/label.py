@@ -270,7 +270,7 @@ def replay_record(sp, prompts, labels, ids: dict):
     from tqdm import tqdm
 
     from ..segment.painting import write_objects
-    from ..segment.propagation import refine_prompts
+    from ..segment.propagation import propagate, refine_prompts
 
     steps: dict = {}
     for obj in prompts:
@@ -278,6 +278,26 @@ def replay_record(sp, prompts, labels, ids: dict):
     with tqdm(total=len(prompts), desc="objects", unit="object", file=sys.stderr) as bar:
         for step in sorted(steps):
             group, masks = steps[step], []
+            if group[0].propagate is not None:  # the slices one propagation wrote
+                how, obj = group[0].propagate, group[0]
+                start = tuple(how["from"])
+                if len(start) != len(sp.view.stack_shape):
+                    raise InputError("--prompts", f"{obj.where}: propagated from slice {start}, "
+                                     f"not a slice of the {sp.view.slice_axes} stack")
+                mask = np.asarray(labels[start]) == obj.label_id
+                if not mask.any():
+                    raise InputError("--prompts", f"{obj.where}: propagates label "
+                                     f"{obj.label_id}, which is not on slice {start} then")
+                wanted = {o.slice for o in group}
+                limits = None if how["limits"] is None else tuple(how["limits"])
+                for here, m, window in propagate(sp, start, mask, how["axis"], how["stop_iou"],
+                                                 limits):  # fmt: skip
+                    if tuple(here) in wanted:
+                        write_objects(labels, here, [m], [obj.label_id], obj.overwrite,
+                                      window=window)  # fmt: skip
+                        bar.update()
+                ids[obj.object_key] = obj.label_id
+                continue
             for obj in group:
                 pts, lbl, box = obj.arrays()
                 logits = None

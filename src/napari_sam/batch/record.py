@@ -59,7 +59,8 @@ def write_record(out: Path, sp, settings, inp: Path, prompts, ids: dict, partial
         if p.step is not None:  # the widget's record, replayed: kept as it was
             o.update(step=p.step, id=p.label_id, overwrite=p.overwrite)
             o.update({k: v for k, v in (("multimask", p.multimask), ("choice", p.choice),
-                                        ("refine", p.refine or None)) if v is not None})
+                                        ("refine", p.refine or None),
+                                        ("propagate", p.propagate)) if v is not None})
     command = "segment" if partial is None else "auto"
     write_sidecar(path, made_by(sp, settings, inp, command, partial), objects)
 
@@ -67,6 +68,12 @@ def write_record(out: Path, sp, settings, inp: Path, prompts, ids: dict, partial
 def check_replay(record: dict, sp, settings, prompt_file) -> None:
     """A sidecar made with other weights: refused, or (``--allow-other-model``) a warning
     naming both hashes."""
+    missing = record.get("unrecorded") or []
+    if missing:
+        print(f"napari-sam: warning: {Path(prompt_file).name}: {len(missing)} object(s) of the "
+              "labels (slice and id, e.g. " + ", ".join(str(m) for m in missing[:3]) + ") were "
+              "not made from prompts (Propagate, Segment everything or painting); the replay "
+              "will not have them", file=sys.stderr)  # fmt: skip
     theirs, ours = record.get("weights_hash"), sp.encoder.weights_hash
     if theirs is None or theirs == ours:
         return

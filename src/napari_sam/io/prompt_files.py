@@ -17,8 +17,9 @@ Every format gives a list of :class:`ObjectPrompt`: the prompts of one object on
 * The napari widget's record (a sidecar, :mod:`napari_sam.io.prompt_log`) adds to each
   object ``id`` (its label), ``step`` (the commit; objects of one step are written together),
   ``multimask`` and ``choice`` (the candidate kept), ``overwrite`` (other labels painted over)
-  and ``refine`` (its mask then was the mask prompt; no click is needed); ``edited`` (changed
-  by hand since) is informative.
+  and ``refine`` (its mask then was the mask prompt; no click is needed), or ``propagate``
+  (``{"from": slice, "axis", "stop_iou", "limits"}``: written by propagating the object from
+  that slice); ``edited`` (changed by hand since) is informative.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ObjectPrompt:
     choice: int | None = None  # the candidate kept (None: the best predicted IoU)
     overwrite: bool = True  # painted over other labels
     refine: bool = False  # refined its label's mask on the slice at that step
+    propagate: dict | None = None  # written by propagating from {"from": slice, "axis", ...}
 
     @property
     def object_key(self) -> str:
@@ -203,7 +205,7 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
 #: Points one object may have on one slice (SAM is trained with a few clicks an object).
 MAX_POINTS = 1000
 _JSON_KEYS = ("slice", "points", "labels", "box", "object", "id", "step", "multimask", "choice",
-              "overwrite", "refine", "edited")  # id and after: a sidecar's record
+              "overwrite", "refine", "propagate", "edited")  # id and after: a sidecar's record
 
 
 def _record_fields(item: dict, where: str) -> dict:
@@ -222,11 +224,32 @@ def _record_fields(item: dict, where: str) -> dict:
             raise PromptFileError(f"{where}: {name!r} must be true or false, got {item[name]!r}")
         if name in item and name != "edited":
             out[name] = item[name]
-    if ("step" in out or out.get("refine")) and "label_id" not in out:
+    if "propagate" in item:
+        out["propagate"] = _propagation(item["propagate"], where)
+    if ("step" in out or out.get("refine") or "propagate" in out) and "label_id" not in out:
         raise PromptFileError(f"{where}: a recorded object needs its label 'id'")
-    if out.get("refine") and "step" not in out:
-        raise PromptFileError(f"{where}: 'refine' needs the 'step' it was committed in")
+    for name in ("refine", "propagate"):
+        if out.get(name) and "step" not in out:
+            raise PromptFileError(f"{where}: {name!r} needs the 'step' it was committed in")
     return out
+
+
+def _propagation(value, where: str) -> dict:
+    """A recorded propagation ``{"from": [slice...], "axis": int, "stop_iou": number,
+    "limits": null or [first, last]}``, checked."""
+    def ints(v, n=None):
+        return (isinstance(v, list) and (n is None or len(v) == n)
+                and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v))
+
+    ok = (isinstance(value, dict) and set(value) <= {"from", "axis", "stop_iou", "limits"}
+          and ints(value.get("from")) and ints([value.get("axis")])
+          and isinstance(value.get("stop_iou"), (int, float))
+          and not isinstance(value.get("stop_iou"), bool)
+          and (value.get("limits") is None or ints(value.get("limits"), 2)))  # fmt: skip
+    if not ok:
+        raise PromptFileError(f"{where}: 'propagate' must be {{'from': [slice], 'axis': n, "
+                              f"'stop_iou': x, 'limits': null or [a, b]}}, got {value!r}")
+    return value
 
 
 def _read_json(path: Path, view) -> list[ObjectPrompt]:
@@ -245,7 +268,8 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
     defaulted = 0  # objects of a stack without 'slice': on slice 0, said once
     for n, item in enumerate(data):
         where = f"{path.name} object {n}"
-        if not isinstance(item, dict) or not ({"points", "box"} & set(item) or item.get("refine")):
+        if not isinstance(item, dict) or not ({"points", "box", "propagate"} & set(item)
+                                              or item.get("refine")):  # fmt: skip
             raise PromptFileError(f"{where}: expected {{'points': [[x, y], ...]}} and/or 'box'")
         unknown = sorted(str(k) for k in set(item) - set(_JSON_KEYS))
         if unknown:  # a misspelt "labels" would silently make every point foreground
@@ -315,7 +339,7 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
                 raise PromptFileError(f"{where}: 'box' must be [x0, y0, x1, y1], got {box!r}")
             _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box],
                  entry=entry)  # fmt: skip
-        if not points and box is None and not record.get("refine"):
+        if not points and box is None and not (record.get("refine") or "propagate" in record):
             raise PromptFileError(f"{where}: no point (in 'points') and no 'box'")
     if steps and steps != len(data):
         raise PromptFileError(f"{path.name}: either every object has its 'step' (the napari "

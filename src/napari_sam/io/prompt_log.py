@@ -50,12 +50,26 @@ class PromptLog:
     def __init__(self, entries=None):
         self.entries: list[dict] = [dict(e) for e in entries or ()]
 
+    @classmethod
+    def from_sidecar(cls, objects, labels) -> PromptLog:
+        """The log of a sidecar's ``objects`` for ``labels`` as they are now (each object's
+        last entry takes the labels' state as its own)."""
+        log = cls(o for o in objects if isinstance(o, dict) and "step" in o and "id" in o)
+        last = {}
+        for e in log.entries:
+            e["digests"] = []
+            last[(tuple(e["slice"]), int(e["id"]))] = e
+        for (index, label), e in last.items():
+            if not e.get("edited"):  # edited by hand before it was saved: stays so
+                e["digests"] = [object_digest(np.asarray(labels[index]), label)]
+        return log
+
     @property
     def next_step(self) -> int:
         """The step number of the next commit."""
         return 1 + max((int(e.get("step", 0)) for e in self.entries), default=0)
 
-    def add(self, labels, index, entries) -> None:
+    def add(self, labels, index, entries, step: int | None = None) -> None:
         """Record the objects of one commit on slice ``index``, written into ``labels``
         (call :meth:`prune` on the slice before writing).
 
@@ -67,7 +81,10 @@ class PromptLog:
             The slice.
         entries : list of dict
             One per object: ``id``, ``points``, ``labels``, ``box``, ``multimask``, ``choice``,
-            ``overwrite``, ``refine`` (keys with None values are left out).
+            ``overwrite``, ``refine``, ``propagate`` (keys with None values are left out).
+        step : int, optional
+            The commit's number (default :attr:`next_step`; the slices of one propagation
+            share theirs).
         """
         index = tuple(int(i) for i in index)
         plane = np.asarray(labels[index])
@@ -80,7 +97,7 @@ class PromptLog:
             now = object_digest(plane, label)
             if not e.get("edited") and now and now not in e["digests"]:
                 e["digests"].append(now)
-        step = self.next_step
+        step = self.next_step if step is None else int(step)
         for e in entries:
             entry = {"object": str(e["id"]), "slice": list(index), "step": step}
             entry.update({k: v for k, v in e.items() if v is not None})
