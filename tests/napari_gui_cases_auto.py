@@ -211,3 +211,8 @@ def test_sample_click_commit_then_everything_adds_no_slivers(
         src = np.bincount(raw[0][here]).argmax()  # the instance it came from
         whole = raw[0] == src
         assert (whole & (before > 0)).sum() <= 0.5 * whole.sum(), k
+    # [provenance]: the record has the click and each new object with the segmenter's settings
+    record = out.metadata["napari_sam"]["objects"]
+    assert [e["id"] for e in record] == [1, *new] and "points" in record[0]
+    assert {e["everything"]["method"] for e in record[1:]} == {"ais"}
+    assert len({e["step"] for e in record[1:]}) == 1

@@ -101,10 +101,15 @@ def test_click_box_refine_undo_replays_exactly(made, tmp_path, capsys, undo):
     assert [(o["step"], o["id"]) for o in again] == [s[:2] for s in steps]
     if undo:  # objects the record does not have (propagated, painted): said, not hidden
         made = {**made_by(session, "sam_tiny_nuclei"), "unrecorded": [[1, 7], [1, 8]]}
-        side = write_sidecar(tmp_path / "more.prompts.json", made, objects)
+        auto = {"object": "9", "slice": [1], "step": 4, "id": 9, "overwrite": False,
+                "everything": {"method": "ais", "min_size": 25}}
+        side = write_sidecar(tmp_path / "more.prompts.json", made, [*objects, auto])
         code, _, err = run_main(capsys, "segment", d / "stack.tif", "--prompts", side, "--out",
                                 tmp_path / "more.tif", "--model", "sam_tiny_nuclei")  # fmt: skip
         assert code == 0 and any("2 object(s)" in e and "[1, 7]" in e for e in err), err
+        assert any("1 object(s) of the record were made by Segment everything" in e
+                   for e in err), err  # fmt: skip
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "more.tif"), labels)
 
 
 def test_the_log_keeps_hand_edits_marked_and_drops_erased_objects(made):

@@ -116,6 +116,13 @@ class RecordActions:
             show_warning("Segment Anything: these labels hold objects made with another model; "
                          "the record names this one")  # fmt: skip
 
+    def record_objects(self, out, index, entries, step: int) -> None:
+        """Record ``entries`` written on slice ``index`` of ``out`` as part of ``step``."""
+        log = record_of(out)
+        log.prune(out.data, [tuple(index)])
+        log.add(out.data, index, entries, step)
+        self.keep_record(out, log)
+
     def show_prompts(self):
         """Put the recorded clicks and box of the output's selected label on this slice back
         into the prompt layers, and refine that label with them."""

@@ -20,7 +20,13 @@ from qtpy.QtCore import QEvent, QTimer
 from . import _layers as L
 from ._commands import register, unregister
 from ._controls import ControlsPanel, KeyBindings
-from ._everything import min_object_area, segment_slices, stack_indices, write_instances
+from ._everything import (
+    min_object_area,
+    segment_slices,
+    segmenter_for,
+    stack_indices,
+    write_instances,
+)
 from ._jobs import Built, with_session
 from ._preview import PreviewActions
 from ._record import RecordActions, record_of
@@ -324,6 +330,7 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
         except ValueError as err:
             return show_error(f"Segment Anything: {err}")
         written, min_area = set(), min_object_area(s.model_name)
+        step, how = record_of(out).next_step, []  # the record: one step, the segmenter's settings
 
         def on_slice(item):  # (index, instances): written on the Qt thread, one undo step
             if item[0] == "progress":  # a step of the slice in progress (one slice: shown)
@@ -335,6 +342,10 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
                 self._cancel.set()  # the next slices would not fit either
                 return show_error(f"Segment Anything: {err}")
             written.update(ids)
+            if not how:
+                how.append(segmenter_for(self.annotator.session.sp).describe())
+            self.record_objects(out, item[0], [{"id": int(i), "overwrite": bool(s.overwrite),
+                                                "everything": how[0]} for i in ids], step)
             out.selected_label = max(written, default=out.selected_label)
             self.step()
 

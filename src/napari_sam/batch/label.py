@@ -273,8 +273,14 @@ def replay_record(sp, prompts, labels, ids: dict):
     from ..segment.propagation import propagate, refine_prompts
 
     steps: dict = {}
+    auto = [obj for obj in prompts if obj.everything is not None]
+    if auto:
+        print(f"napari-sam: warning: {len(auto)} object(s) of the record were made by Segment "
+              f"everything ({auto[0].where}, ...); the replay does not have them",
+              file=sys.stderr)  # fmt: skip
     for obj in prompts:
-        steps.setdefault(obj.step, []).append(obj)
+        if obj.everything is None:
+            steps.setdefault(obj.step, []).append(obj)
     with tqdm(total=len(prompts), desc="objects", unit="object", file=sys.stderr) as bar:
         for step in sorted(steps):
             group, masks = steps[step], []

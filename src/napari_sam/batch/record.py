@@ -60,7 +60,8 @@ def write_record(out: Path, sp, settings, inp: Path, prompts, ids: dict, partial
             o.update(step=p.step, id=p.label_id, overwrite=p.overwrite)
             o.update({k: v for k, v in (("multimask", p.multimask), ("choice", p.choice),
                                         ("refine", p.refine or None),
-                                        ("propagate", p.propagate)) if v is not None})
+                                        ("propagate", p.propagate),
+                                        ("everything", p.everything)) if v is not None})
     command = "segment" if partial is None else "auto"
     write_sidecar(path, made_by(sp, settings, inp, command, partial), objects)
 

@@ -19,7 +19,8 @@ Every format gives a list of :class:`ObjectPrompt`: the prompts of one object on
   ``multimask`` and ``choice`` (the candidate kept), ``overwrite`` (other labels painted over)
   and ``refine`` (its mask then was the mask prompt; no click is needed), or ``propagate``
   (``{"from": slice, "axis", "stop_iou", "limits"}``: written by propagating the object from
-  that slice); ``edited`` (changed by hand since) is informative.
+  that slice), or ``everything`` (made by Segment everything with these settings; a replay
+  cannot redo it and says so); ``edited`` (changed by hand since) is informative.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ObjectPrompt:
     overwrite: bool = True  # painted over other labels
     refine: bool = False  # refined its label's mask on the slice at that step
     propagate: dict | None = None  # written by propagating from {"from": slice, "axis", ...}
+    everything: dict | None = None  # made by the widget's Segment everything (its settings)
 
     @property
     def object_key(self) -> str:
@@ -205,7 +207,7 @@ def _read_csv(path: Path, view) -> list[ObjectPrompt]:
 #: Points one object may have on one slice (SAM is trained with a few clicks an object).
 MAX_POINTS = 1000
 _JSON_KEYS = ("slice", "points", "labels", "box", "object", "id", "step", "multimask", "choice",
-              "overwrite", "refine", "propagate", "edited")  # id and after: a sidecar's record
+              "overwrite", "refine", "propagate", "everything", "edited")  # id on: a sidecar's
 
 
 def _record_fields(item: dict, where: str) -> dict:
@@ -226,9 +228,14 @@ def _record_fields(item: dict, where: str) -> dict:
             out[name] = item[name]
     if "propagate" in item:
         out["propagate"] = _propagation(item["propagate"], where)
+    if "everything" in item:
+        if not isinstance(item["everything"], dict):
+            raise PromptFileError(f"{where}: 'everything' must be the segmenter's settings "
+                                  f"{{'method': ...}}, got {item['everything']!r}")
+        out["everything"] = item["everything"]
     if ("step" in out or out.get("refine") or "propagate" in out) and "label_id" not in out:
         raise PromptFileError(f"{where}: a recorded object needs its label 'id'")
-    for name in ("refine", "propagate"):
+    for name in ("refine", "propagate", "everything"):
         if out.get(name) and "step" not in out:
             raise PromptFileError(f"{where}: {name!r} needs the 'step' it was committed in")
     return out
@@ -268,8 +275,8 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
     defaulted = 0  # objects of a stack without 'slice': on slice 0, said once
     for n, item in enumerate(data):
         where = f"{path.name} object {n}"
-        if not isinstance(item, dict) or not ({"points", "box", "propagate"} & set(item)
-                                              or item.get("refine")):  # fmt: skip
+        if not isinstance(item, dict) or not ({"points", "box", "propagate", "everything"}
+                                              & set(item) or item.get("refine")):  # fmt: skip
             raise PromptFileError(f"{where}: expected {{'points': [[x, y], ...]}} and/or 'box'")
         unknown = sorted(str(k) for k in set(item) - set(_JSON_KEYS))
         if unknown:  # a misspelt "labels" would silently make every point foreground
@@ -339,7 +346,8 @@ def _read_json(path: Path, view) -> list[ObjectPrompt]:
                 raise PromptFileError(f"{where}: 'box' must be [x0, y0, x1, y1], got {box!r}")
             _add(objects, key, sl, where, box=[_num(v, "box", where) for v in box],
                  entry=entry)  # fmt: skip
-        if not points and box is None and not (record.get("refine") or "propagate" in record):
+        if not points and box is None and not (record.get("refine") or "propagate" in record
+                                               or "everything" in record):  # fmt: skip
             raise PromptFileError(f"{where}: no point (in 'points') and no 'box'")
     if steps and steps != len(data):
         raise PromptFileError(f"{path.name}: either every object has its 'step' (the napari "

@@ -92,6 +92,7 @@ class AutomaticMaskGenerator:
         self.point_grids = amg.build_all_layer_point_grids(
             points_per_side, crop_n_layers, crop_n_points_downscale_factor
         )
+        self.points_per_side = int(points_per_side)
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -101,6 +102,13 @@ class AutomaticMaskGenerator:
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
+
+    def describe(self) -> dict:
+        """The method and its settings (for work-folder keys and records)."""
+        return {"method": "amg", "points_per_side": self.points_per_side,
+                **{k: getattr(self, k) for k in ("points_per_batch", "pred_iou_thresh",
+                                                 "stability_score_thresh", "box_nms_thresh",
+                                                 "crop_n_layers")}}  # fmt: skip
 
     def generate(self, image: np.ndarray, embedding: np.ndarray | None = None,
                  progress=None) -> list[dict]:  # fmt: skip
