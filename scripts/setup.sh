@@ -39,3 +39,5 @@ fi
 # stores (tests/test_microsam_embeddings.py): installed without their dependencies, which pull
 # torchvision (no CPU build here) and a training stack never used
 .venv/bin/python -m pip install -q --no-deps torch-em==0.10.9 python-elf==0.9.2 micro_sam==1.8.10
+# the reference for MobileSAM's TinyViT encoder (tests/test_tiny_vit.py), likewise
+.venv/bin/python -m pip install -q --no-deps ultralytics==8.4.190

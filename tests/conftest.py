@@ -12,3 +12,5 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # the suite compares against float32 references, so it pins float32 on every CPU kind
 # (tests of "auto" itself unset this).
 os.environ["NAPARI_SAM_DTYPE"] = "float32"
+# ultralytics (the TinyViT reference) keeps its settings in a folder of its own, not the user's
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-sam-test-yolo-"))

@@ -29,11 +29,20 @@ def _same(w):
     return w
 
 
+def _depthwise(w):  # torch (C, 1, kh, kw) -> keras depth-wise (kh, kw, C, 1)
+    return w.transpose(2, 3, 0, 1)
+
+
+def _depthwise_inverse(w):  # keras (kh, kw, C, 1) -> torch (C, 1, kh, kw)
+    return w.transpose(2, 3, 0, 1)
+
+
 def _conv_inverse(w):  # keras (kh, kw, in, out) -> torch (out, in, kh, kw); also transposed
     return w.transpose(3, 2, 0, 1)
 
 
-_INVERSE = {_linear: _linear, _conv: _conv_inverse, _conv_transpose: _conv_inverse, _same: _same}
+_INVERSE = {_linear: _linear, _conv: _conv_inverse, _conv_transpose: _conv_inverse, _same: _same,
+            _depthwise: _depthwise_inverse}
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,11 @@ def layer_entries(prefix: str, layer, kind: str) -> list[KeyMapEntry]:
     """Entries of a Keras ``layer`` standing for the torch module ``prefix`` of ``kind``:
     ``"linear"``, ``"conv"``, ``"conv_transpose"`` (kernel, and bias if any) or ``"norm"``."""
     return _entries_for(prefix, layer, kind)
+
+
+def kernel_entry(key: str, variable, depthwise: bool = False) -> KeyMapEntry:
+    """A convolution kernel (torch layout in the checkpoint), depth-wise or not."""
+    return KeyMapEntry(key, variable, _depthwise if depthwise else _conv)
 
 
 def plain_entry(key: str, variable) -> KeyMapEntry:

@@ -1,0 +1,85 @@
+"""[light-encoder] step 1: MobileSAM's TinyViT image encoder against the third-party reference
+(``ultralytics``' TinyViT, which loads ``mobile_sam.pt``), on a random-init MobileSAM with
+every tensor perturbed, saved with ``torch.save`` as the real file is and read torch-free."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam.model.tiny_vit import TinyViTEncoder
+from napari_sam.weights.loading import read_checkpoint
+from napari_sam.weights.tiny_vit_keys import UNUSED, tiny_vit_entries
+
+torch = pytest.importorskip("torch")
+
+
+def _build_mobile_sam():
+    """ultralytics' MobileSAM. ultralytics reads torchvision's version when imported, and
+    only that: torchvision itself is not installed (its PyPI build needs CUDA torch, and
+    Meta's reference then uses a shim, tests/reference.py), so the version is given here."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def version(name):
+        return "0.28.0" if name == "torchvision" else real(name)
+
+    importlib.metadata.version = version
+    try:
+        from ultralytics.models.sam.build import build_mobile_sam
+    except ImportError as err:
+        pytest.skip(f"ultralytics, the TinyViT reference, is not installed ({err})")
+    finally:
+        importlib.metadata.version = real
+    return build_mobile_sam()
+
+
+@pytest.fixture(scope="module")
+def mobile_sam(tmp_path_factory):
+    torch.manual_seed(0)
+    sam = _build_mobile_sam()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in sam.state_dict().items():  # parameters and buffers, every one changed
+            if not t.dtype.is_floating_point:
+                t.fill_(7)  # num_batches_tracked
+            elif name.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+            else:
+                scale = 0.1 if t.std() == 0 or t.numel() < 2 else 0.2 * float(t.std())
+                t.add_(scale * torch.randn(t.shape, generator=g))
+    sam.eval()  # the attention biases' gathered copy is made here, after the change
+    path = tmp_path_factory.mktemp("mobile_sam") / "mobile_sam.pt"
+    torch.save(sam.state_dict(), path)
+    return sam, path
+
+
+def _encoder(path):
+    state = read_checkpoint(path)
+    enc = TinyViTEncoder(name="image_encoder")
+    entries = tiny_vit_entries(enc)
+    used = {e.key for e in entries}
+    mine = {k for k in state if k.startswith("image_encoder.")}
+    assert not used - mine, sorted(used - mine)[:5]
+    assert {k for k in mine - used if not UNUSED.search(k)} == set()
+    for e in entries:
+        value = e.transform(np.asarray(state[e.key], np.float32))
+        assert tuple(value.shape) == tuple(e.variable.shape), e.key
+        e.variable.assign(value)
+    return enc
+
+
+@pytest.mark.parametrize("size", [1024, 512])
+def test_embedding_matches_the_reference(mobile_sam, size):
+    sam, path = mobile_sam
+    enc = _encoder(path)
+    x = np.random.default_rng(size).normal(0, 1, (1, size, size, 3)).astype(np.float32)
+    sam.image_encoder.set_imgsz([size, size])
+    with torch.no_grad():
+        want = sam.image_encoder(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    got = np.asarray(enc(x)).transpose(0, 3, 1, 2)
+    assert got.shape == want.shape == (1, 256, size // 16, size // 16)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    print(f"{size}: max relative error {err:.2e}")
+    assert err < 1e-3, err
