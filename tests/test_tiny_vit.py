@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from napari_sam.model.tiny_vit import TinyViTEncoder
+from napari_sam.weights.key_map import UNUSED, tiny_vit_entries
 from napari_sam.weights.loading import read_checkpoint
-from napari_sam.weights.tiny_vit_keys import UNUSED, tiny_vit_entries
 
 torch = pytest.importorskip("torch")
 
@@ -68,6 +68,52 @@ def _encoder(path):
         assert tuple(value.shape) == tuple(e.variable.shape), e.key
         e.variable.assign(value)
     return enc
+
+
+def _meta_sam_with(tiny_encoder, state):
+    """Meta's ``Sam`` (segment-anything 1.0) around the reference TinyViT, as MobileSAM
+    assembles it, with the checkpoint's weights."""
+    from reference import import_segment_anything
+
+    m = import_segment_anything().modeling
+    sam = m.Sam(
+        image_encoder=tiny_encoder,
+        prompt_encoder=m.PromptEncoder(embed_dim=256, image_embedding_size=(64, 64),
+                                       input_image_size=(1024, 1024), mask_in_chans=16),
+        mask_decoder=m.MaskDecoder(num_multimask_outputs=3, transformer=m.TwoWayTransformer(
+            depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8), transformer_dim=256,
+            iou_head_depth=3, iou_head_hidden_dim=256),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+    )  # fmt: skip
+    sam.load_state_dict(state)
+    return sam.eval()
+
+
+def test_sam_vit_t_prompts_to_masks_match_the_reference(mobile_sam):
+    """[light-encoder] 2: the registered ``sam_vit_t`` on the checkpoint, every prompt kind,
+    against Meta's predictor around the reference TinyViT."""
+    from napari_sam import SAMPredictor, create_model
+    from test_parity import assert_close, ours, prompt_cases, theirs
+
+    from ref_models import reference_predictor, relative_error
+
+    sam, path = mobile_sam
+    sam.image_encoder.set_imgsz([1024, 1024])
+    ref = reference_predictor(_meta_sam_with(sam.image_encoder, torch.load(path)))
+    pred = SAMPredictor(create_model("sam_vit_t", pretrained=path))
+    img = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    ref.set_image(img)
+    pred.set_image(img)
+    emb = pred.embedding.numpy()[0].transpose(2, 0, 1)
+    assert relative_error(emb, ref.features.numpy()[0]) < 1e-3
+    for name, case in prompt_cases((480, 640)).items():
+        for multimask in (True, False):
+            want = theirs(ref, case, multimask=multimask)
+            assert_close(ours(pred, case, multimask=multimask), want, f"{name} mm={multimask}")
+    # first_conv: the stem's first kernel adapted to one channel (patch_embed.seq.0.c)
+    grey = create_model("sam_vit_t", pretrained=path, in_channels=1)
+    out = np.asarray(grey.image_encoder(np.zeros((1, 512, 512, 1), np.float32)))
+    assert out.shape == (1, 32, 32, 256) and np.isfinite(out).all()
 
 
 @pytest.mark.parametrize("size", [1024, 512])

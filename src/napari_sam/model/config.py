@@ -31,6 +31,10 @@ class SegmentAnythingModelConfig:
         Number of masks predicted by the model for each prompt.
     mask_threshold : float
         Threshold for turning mask logits into a boolean mask.
+    encoder : str
+        The image encoder: ``"vit"`` (Meta's ViT, configured by the ``encoder_*`` fields) or
+        ``"tiny_vit"`` (MobileSAM's TinyViT, :mod:`napari_sam.model.tiny_vit`; of the
+        ``encoder_*`` fields only ``encoder_patch_size``, its total stride 16, applies).
     encoder_patch_size, encoder_embed_dim, encoder_nb_blocks, encoder_nb_heads : int
         Patch size, hidden width, depth and number of heads of the ViT image encoder.
     encoder_mlp_ratio : float
@@ -68,6 +72,7 @@ class SegmentAnythingModelConfig:
     embed_dim: int = 256
     nb_multimask_outputs: int = 3
     mask_threshold: float = 0.0
+    encoder: str = "vit"
     encoder_patch_size: int = 16
     encoder_embed_dim: int = 768
     encoder_nb_blocks: int = 12
@@ -103,10 +108,13 @@ class SegmentAnythingModelConfig:
                 f"mean and std need one value per input channel ({self.in_channels}), "
                 f"got {len(self.mean)} and {len(self.std)}"
             )
-        p = self.encoder_patch_size
+        if self.encoder not in ("vit", "tiny_vit"):
+            raise ValueError(f"encoder must be 'vit' or 'tiny_vit', got {self.encoder!r}")
+        p = self.encoder_patch_size if self.encoder == "vit" else 32  # TinyViT: 4 x 2 x 2 x 2
         if self.input_size[0] % p or self.input_size[1] % p:
             raise ValueError(
-                f"input_size {self.input_size} must be a multiple of encoder_patch_size {p}"
+                f"input_size {self.input_size} must be a multiple of "
+                f"{'encoder_patch_size ' if self.encoder == 'vit' else ''}{p}"
             )
         if self.encoder_embed_dim % self.encoder_nb_heads:
             raise ValueError("encoder_embed_dim must be divisible by encoder_nb_heads")

@@ -10,6 +10,7 @@ from .config import SegmentAnythingModelConfig
 from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .tiny_vit import TinyViTEncoder
 
 # float32 parity with Meta's model on GPUs (see napari_sam.model)
 tf.config.experimental.enable_tensor_float_32_execution(False)
@@ -113,7 +114,11 @@ class SegmentAnythingModel(keras.Model):
         kwargs.setdefault("name", (cfg.name if cfg is not None and cfg.name else "sam"))
         super().__init__(**kwargs)
         self.cfg = cfg if cfg is not None else SegmentAnythingModelConfig()
-        self.image_encoder = ImageEncoder(self.cfg, name="image_encoder")
+        if self.cfg.encoder == "tiny_vit":
+            self.image_encoder = TinyViTEncoder(self.cfg.in_channels, self.cfg.embed_dim,
+                                                name="image_encoder")  # fmt: skip
+        else:
+            self.image_encoder = ImageEncoder(self.cfg, name="image_encoder")
         self.prompt_encoder = PromptEncoder(
             self.cfg.embed_dim, self.cfg.prompt_mask_hidden_dim, name="prompt_encoder"
         )

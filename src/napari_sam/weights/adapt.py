@@ -57,6 +57,11 @@ def adapt_state(state: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
     from .key_map import first_conv_key
 
     state = dict(state)
+    if cfg.encoder == "tiny_vit":  # the classifier head and BatchNorm counters SAM never uses
+        from .key_map import UNUSED
+
+        state = {k: v for k, v in state.items()
+                 if not (k.startswith("image_encoder.") and UNUSED.search(k))}  # fmt: skip
     key = first_conv_key(cfg.first_conv)
     # Only an RGB kernel is adapted; any other mismatch is reported when loading.
     if key in state and state[key].ndim == 4 and state[key].shape[1] == 3:

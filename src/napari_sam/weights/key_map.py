@@ -7,6 +7,7 @@ filled, and validates all shapes before assigning anything.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,9 +178,61 @@ def mask_decoder_entries(md, prefix="mask_decoder"):
     return out
 
 
+# ---------------------------------------------------------------- TinyViT (MobileSAM, vit_t)
+# Checkpoint keys under ``image_encoder.``: ``patch_embed.seq.{0,2}``, ``layers.N.blocks.M.*``,
+# ``layers.N.downsample.*``, ``neck.{0..3}``; each ``Conv2d_BN`` holds ``c.weight`` and
+# ``bn.{weight,bias,running_mean,running_var,num_batches_tracked}``. The attention's
+# ``attention_bias_idxs`` is a non-persistent buffer (the model rebuilds it).
+
+#: Checkpoint keys of a TinyViT encoder that SAM does not use.
+UNUSED = re.compile(r"(^|\.)(norm_head|head)\.|\.num_batches_tracked$")
+
+
+def _conv_bn(prefix: str, layer) -> list[KeyMapEntry]:
+    return [
+        kernel_entry(f"{prefix}.c.weight", layer.kernel, layer.depthwise),
+        plain_entry(f"{prefix}.bn.weight", layer.gamma),
+        plain_entry(f"{prefix}.bn.bias", layer.beta),
+        plain_entry(f"{prefix}.bn.running_mean", layer.moving_mean),
+        plain_entry(f"{prefix}.bn.running_var", layer.moving_variance),
+    ]
+
+
+def tiny_vit_entries(enc, prefix: str = "image_encoder") -> list[KeyMapEntry]:
+    """Key map of :class:`~napari_sam.model.tiny_vit.TinyViTEncoder`."""
+    out = _conv_bn(f"{prefix}.patch_embed.seq.0", enc.patch_embed_seq_0)
+    out += _conv_bn(f"{prefix}.patch_embed.seq.2", enc.patch_embed_seq_2)
+    for i, (blocks, down) in enumerate(enc.stages):
+        for j, blk in enumerate(blocks):
+            p = f"{prefix}.layers.{i}.blocks.{j}"
+            if i == 0:  # MBConv
+                for name in ("conv1", "conv2", "conv3"):
+                    out += _conv_bn(f"{p}.{name}", getattr(blk, name))
+                continue
+            out += _entries_for(f"{p}.attn.norm", blk.attn.norm, "norm")
+            out += _entries_for(f"{p}.attn.qkv", blk.attn.qkv, "linear")
+            out += _entries_for(f"{p}.attn.proj", blk.attn.proj, "linear")
+            out.append(plain_entry(f"{p}.attn.attention_biases", blk.attn.attention_biases))
+            out += _conv_bn(f"{p}.local_conv", blk.local_conv)
+            out += _entries_for(f"{p}.mlp.norm", blk.mlp.norm, "norm")
+            out += _entries_for(f"{p}.mlp.fc1", blk.mlp.fc1, "linear")
+            out += _entries_for(f"{p}.mlp.fc2", blk.mlp.fc2, "linear")
+        if down is not None:
+            for name in ("conv1", "conv2", "conv3"):
+                out += _conv_bn(f"{prefix}.layers.{i}.downsample.{name}", getattr(down, name))
+    out += _entries_for(f"{prefix}.neck.0", enc.neck_conv1, "conv")
+    out += _entries_for(f"{prefix}.neck.1", enc.neck_norm1, "norm")
+    out += _entries_for(f"{prefix}.neck.2", enc.neck_conv2, "conv")
+    out += _entries_for(f"{prefix}.neck.3", enc.neck_norm2, "norm")
+    return out
+
+
 def sam_key_map(model) -> list[KeyMapEntry]:
     """The complete key map of a :class:`~napari_sam.SegmentAnythingModel`."""
-    out = image_encoder_entries(model.image_encoder)
+    if model.cfg.encoder == "tiny_vit":
+        out = tiny_vit_entries(model.image_encoder)
+    else:
+        out = image_encoder_entries(model.image_encoder)
     out += prompt_encoder_entries(model.prompt_encoder)
     out += mask_decoder_entries(model.mask_decoder)
     return out

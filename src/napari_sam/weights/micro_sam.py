@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from .download import WeightFile
 
-__all__ = ["MICRO_SAM_BASE_URL", "MICRO_SAM_MODELS", "MicroSamModel"]
+__all__ = ["MICRO_SAM_BASE_URL", "MICRO_SAM_MODELS", "MOBILE_SAM", "MicroSamModel"]
 
 MICRO_SAM_BASE_URL = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
 
@@ -75,3 +75,14 @@ MICRO_SAM_MODELS: dict[str, MicroSamModel] = {
                _ais(0.3, 0.4, 1.2)),
     )
 }  # fmt: skip
+
+#: MobileSAM's weights (a TinyViT image encoder with SAM's prompt encoder and mask decoder), as
+#: micro-sam hosts and checks them (its ``vit_t``).
+MOBILE_SAM = WeightFile(
+    "vit_t.pt",
+    "https://owncloud.gwdg.de/index.php/s/TuDzuwVDHd1ZDnQ/download",
+    "8eadbc88aeb9d8c7e0b4b60c3db48bd0",
+    None,
+    algorithm="xxh128",
+    micro_sam_key="vit_t",
+)

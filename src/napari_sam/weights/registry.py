@@ -16,7 +16,7 @@ from .adapt import adapt_mean_std
 from .download import (
     OFFICIAL_WEIGHTS,
 )
-from .micro_sam import MICRO_SAM_MODELS
+from .micro_sam import MICRO_SAM_MODELS, MOBILE_SAM
 
 __all__ = [
     "TINY_NUCLEI_DECODER",
@@ -169,6 +169,14 @@ def _vit(name, dim, depth, heads, global_idx) -> SegmentAnythingModelConfig:
 register_model(_vit("sam_vit_b", 768, 12, 12, (2, 5, 8, 11)), OFFICIAL_WEIGHTS["sam_vit_b"])
 register_model(_vit("sam_vit_l", 1024, 24, 16, (5, 11, 17, 23)), OFFICIAL_WEIGHTS["sam_vit_l"])
 register_model(_vit("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)), OFFICIAL_WEIGHTS["sam_vit_h"])
+
+# MobileSAM: SAM's prompt encoder and mask decoder on a distilled TinyViT image encoder
+# (model/tiny_vit.py), about a twentieth of ViT-B's compute
+register_model(
+    SegmentAnythingModelConfig(name="sam_vit_t", url=MOBILE_SAM.url, encoder="tiny_vit",
+                               first_conv="image_encoder/patch_embed/seq/0/c"),
+    MOBILE_SAM,
+)
 
 
 TINY_NUCLEI_WEIGHTS = pathlib.Path(__file__).parent / "data" / "sam_tiny_nuclei.npz"
