@@ -10,9 +10,9 @@ It changes nothing on CPUs.
 """
 
 from .._tensorflow import lazy_exports
-from .config import SegmentAnythingModelConfig
+from .config import SegmentAnythingModelConfig, TinyViTModelConfig
 
-__all__ = ["SegmentAnythingModel", "SegmentAnythingModelConfig"]
+__all__ = ["SegmentAnythingModel", "SegmentAnythingModelConfig", "TinyViTModelConfig"]
 
 
 # The configuration is plain Python: the CLI checks model names and --override values

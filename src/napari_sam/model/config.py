@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -31,10 +31,6 @@ class SegmentAnythingModelConfig:
         Number of masks predicted by the model for each prompt.
     mask_threshold : float
         Threshold for turning mask logits into a boolean mask.
-    encoder : str
-        The image encoder: ``"vit"`` (Meta's ViT, configured by the ``encoder_*`` fields) or
-        ``"tiny_vit"`` (MobileSAM's TinyViT, :mod:`napari_sam.model.tiny_vit`; of the
-        ``encoder_*`` fields only ``encoder_patch_size``, its total stride 16, applies).
     encoder_patch_size, encoder_embed_dim, encoder_nb_blocks, encoder_nb_heads : int
         Patch size, hidden width, depth and number of heads of the ViT image encoder.
     encoder_mlp_ratio : float
@@ -62,6 +58,12 @@ class SegmentAnythingModelConfig:
     first_conv : str
         Path of the first convolutional layer (``/``-separated attribute path); used by
         :func:`napari_sam.create_model` to adapt the number of input channels.
+
+    Attributes
+    ----------
+    encoder : str
+        The image encoder, by class: ``"vit"`` here (Meta's ViT, configured by the
+        ``encoder_*`` fields), ``"tiny_vit"`` for :class:`TinyViTModelConfig`.
     """
 
     name: str = ""
@@ -72,7 +74,6 @@ class SegmentAnythingModelConfig:
     embed_dim: int = 256
     nb_multimask_outputs: int = 3
     mask_threshold: float = 0.0
-    encoder: str = "vit"
     encoder_patch_size: int = 16
     encoder_embed_dim: int = 768
     encoder_nb_blocks: int = 12
@@ -95,6 +96,8 @@ class SegmentAnythingModelConfig:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     first_conv: str = "image_encoder/patch_embed/proj"
+    #: The image encoder, fixed by the class (not a field: the spec's fields are all there is)
+    encoder: ClassVar[str] = "vit"
 
     def __post_init__(self):
         self.input_size = _pair("input_size", self.input_size)
@@ -108,8 +111,6 @@ class SegmentAnythingModelConfig:
                 f"mean and std need one value per input channel ({self.in_channels}), "
                 f"got {len(self.mean)} and {len(self.std)}"
             )
-        if self.encoder not in ("vit", "tiny_vit"):
-            raise ValueError(f"encoder must be 'vit' or 'tiny_vit', got {self.encoder!r}")
         p = self.encoder_patch_size if self.encoder == "vit" else 32  # TinyViT: 4 x 2 x 2 x 2
         if self.input_size[0] % p or self.input_size[1] % p:
             raise ValueError(
@@ -131,20 +132,38 @@ class SegmentAnythingModelConfig:
         for key, value in d.items():
             if isinstance(value, tuple):
                 d[key] = list(value)
+        if self.encoder != "vit":  # which class to make again
+            d["encoder"] = self.encoder
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmentAnythingModelConfig:
         """Create a configuration from :meth:`to_dict`'s output; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        encoder = d.pop("encoder", "vit")
+        kinds = {c.encoder: c for c in (SegmentAnythingModelConfig, TinyViTModelConfig)}
+        if encoder not in kinds:
+            raise ValueError(f"encoder: expected one of {sorted(kinds)}, got {encoder!r}")
+        target = kinds[encoder]
+        names = {f.name for f in dataclasses.fields(target)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown SegmentAnythingModelConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return target(**d)
 
     def replace(self, **changes: Any) -> SegmentAnythingModelConfig:
         """Return a copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TinyViTModelConfig(SegmentAnythingModelConfig):
+    """A SAM whose image encoder is MobileSAM's TinyViT (:mod:`napari_sam.model.tiny_vit`):
+    the same fields, of which the ``encoder_*`` ones do not apply (its total stride is 16,
+    ``encoder_patch_size``'s default); inputs are multiples of 32."""
+
+    encoder: ClassVar[str] = "tiny_vit"
+    first_conv: str = "image_encoder/patch_embed/seq/0/c"
 
 
 def _pair(name: str, value) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..model.config import SegmentAnythingModelConfig
+from ..model.config import SegmentAnythingModelConfig, TinyViTModelConfig
 from .adapt import adapt_mean_std
 from .download import (
     OFFICIAL_WEIGHTS,
@@ -173,8 +173,7 @@ register_model(_vit("sam_vit_h", 1280, 32, 16, (7, 15, 23, 31)), OFFICIAL_WEIGHT
 # MobileSAM: SAM's prompt encoder and mask decoder on a distilled TinyViT image encoder
 # (model/tiny_vit.py), about a twentieth of ViT-B's compute
 register_model(
-    SegmentAnythingModelConfig(name="sam_vit_t", url=MOBILE_SAM.url, encoder="tiny_vit",
-                               first_conv="image_encoder/patch_embed/seq/0/c"),
+    TinyViTModelConfig(name="sam_vit_t", url=MOBILE_SAM.url),
     MOBILE_SAM,
 )
 
