@@ -63,10 +63,12 @@ def _check_loaded(model, sam, unetr, original=None):
 
 
 def test_micro_sam_models_are_meta_architectures():
-    """Each registered micro-sam model is exactly its Meta architecture (so one full-size file
-    per architecture below covers the key layout and shapes of every model)."""
+    """Each registered micro-sam model is exactly its base architecture (so one full-size file
+    per architecture below, and tests/test_tiny_vit.py for sam_vit_t, covers the key layout
+    and shapes of every model)."""
     assert set(MICRO_SAM_MODELS) == {"vit_b_lm", "vit_l_lm", "vit_b_em_organelles",
-                                     "vit_l_em_organelles"}  # fmt: skip
+                                     "vit_l_em_organelles", "vit_t_lm",
+                                     "vit_t_em_organelles"}  # fmt: skip
     for key, m in MICRO_SAM_MODELS.items():
         meta = model_config(m.sam)
         assert model_config(key).replace(name=meta.name, url=meta.url) == meta, key

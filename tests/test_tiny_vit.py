@@ -129,3 +129,27 @@ def test_embedding_matches_the_reference(mobile_sam, size):
     err = np.abs(got - want).max() / np.abs(want).max()
     print(f"{size}: max relative error {err:.2e}")
     assert err < 1e-3, err
+
+
+def test_vit_t_lm_files_load_and_the_decoder_matches_torch_em(mobile_sam, tmp_path):
+    """[light-encoder] micro-sam's ``vit_t_lm``: its two files as micro-sam saves them (the
+    MobileSAM checkpoint, and torch-em's UNETR decoder built on the reference TinyViT), loaded
+    by ``create_model("vit_t_lm", ...)``; the decoder's maps equal torch-em's."""
+    pytest.importorskip("bioimage_cpp")
+    from napari_sam.segment.ais import decoder_maps
+    from torch_em_ref import build_reference_unetr, decoder_state, reference_maps
+
+    sam, path = mobile_sam
+    sam.image_encoder.set_imgsz([1024, 1024])
+    unetr = build_reference_unetr(sam.image_encoder, conv_transpose=False, seed=3)
+    torch.save(decoder_state(unetr), tmp_path / "vit_t_decoder.pt")
+    from napari_sam import create_model
+
+    model = create_model("vit_t_lm", pretrained=path, decoder=tmp_path / "vit_t_decoder.pt")
+    assert model.instance_decoder is not None
+    emb = np.random.default_rng(2).normal(size=(1, 64, 64, 256)).astype(np.float32)
+    ref = reference_maps(unetr, emb, (1024, 768), (1024, 768))
+    ours = decoder_maps(model.instance_decoder, emb, (1024, 1024), (1024, 768), (1024, 768))
+    ours = ours.transpose(2, 0, 1)
+    assert ours.shape == ref.shape
+    assert float(np.abs(ours - ref).max() / np.abs(ref).max()) < 1e-4

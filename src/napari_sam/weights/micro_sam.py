@@ -23,7 +23,7 @@ class MicroSamModel:
     """One micro-sam model: its SAM size, its two files and its watershed defaults."""
 
     key: str
-    sam: str  # the registered Meta architecture: sam_vit_b or sam_vit_l
+    sam: str  # the registered architecture: sam_vit_b, sam_vit_l or sam_vit_t (MobileSAM)
     encoder: WeightFile
     decoder: WeightFile
     ais: MappingProxyType
@@ -73,6 +73,13 @@ MICRO_SAM_MODELS: dict[str, MicroSamModel] = {
         _model("vit_l_em_organelles", "sam_vit_l", "humorous-crab/1.2", "vit_l",
                "810b084b6e51acdbf760a993d8619f2d", "334877640bfdaaabce533e3252a17294",
                _ais(0.3, 0.4, 1.2)),
+        # on MobileSAM's TinyViT (sam_vit_t)
+        _model("vit_t_lm", "sam_vit_t", "faithful-chicken/1.1", "vit_t",
+               "72ec5074774761a6e5c05a08942f981e", "3e914a5f397b0312cdd36813031f8823",
+               _ais(0.5, 0.5, 2.0)),
+        _model("vit_t_em_organelles", "sam_vit_t", "greedy-whale/1", "vit_t",
+               "253474720c497cce605e57c9b1d18fd9", "8f897c7bb93174a4d1638827c4dd6f44",
+               _ais(0.4, 0.5, 1.2)),
     )
 }  # fmt: skip
 

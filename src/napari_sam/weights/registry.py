@@ -219,6 +219,8 @@ _MICRO_SAM_AMG = {
     "vit_l_lm": (0.65, 0.73),
     "vit_b_em_organelles": (0.75, 0.75),
     "vit_l_em_organelles": (0.8, 0.8),
+    "vit_t_lm": (0.6, 0.65),
+    "vit_t_em_organelles": (0.75, 0.75),
 }
 for _m in MICRO_SAM_MODELS.values():
     _iou, _stability = _MICRO_SAM_AMG[_m.key]
