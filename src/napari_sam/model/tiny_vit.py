@@ -62,15 +62,17 @@ class Conv2dBN(keras.layers.Layer):
         if self.pad:
             p = self.pad
             x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
-        kernel = tf.cast(self.kernel, x.dtype)
+        # the BatchNorm folded into the kernel and a bias (one pass over the output, not two)
+        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.eps)
+        shift = tf.cast(self.beta - self.moving_mean * scale, x.dtype)
         s = [1, self.stride, self.stride, 1]
         if self.depthwise:
+            kernel = tf.cast(self.kernel * scale[None, None, :, None], x.dtype)
             x = tf.nn.depthwise_conv2d(x, kernel, s, "VALID")
         else:
+            kernel = tf.cast(self.kernel * scale, x.dtype)
             x = tf.nn.conv2d(x, kernel, s, "VALID")
-        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.eps)
-        shift = self.beta - self.moving_mean * scale
-        return x * tf.cast(scale, x.dtype) + tf.cast(shift, x.dtype)
+        return tf.nn.bias_add(x, shift)
 
 
 class MBConv(keras.layers.Layer):
