@@ -240,15 +240,15 @@ def made_by(session, model_name: str) -> dict:
     """The ``made_by`` of the widget's record (as ``napari-sam segment`` writes and checks
     it): the model and the hash of its weights, channels, normalisation, tiling."""
     from .. import __version__
+    from ..stacks.tiling import describe_tiling
 
-    sp, tiling = session.sp, session.tiling
+    sp = session.sp
     return {
         "command": "napari", "version": __version__, "model": model_name,
         "weights_hash": sp.encoder.weights_hash, "encoder_dtype": sp.model.encoder_dtype,
         "channels": sp.channels.signature(),
         "normalization": sp.normalization.describe(),
-        "tiling": None if tiling is None else {"tile": list(tiling.tile),
-                                               "halo": list(tiling.halo)},
+        "tiling": describe_tiling(sp.tiling),
     }  # fmt: skip
 
 

@@ -17,9 +17,9 @@ __all__ = ["check_replay", "made_by", "write_record"]
 def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
     """What the labels of ``inp`` were made with (the ``made_by`` of a sidecar)."""
     from .. import __version__
+    from ..stacks.tiling import describe_tiling
 
     s = settings
-    tiling = sp.tiling
     record = {
         "command": command,
         "version": __version__,
@@ -31,8 +31,7 @@ def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
         "override": list(s.override),
         "channels": s.channels,
         "normalization": sp.normalization.describe(),
-        "tiling": None if tiling is None else {"tile": list(tiling.tile),
-                                               "halo": list(tiling.halo)},  # fmt: skip
+        "tiling": describe_tiling(sp.tiling),
     }
     if partial is not None:  # auto: the method and its settings, as the work folder keys them
         record["segmenter"] = partial.fields.get("generator")

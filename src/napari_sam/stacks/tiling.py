@@ -33,6 +33,7 @@ from .tiling_options import (
 )
 
 __all__ = [
+    "describe_tiling",
     "AUTO_TILE_FACTOR",
     "MIN_TILE",
     "TileView",
@@ -154,6 +155,13 @@ class Tiling:
             f"Tiling(image_shape={self.image_shape}, tile={self.tile}, halo={self.halo}, "
             f"grid={self.grid_shape})"
         )
+
+
+def describe_tiling(tiling: Tiling | None) -> dict | None:
+    """``{"tile": [h, w], "halo": [h, w]}`` of ``tiling`` for records; None when untiled."""
+    if tiling is None:
+        return None
+    return {"tile": list(tiling.tile), "halo": list(tiling.halo)}
 
 
 def plan_tiling(
