@@ -153,3 +153,19 @@ def test_vit_t_lm_files_load_and_the_decoder_matches_torch_em(mobile_sam, tmp_pa
     ours = ours.transpose(2, 0, 1)
     assert ours.shape == ref.shape
     assert float(np.abs(ours - ref).max() / np.abs(ref).max()) < 1e-4
+
+
+def test_a_wrong_file_for_sam_vit_t_is_refused_naming_it(mobile_sam, tmp_path):
+    """A checkpoint that is not MobileSAM's (a key missing, a tensor of the wrong shape): one
+    error naming the file and what does not fit; nothing half-loaded."""
+    from napari_sam.weights import CheckpointError, create_model
+
+    _, path = mobile_sam
+    state = torch.load(path)
+    del state["image_encoder.layers.1.blocks.0.attn.attention_biases"]
+    state["image_encoder.neck.0.weight"] = torch.zeros(256, 160, 1, 1)
+    bad = tmp_path / "not_mobile_sam.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="not_mobile_sam.pt") as info:
+        create_model("sam_vit_t", pretrained=bad)
+    assert "attention_biases" in str(info.value) and "neck.0.weight" in str(info.value)
