@@ -524,6 +524,7 @@ def test_the_record_is_saved_replayed_and_shown_again(viewer, sam_widget, qtbot,
     assert sam_widget.commit() == [1]
     record = out.metadata["napari_sam"]
     assert [e["step"] for e in record["objects"]] == [1, 2, 3] and record["objects"][2]["refine"]
+    assert out.features.set_index("index")["made_by"].to_dict() == {1: "refine", 2: "box"}
     nf.ctrl_z(qtbot, viewer, out)  # the refine undone: the record follows when read
     np.testing.assert_array_equal(out.data, saved)
     path = tmp_path / "labels.tif"

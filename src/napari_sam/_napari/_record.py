@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..io.prompt_log import PromptLog
@@ -83,6 +84,21 @@ def unrecorded(data: np.ndarray, objects) -> list:
     return out
 
 
+def how(entry: dict) -> str:
+    """How a recorded object was made: click, box, refine, propagate or everything."""
+    for key in ("everything", "propagate", "refine", "box"):
+        if entry.get(key):
+            return key
+    return "click"
+
+
+def features_of(entries) -> pd.DataFrame:
+    """The output layer's features: per label, how it was made last and in which commit."""
+    last = {int(e["id"]): e for e in entries}
+    return pd.DataFrame({"index": list(last), "made_by": [how(e) for e in last.values()],
+                         "step": [int(e["step"]) for e in last.values()]})  # fmt: skip
+
+
 class RecordActions:
     """Commit (recording each object) and "Show prompts" for :class:`SAMWidget`."""
 
@@ -112,6 +128,7 @@ class RecordActions:
         kept = out.metadata.get(KEY) or {}
         now = made_by(self.annotator.session, self.model_box.currentText())
         out.metadata[KEY] = {"made_by": now, "objects": log.entries}
+        out.features = features_of(log.entries)  # napari shows them under the cursor
         if (kept.get("made_by") or {}).get("weights_hash") not in (None, now["weights_hash"]):
             show_warning("Segment Anything: these labels hold objects made with another model; "
                          "the record names this one")  # fmt: skip
