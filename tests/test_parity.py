@@ -71,6 +71,20 @@ def assert_close(got, want, what):
     assert agree >= 0.999, f"{what}: masks agree on {agree:.5f}"
 
 
+def assert_every_prompt_kind(pred, ref, shape, previous_logits=False):
+    """Ours equal the reference's for every prompt kind, with and without multimask output
+    (and, with ``previous_logits``, each with the reference's best low-res logits as a mask
+    prompt)."""
+    for name, case in prompt_cases(shape).items():
+        for multimask in (True, False):
+            want = theirs(ref, case, multimask=multimask)
+            assert_close(ours(pred, case, multimask=multimask), want, f"{name} mm={multimask}")
+            if previous_logits:
+                prev = want[2][np.argmax(want[1])][None]
+                want = theirs(ref, case, prev, multimask)
+                assert_close(ours(pred, case, prev, multimask), want, name)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     cfg = model_config("sam_vit_b", **SMALL)
@@ -181,11 +195,5 @@ def test_full_size_vit_b(vit_b):
     ref, pred = vit_b
     emb = pred.embedding.numpy()[0].transpose(2, 0, 1)
     assert relative_error(emb, ref.features.numpy()[0]) < 1e-3
-    for name, case in prompt_cases((480, 640)).items():
-        for multimask in (True, False):
-            want = theirs(ref, case, multimask=multimask)
-            assert_close(ours(pred, case, multimask=multimask), want, f"{name} mm={multimask}")
-            prev = want[2][np.argmax(want[1])][None]
-            want = theirs(ref, case, prev, multimask)
-            assert_close(ours(pred, case, prev, multimask), want, name)
+    assert_every_prompt_kind(pred, ref, (480, 640), previous_logits=True)
     assert_thresholded_masks_match(pred, ref, prompt_cases((480, 640))["points_box"])

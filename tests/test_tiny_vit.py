@@ -93,7 +93,7 @@ def test_sam_vit_t_prompts_to_masks_match_the_reference(mobile_sam):
     """[light-encoder] 2: the registered ``sam_vit_t`` on the checkpoint, every prompt kind,
     against Meta's predictor around the reference TinyViT."""
     from napari_sam import SAMPredictor, create_model
-    from test_parity import assert_close, ours, prompt_cases, theirs
+    from test_parity import assert_every_prompt_kind
 
     from ref_models import reference_predictor, relative_error
 
@@ -106,10 +106,7 @@ def test_sam_vit_t_prompts_to_masks_match_the_reference(mobile_sam):
     pred.set_image(img)
     emb = pred.embedding.numpy()[0].transpose(2, 0, 1)
     assert relative_error(emb, ref.features.numpy()[0]) < 1e-3
-    for name, case in prompt_cases((480, 640)).items():
-        for multimask in (True, False):
-            want = theirs(ref, case, multimask=multimask)
-            assert_close(ours(pred, case, multimask=multimask), want, f"{name} mm={multimask}")
+    assert_every_prompt_kind(pred, ref, (480, 640))
     # first_conv: the stem's first kernel adapted to one channel (patch_embed.seq.0.c)
     grey = create_model("sam_vit_t", pretrained=path, in_channels=1)
     out = np.asarray(grey.image_encoder(np.zeros((1, 512, 512, 1), np.float32)))
