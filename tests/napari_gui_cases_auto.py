@@ -96,7 +96,7 @@ def test_one_click_one_object_mode_commits_three_nuclei(viewer, sam_widget, qtbo
     from napari_sam.train.synthetic import make_sample_stack
 
     points, _, preview, out = nf.open_sample(viewer, sam_widget, 5)
-    _, truth = make_sample_stack(0)
+    image, truth = make_sample_stack(0)
     plane = truth[5]
     ids, counts = np.unique(plane[plane > 0], return_counts=True)
     chosen = ids[np.argsort(-counts)][:3]
@@ -167,20 +167,24 @@ def test_segment_everything_on_one_slice_shows_progress_and_cancels(
 
 
 def test_sample_click_commit_then_everything_adds_no_slivers(
-    viewer, sam_widget, qtbot, monkeypatch
+    viewer, sam_widget, qtbot, monkeypatch, tmp_path
 ):
     """[newcomer] 1 and 2 on the sample: the output is not the sample's labels; after a click
     and a commit, Segment everything with overwrite off adds no object smaller than the
     model's minimum area (committed pixels left out) and none that lay mostly over the
-    committed object."""
+    committed object. [provenance]: saved with its record, ``napari-sam segment`` replays the
+    click and Segment everything to the same labels."""
+    import tifffile
+
     import napari_sam._napari._widget as widget_module
-    from napari_sam._napari._everything import min_object_area
+    from napari_sam.cli import main
     from napari_sam.masks import object_centre
+    from napari_sam.segment.instances import min_object_area
     from napari_sam.train.synthetic import make_sample_stack
 
     points, _, _, out = nf.open_sample(viewer, sam_widget, 5)
     assert out.name != "true nuclei" and sam_widget.output_box.currentText() == out.name
-    _, truth = make_sample_stack(0)
+    image, truth = make_sample_stack(0)
     plane = truth[5]
     ids, counts = np.unique(plane[plane > 0], return_counts=True)
     x, y = object_centre(plane == ids[np.argmax(counts)])
@@ -216,3 +220,11 @@ def test_sample_click_commit_then_everything_adds_no_slivers(
     assert [e["id"] for e in record] == [1, *new] and "points" in record[0]
     assert {e["everything"]["method"] for e in record[1:]} == {"ais"}
     assert len({e["step"] for e in record[1:]}) == 1
+    path, stack = tmp_path / "labels.tif", tmp_path / "stack.tif"
+    written = out.save(str(path), plugin="napari-sam-tf")
+    assert len(written) == 2, written
+    tifffile.imwrite(stack, image, imagej=True, metadata={"axes": "ZCYX"})
+    argv = ["segment", stack, "--prompts", tmp_path / "labels.prompts.json", "--out",
+            tmp_path / "again.tif", "--model", "sam_tiny_nuclei", "--channels", "single:0"]
+    assert main([str(a) for a in argv]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "again.tif"), out.data)

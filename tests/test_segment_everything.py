@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 from napari_sam._napari import _everything as everything
-from napari_sam._napari._everything import (
-    neighbour_indices,
-    segment_slices,
-    stack_indices,
-    write_instances,
-)
+from napari_sam._napari._everything import segment_slices, stack_indices
+from napari_sam.segment.instances import neighbour_indices, write_instances
 from napari_sam.segment.linking import match_neighbours
 
 
@@ -197,7 +193,7 @@ def test_grid_generator_reports_each_batch_of_prompts():
 def test_rims_around_committed_objects_and_specks_are_not_objects():
     """Overwrite off ([newcomer] 2): an instance mostly over committed labels (the rim of a
     committed nucleus) or too small once its free part is left is not written."""
-    from napari_sam._napari._everything import min_object_area
+    from napari_sam.segment.instances import min_object_area
 
     labels = np.zeros((1, 60, 60), np.int32)
     labels[0, 10:30, 10:30] = 1  # committed

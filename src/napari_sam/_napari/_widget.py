@@ -17,16 +17,11 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QTimer
 
+from ..segment.instances import min_object_area, write_instances
 from . import _layers as L
 from ._commands import register, unregister
 from ._controls import ControlsPanel, KeyBindings
-from ._everything import (
-    min_object_area,
-    segment_slices,
-    segmenter_for,
-    stack_indices,
-    write_instances,
-)
+from ._everything import segment_slices, segmenter_for, stack_indices
 from ._jobs import Built, with_session
 from ._preview import PreviewActions
 from ._record import RecordActions, record_of
@@ -342,8 +337,9 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
                 self._cancel.set()  # the next slices would not fit either
                 return show_error(f"Segment Anything: {err}")
             written.update(ids)
-            if not how:
-                how.append(segmenter_for(self.annotator.session.sp).describe())
+            if not how:  # with the write's rules, for a replay
+                how.append({**segmenter_for(self.annotator.session.sp).describe(),
+                            "axis": s.prop_axis, "min_area": min_area})  # fmt: skip
             self.record_objects(out, item[0], [{"id": int(i), "overwrite": bool(s.overwrite),
                                                 "everything": how[0]} for i in ids], step)
             out.selected_label = max(written, default=out.selected_label)

@@ -23,13 +23,14 @@ from .files import (
 )
 from .pipeline import ModelCache, Resolved, open_stack, resolve
 from .record import check_replay, write_record
+from .replay import replay_record
 from .settings import LabelSettings
 from .tiles import check_tile_options, make_predictor, tiling_for
 from .timing import timed
 
 MAX_POINTS_PER_SIDE = 256  # a grid of 65,536 prompts per image or tile
 
-__all__ = ["check_label_settings", "label_file", "replay_record", "run_files", "segment_prompts"]
+__all__ = ["check_label_settings", "label_file", "run_files", "segment_prompts"]
 
 
 def check_label_settings(settings: LabelSettings, auto: bool) -> Resolved:
@@ -258,74 +259,4 @@ def segment_prompts(sp, prompts, ids: dict | None = None):
         mask = masks[int(np.argmax(scores))] if single_point else masks[0]
         key = obj.object_key
         target[mask] = ids.setdefault(key, len(ids) + 1)
-    return labels
-
-
-def replay_record(sp, prompts, labels, ids: dict):
-    """Replay the napari widget's record into ``labels``: the objects of each ``step`` are
-    predicted as the widget did (the same candidate; a refine from its label's mask as the
-    labels are then) and written together as the widget wrote them
-    (:func:`napari_sam.segment.painting.write_objects`)."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..segment.painting import write_objects
-    from ..segment.propagation import propagate, refine_prompts
-
-    steps: dict = {}
-    auto = [obj for obj in prompts if obj.everything is not None]
-    if auto:
-        print(f"napari-sam: warning: {len(auto)} object(s) of the record were made by Segment "
-              f"everything ({auto[0].where}, ...); the replay does not have them",
-              file=sys.stderr)  # fmt: skip
-    for obj in prompts:
-        if obj.everything is None:
-            steps.setdefault(obj.step, []).append(obj)
-    with tqdm(total=len(prompts), desc="objects", unit="object", file=sys.stderr) as bar:
-        for step in sorted(steps):
-            group, masks = steps[step], []
-            if group[0].propagate is not None:  # the slices one propagation wrote
-                how, obj = group[0].propagate, group[0]
-                start = tuple(how["from"])
-                if len(start) != len(sp.view.stack_shape):
-                    raise InputError("--prompts", f"{obj.where}: propagated from slice {start}, "
-                                     f"not a slice of the {sp.view.slice_axes} stack")
-                mask = np.asarray(labels[start]) == obj.label_id
-                if not mask.any():
-                    raise InputError("--prompts", f"{obj.where}: propagates label "
-                                     f"{obj.label_id}, which is not on slice {start} then")
-                wanted = {o.slice for o in group}
-                limits = None if how["limits"] is None else tuple(how["limits"])
-                for here, m, window in propagate(sp, start, mask, how["axis"], how["stop_iou"],
-                                                 limits):  # fmt: skip
-                    if tuple(here) in wanted:
-                        write_objects(labels, here, [m], [obj.label_id], obj.overwrite,
-                                      window=window)  # fmt: skip
-                        bar.update()
-                ids[obj.object_key] = obj.label_id
-                continue
-            for obj in group:
-                pts, lbl, box = obj.arrays()
-                logits = None
-                if obj.refine:
-                    mask = np.asarray(labels[obj.slice]) == obj.label_id
-                    if not mask.any():
-                        raise InputError("--prompts", f"{obj.where}: refines label "
-                                         f"{obj.label_id}, which is not on its slice then")
-                    pts, lbl, box, logits = refine_prompts(sp, obj.slice, mask, pts, lbl)
-                single = box is None and logits is None and pts is not None and len(pts) == 1
-                multimask = single and obj.multimask is not False
-                out, scores, _, (y0, y1, x0, x1) = sp.predict_window(
-                    obj.slice, pts, lbl, box, multimask_output=multimask, masks=logits)
-                k = int(np.argmax(scores)) if obj.choice is None or not multimask else obj.choice
-                if k >= len(out):
-                    raise InputError("--prompts", f"{obj.where}: candidate {k} of {len(out)}")
-                full = np.zeros(sp.view.slice_shape, bool)
-                full[y0:y1, x0:x1] = out[k]
-                masks.append(full)
-                ids[obj.object_key] = obj.label_id
-                bar.update()
-            first = group[0]
-            write_objects(labels, first.slice, masks, [o.label_id for o in group],
-                          first.overwrite, first.label_id if first.refine else None)
     return labels
