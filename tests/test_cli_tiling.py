@@ -12,7 +12,7 @@ import tifffile
 from napari_sam.stacks.tiling import plan_tiling
 from napari_sam.train.evaluation import instance_f1
 from napari_sam.train.synthetic import make_nuclei_2d
-from test_cli_embed import assert_labels_agree, cli, kill_9_when, run_main
+from test_cli_embed import assert_labels_agree, kill_9_when, run_main
 
 TINY = ["--model", "sam_tiny_nuclei"]
 
@@ -79,7 +79,7 @@ def test_no_tile_and_tile_sizes(image, tmp_path, capsys):
     assert code == 0 and f"computed {n} tile(s)" in out_text, err
 
 
-def test_kill_9_while_embedding_tiles_resumes_with_the_missing_tiles(tmp_path):
+def test_kill_9_while_embedding_tiles_resumes_with_the_missing_tiles(tmp_path, capsys):
     img, _ = make_nuclei_2d((1600, 1600), seed=13579)
     path = tmp_path / "big.npy"
     np.save(path, img)
@@ -91,9 +91,9 @@ def test_kill_9_while_embedding_tiles_resumes_with_the_missing_tiles(tmp_path):
                 tmp_path / "log", timeout=120)  # fmt: skip
     done = len(list(records.glob("*.json")))
     assert 5 <= done < n
-    res = cli(*argv)
-    assert res.returncode == 0, res.stderr
-    assert f"computed {n - done} tile(s), reused {done} of {n}" in res.stdout
+    code, stdout, err = run_main(capsys, *argv)  # the resume, in this process
+    assert code == 0, err
+    assert f"computed {n - done} tile(s), reused {done} of {n}" in stdout
     # the tiles equal those of a fresh run in this process, to float rounding
     from napari_sam import create_model
     from napari_sam.stacks.tiled_predictor import TiledPredictor
@@ -106,7 +106,7 @@ def test_kill_9_while_embedding_tiles_resumes_with_the_missing_tiles(tmp_path):
                                    atol=1e-3, rtol=1e-3)  # fmt: skip
 
 
-def test_segment_from_the_api_matches_the_cli(image, tmp_path):
+def test_segment_from_the_api_matches_the_cli(image, tmp_path, capsys):
     """`napari-sam segment` on a tiled image = TiledPredictor.predict in this process."""
     from napari_sam import TiledPredictor, create_model
 
@@ -114,8 +114,8 @@ def test_segment_from_the_api_matches_the_cli(image, tmp_path):
     csv = tmp_path / "p.csv"
     csv.write_text("object,x,y,label\na,250.0,300.0,1\nb,500,100,1\nb,505,104,1\n")
     out = tmp_path / "l.tif"
-    res = cli("segment", path, "--prompts", csv, "--out", out, *TINY)
-    assert res.returncode == 0, res.stderr
+    code, _, err = run_main(capsys, "segment", path, "--prompts", csv, "--out", out, *TINY)
+    assert code == 0, err
     tp = TiledPredictor(create_model("sam_tiny_nuclei", pretrained=True), img,
                         plan_tiling(img.shape, (256, 256)), axes="YX")  # fmt: skip
     want = np.zeros(img.shape, np.uint16)
