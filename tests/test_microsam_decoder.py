@@ -238,8 +238,9 @@ def _json(v):
 
 
 def test_napari_segment_everything_job_writes_new_ids(micro_sam_files):
-    from napari_sam._napari._everything import segment_slices, write_instances
+    from napari_sam._napari._everything import segment_slices
     from napari_sam._napari._session import Geometry, Session
+    from napari_sam.segment.instances import write_instances
     from napari_sam.stacks.channels import ChannelSpec
 
     weights, decoder, _ = micro_sam_files
