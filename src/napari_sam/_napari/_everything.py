@@ -1,4 +1,4 @@
-"""The widget's "Segment everything": worker bodies and the linked write (no napari, no Qt).
+"""The widget's "Segment everything": its worker bodies and slice order (no napari, no Qt).
 
 A worker segments slices automatically with :func:`segment_slices` (the model's instance
 decoder, micro-sam's AIS, else Meta's grid-prompt generator);
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["segment_slices", "segmenter_for", "stack_indices"]
+
 
 def segmenter_for(sp):
     """The automatic segmenter of ``sp``'s model (:func:`napari_sam.segment.factory.
@@ -103,5 +104,3 @@ def stack_indices(shape: Sequence[int], n_slice_dims: int, axis: int = 0, limits
     axis = min(axis, n_slice_dims - 1)
     lo, hi = limits if limits is not None else (0, shape[axis] - 1)
     return [i for i in np.ndindex(*shape[:n_slice_dims]) if lo <= i[axis] <= hi]
-
-

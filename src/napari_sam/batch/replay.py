@@ -134,8 +134,10 @@ def replay_everything(sp, group, labels, ids: dict) -> None:
             print(f"napari-sam: warning: {first.where}: Segment everything on slice "
                   f"{list(index)} gave labels {sorted(got)}, the record has "
                   f"{sorted(wanted[index])}", file=sys.stderr)  # fmt: skip
-        plane = np.asarray(labels[index])
-        gone = np.isin(plane, sorted(got - wanted[index])) & (plane != before)
-        erased.append((index, gone, before[gone]))
+        extra = sorted(got - wanted[index])
+        if extra:
+            plane = np.asarray(labels[index])
+            gone = np.isin(plane, extra) & (plane != before)
+            erased.append((index, gone, before[gone]))
     for index, gone, values in erased:
         labels[index][gone] = values
