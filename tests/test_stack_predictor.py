@@ -310,10 +310,11 @@ def test_errors_and_batched_precompute(model):
 
 def test_image_encoder_traced_once_per_model():
     # A fresh model: StackPredictor (through its ModelEncoder) and SAMPredictor.set_image
-    # share the model's one traced image encoder (predict.predictor.model_graphs).
+    # share the model's one traced image encoder (predict.predictor.model_graphs), itself
+    # shared with earlier models of the same structure in this process (predict.shared).
     fresh = small_model(2)
     embed = model_graphs(fresh).embed
-    assert embed.experimental_get_tracing_count() == 0
+    assert embed.experimental_get_tracing_count() in (0, 1)
     sp = StackPredictor(fresh, blobs(), axes="ZYX", normalization=FIXED)
     sp.set_slice(0)
     assert embed.experimental_get_tracing_count() == 1

@@ -8,13 +8,16 @@ the very operations of the prompt graphs (:func:`~napari_sam.model.sam.postproce
 their stability scores come out of the graph as two thresholded areas, so that only boolean
 masks leave TensorFlow. The masks and scores are Meta's; the work is a fraction.
 
-Both graphs are traced once per model and compiled by XLA (the decoder twice as fast on a CPU
-as without); the points (padded to the generator's batch) and the survivors (padded to
-:data:`UPSCALE_BATCH`) keep one shape each, so they are compiled once per process.
+Both graphs are traced once per model structure and process (every model of a structure runs
+them with its own weights, :func:`~napari_sam.predict.shared.shared_graph`); the decoding one is
+compiled by XLA (twice as fast on a CPU as without); the points (padded to the generator's
+batch) and the survivors (padded to :data:`UPSCALE_BATCH`) keep one shape each, so they are
+compiled once per process.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import numpy as np
@@ -22,6 +25,7 @@ import tensorflow as tf
 
 from ..model.sam import postprocess_logits
 from .predictor import model_graphs
+from .shared import shared_graph
 
 __all__ = ["UPSCALE_BATCH", "decode_points", "trace_counts", "upscale_candidates"]
 
@@ -45,31 +49,36 @@ def _graphs(model):
         model_graphs(model).prepare.get_concrete_function().structured_outputs,
     )
 
-    def lowres(embeddings, prepared, points):
+    def lowres(m, embeddings, prepared, points):
         n = tf.shape(points)[0]
-        return model.decode(
+        return m.decode(
             embeddings, points, tf.ones((n, 1), f32), tf.zeros((n, 0, 4), f32),
             tf.zeros((n, 0, mh, mw), f32), input_size, True, prepared=prepared,
         )  # fmt: skip
 
+    _GRAPHS[model] = graphs = (
+        shared_graph(model, "lowres", lowres, [
+            tf.TensorSpec((1, gh, gw, cfg.embed_dim), f32), prepared_spec,
+            tf.TensorSpec((None, 1, 2), f32)], jit_compile=True),
+        _upscale_graph(input_size, (mh, mw), threshold),
+    )  # fmt: skip
+    return graphs
+
+
+@functools.cache
+def _upscale_graph(input_size, mask_size, threshold):
     def upscale(logits, rescaled_size, original_size, offset, valid):
-        full = postprocess_logits(logits[:, None], input_size, (mh, mw), threshold,
+        full = postprocess_logits(logits[:, None], input_size, mask_size, threshold,
                                   rescaled_size, original_size, True)[:, 0]  # fmt: skip
         part = full[:, : valid[0], : valid[1]]  # stability over the valid region only
         inter = tf.reduce_sum(tf.cast(part > threshold + offset, tf.int32), axis=(1, 2))
         union = tf.reduce_sum(tf.cast(part > threshold - offset, tf.int32), axis=(1, 2))
         return full > threshold, inter, union
 
-    _GRAPHS[model] = graphs = (
-        tf.function(lowres, jit_compile=True, input_signature=[
-            tf.TensorSpec((1, gh, gw, cfg.embed_dim), f32), prepared_spec,
-            tf.TensorSpec((None, 1, 2), f32)]),
-        tf.function(upscale, input_signature=[
-            tf.TensorSpec((UPSCALE_BATCH, mh, mw), f32), tf.TensorSpec((2,), tf.int32),
-            tf.TensorSpec((2,), tf.int32), tf.TensorSpec((), f32),
-            tf.TensorSpec((2,), tf.int32)]),
-    )  # fmt: skip
-    return graphs
+    return tf.function(upscale, input_signature=[
+        tf.TensorSpec((UPSCALE_BATCH, *mask_size), tf.float32), tf.TensorSpec((2,), tf.int32),
+        tf.TensorSpec((2,), tf.int32), tf.TensorSpec((), tf.float32),
+        tf.TensorSpec((2,), tf.int32)])  # fmt: skip
 
 
 def trace_counts(model) -> tuple[int, int]:

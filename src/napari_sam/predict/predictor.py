@@ -13,6 +13,7 @@ import tensorflow as tf
 from ..model.sam import postprocess_logits
 from .prompts import batch_prompts
 from .resizer import ImageResizer
+from .shared import shared_graph
 
 __all__ = ["ModelGraphs", "SAMPredictor", "default_preprocessing", "model_graphs"]
 
@@ -42,9 +43,11 @@ def model_graphs(model) -> ModelGraphs:
     """The embedding and decoding graphs of ``model``, traced once and shared.
 
     Every :class:`SAMPredictor` and :class:`~napari_sam.stacks.encoder.ModelEncoder` of a
-    model uses these, so the image encoder is traced once per model and process. The
-    signatures have dynamic batch and prompt sizes, so a different number of images, points,
-    boxes or objects, or another image size, never retraces.
+    model uses these, and every model of the same structure (class, configuration, encoder
+    dtype, variables) runs the same graphs with its own weights
+    (:func:`~napari_sam.predict.shared.shared_graph`): each is traced once per structure and
+    process. The signatures have dynamic batch and prompt sizes, so a different number of
+    images, points, boxes or objects, or another image size, never retraces.
 
     Parameters
     ----------
@@ -63,14 +66,14 @@ def model_graphs(model) -> ModelGraphs:
     gh, gw = model.grid_size(input_size)
     mh, mw = model.mask_size(input_size)
     f32 = tf.float32
-    embed = tf.function(
-        model.embed_images,
-        input_signature=[tf.TensorSpec((None, *input_size, cfg.in_channels), f32)],
-    )
-    prepare = tf.function(
-        model.prepare_decoding,
-        input_signature=[tf.TensorSpec((1, gh, gw, cfg.embed_dim), f32)],
-    )
+    embed = shared_graph(
+        model, "embed", lambda m, images: m.embed_images(images),
+        [tf.TensorSpec((None, *input_size, cfg.in_channels), f32)],
+    )  # fmt: skip
+    prepare = shared_graph(
+        model, "prepare", lambda m, embeddings: m.prepare_decoding(embeddings),
+        [tf.TensorSpec((1, gh, gw, cfg.embed_dim), f32)],
+    )  # fmt: skip
     prepared_spec = tf.nest.map_structure(
         lambda t: tf.TensorSpec(t.shape, t.dtype),
         prepare.get_concrete_function().structured_outputs,
@@ -86,29 +89,28 @@ def model_graphs(model) -> ModelGraphs:
         tf.TensorSpec((2,), tf.int32),  # original size
     ]
 
-    threshold = float(model.mask_threshold)
-
     def graph(multimask_output, return_logits):
         def decode(
-            embeddings, prepared, points, labels, boxes, masks, rescaled_size, original_size
+            m, embeddings, prepared, points, labels, boxes, masks, rescaled_size, original_size
         ):
             def general():
-                return model.decode(
+                return m.decode(
                     embeddings, points, labels, boxes, masks, input_size, multimask_output
                 )
 
             def without_mask_prompt():
-                return model.decode(
+                return m.decode(
                     embeddings, points, labels, boxes, masks, input_size, multimask_output,
                     prepared=prepared,
                 )  # fmt: skip
 
             logits, scores = tf.cond(tf.shape(masks)[1] > 0, general, without_mask_prompt)
-            out = postprocess_logits(logits, input_size, (mh, mw), threshold, rescaled_size,
-                                     original_size, return_logits)  # fmt: skip
+            out = postprocess_logits(logits, input_size, (mh, mw), float(m.mask_threshold),
+                                     rescaled_size, original_size, return_logits)  # fmt: skip
             return out, scores, logits
 
-        return tf.function(decode, input_signature=signature)
+        name = f"decode-{int(multimask_output)}{int(return_logits)}"
+        return shared_graph(model, name, decode, signature)
 
     variants = [(m, r) for m in (False, True) for r in (False, True)]
     _GRAPHS[model] = ModelGraphs(embed, prepare, {v: graph(*v) for v in variants})
