@@ -459,6 +459,9 @@ def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_
     event loop; the first click then answers as fast as later ones."""
     from qtpy.QtCore import QTimer
 
+    from napari_sam.predict.shared import clear_shared_graphs
+
+    clear_shared_graphs()  # as in a fresh napari: earlier cases traced this model's graphs
     viewer.open_sample("napari-sam-tf", "nuclei_stack")
     viewer.dims.set_current_step(1, Z)
     stamps = []

@@ -15,7 +15,7 @@ from napari_sam import SAMPredictor
 from napari_sam.predict.candidates import decode_points, trace_counts
 from napari_sam.predict.predictor import model_graphs
 from napari_sam.predict.prompts import batch_prompts
-from napari_sam.predict.shared import shared_graph
+from napari_sam.predict.shared import clear_shared_graphs, shared_graph
 from napari_sam.weights import create_model
 
 from small_configs import TINY
@@ -112,3 +112,16 @@ def test_a_function_of_nothing_but_the_weights():
             for m in (a, b)]  # fmt: skip
     np.testing.assert_allclose([ga(x).numpy()[0], gb(x).numpy()[0]], want, rtol=1e-5)
     assert ga.experimental_get_tracing_count() == gb.experimental_get_tracing_count() == 1
+
+
+def test_cleared_graphs_are_traced_again_and_old_ones_keep_working():
+    a = model(0)
+    (_, _, la), pa = predict(a, return_logits=True)
+    assert clear_shared_graphs() >= 1
+    b = model(0)
+    graphs = model_graphs(b)
+    assert graphs.decode[True, True].function is not model_graphs(a).decode[True, True].function
+    assert graphs.embed.experimental_get_tracing_count() == 0
+    (_, _, lb), _ = predict(b, return_logits=True)
+    np.testing.assert_array_equal(lb, la)  # the same weights (seed 0), traced again
+    np.testing.assert_array_equal(pa(**CLICK, return_logits=True)[2], la)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-__all__ = ["SharedGraph", "shared_graph"]
+__all__ = ["SharedGraph", "clear_shared_graphs", "shared_graph"]
 
 # (name, structure) -> tf.function of (handles, *args); the graph, never a model
 _FUNCTIONS: dict = {}
@@ -57,6 +57,16 @@ class SharedGraph:
         """The traced graph (``structured_outputs`` gives its outputs' specs)."""
         _CALLER.model = self._model
         return self.function.get_concrete_function()
+
+
+def clear_shared_graphs() -> int:
+    """Forget the traced graphs: the next model of each structure traces them again.
+
+    Graphs already handed out keep working. Returns how many were forgotten.
+    """
+    n = len(_FUNCTIONS)
+    _FUNCTIONS.clear()
+    return n
 
 
 def _structure(model) -> str:
