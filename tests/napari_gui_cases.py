@@ -552,3 +552,17 @@ def test_the_record_is_saved_replayed_and_shown_again(viewer, sam_widget, qtbot,
     reopened.selected_label = 2
     sam_widget.show_prompts()
     assert len(boxes.data) == 1 and sam_widget.refine_id == 2
+    # read from the sidecar, the record stays with the layer; where napari keeps a layer's
+    # metadata and features (Duplicate Layer, the data tuple every writer is given) the record
+    # goes along, as plain JSON, and works on the copy (the second label shown there)
+    from napari.layers import Layer
+
+    data, meta, kind = reopened.as_layer_data_tuple()
+    assert json.loads(json.dumps(meta["metadata"])) == meta["metadata"]
+    assert meta["features"].equals(reopened.features)
+    copy = viewer.add_layer(Layer.create(data.copy(), {**meta, "name": "copy"}, kind))
+    sam_widget.output_box.setCurrentText("copy")
+    copy.selected_label = 1
+    sam_widget.show_prompts()
+    assert len(boxes.data) == 0 and len(points.data) == 1 and sam_widget.refine_id == 1
+    nf.idle(qtbot, sam_widget, 300_000)

@@ -34,14 +34,14 @@ def new_trainer(workdir=None, steps=12, seed=0, **kwargs):
 
 
 def test_loss_goes_down_and_weights_round_trip(tmp_path):
-    trainer = new_trainer(steps=16)
+    trainer = new_trainer(steps=16, box_probability=0.0)  # clicks (the box steps: below)
     before = {k: v.copy() for k, v in export_state_dict(trainer.model).items()}
     losses = trainer.fit(progress=False)
     assert len(losses) == 16 and np.all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
     after = export_state_dict(trainer.model)
     changed = [k for k in after if not np.array_equal(after[k], before[k])]
-    assert len(changed) > 0.8 * len(after)  # (box-corner embeddings only move on box steps)
+    assert len(changed) > 0.8 * len(after)  # (box-corner embeddings move on box steps only)
     path = tmp_path / "tiny.npz"
     np.savez(path, **after)
     loaded = create_model("sam_tiny_nuclei", pretrained=path, **TINY)
@@ -53,7 +53,7 @@ def test_loss_goes_down_and_weights_round_trip(tmp_path):
 
 
 def test_resume_and_reproducibility(tmp_path):
-    opts = dict(steps=6, box_probability=0.0, correction_rounds=0)
+    opts = dict(steps=6, box_probability=1.0, correction_rounds=0)  # box prompts every step
     first = new_trainer(tmp_path, **opts)
     interrupted = first.fit(progress=False, max_steps=4)  # stops, checkpointing at step 4
     resumed = new_trainer(tmp_path, **opts)  # a fresh trainer, as after a crash

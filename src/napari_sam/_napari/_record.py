@@ -42,8 +42,10 @@ def record_of(layer) -> PromptLog:
         except (OSError, ValueError):
             data = None
         if isinstance(data, dict) and data.get("format") == FORMAT:
-            layer.metadata[KEY] = {"made_by": data.get("made_by"), "objects": []}
-            return PromptLog.from_sidecar(data.get("objects") or [], layer.data)
+            log = PromptLog.from_sidecar(data.get("objects") or [], layer.data)
+            # kept with the layer from now on: read again, edited, copied or saved with it
+            layer.metadata[KEY] = {"made_by": data.get("made_by"), "objects": log.entries}
+            return log
     return PromptLog()
 
 
