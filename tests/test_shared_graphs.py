@@ -125,3 +125,16 @@ def test_cleared_graphs_are_traced_again_and_old_ones_keep_working():
     (_, _, lb), _ = predict(b, return_logits=True)
     np.testing.assert_array_equal(lb, la)  # the same weights (seed 0), traced again
     np.testing.assert_array_equal(pa(**CLICK, return_logits=True)[2], la)
+
+
+def test_the_instance_decoder_runs_as_one_graph_with_its_eager_maps():
+    from napari_sam.segment.ais import decoder_graph
+
+    model = create_model("sam_tiny_nuclei", pretrained=True)
+    decoder = model.instance_decoder
+    x = tf.random.stateless_normal((1, *model.grid_size(), model.cfg.embed_dim), (1, 2))
+    graph = decoder_graph(decoder)
+    assert decoder_graph(decoder) is graph
+    np.testing.assert_allclose(graph(x).numpy(), decoder(x).numpy(), atol=1e-5)
+    graph(x + 1.0)
+    assert graph.experimental_get_tracing_count() == 1

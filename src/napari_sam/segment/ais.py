@@ -21,12 +21,15 @@ bioimage-cpp's. docs/microscopy-models.md gives the measured agreement.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-__all__ = ["AisSettings", "InstanceSegmenter", "decoder_maps", "instances_from_maps"]
+__all__ = [
+    "AisSettings", "InstanceSegmenter", "decoder_graph", "decoder_maps", "instances_from_maps",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,23 @@ class AisSettings:
         return self
 
 
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def decoder_graph(decoder):
+    """The decoder as a graph, traced once per decoder and embedding shape.
+
+    3 to 4 times faster than calling it eagerly (grappler fuses its convolutions, biases and
+    activations); and with TensorFlow's oneDNN rewrites on, its large 3 x 3 convolutions get
+    oneDNN's fast kernels instead of the reference one that eager calls fall back to.
+    """
+    if decoder not in _GRAPHS:
+        import tensorflow as tf
+
+        _GRAPHS[decoder] = tf.function(decoder)  # one trace per embedding shape (one a model)
+    return _GRAPHS[decoder]
+
+
 def decoder_maps(decoder, embedding, input_size, rescaled_size, original_size) -> np.ndarray:
     """The decoder's three maps (H, W, 3) for one embedding, at the image's own size.
 
@@ -103,7 +123,7 @@ def decoder_maps(decoder, embedding, input_size, rescaled_size, original_size) -
 
     x = np.asarray(embedding, np.float32)
     x = x[None] if x.ndim == 3 else x
-    out = decoder(tf.constant(x))
+    out = decoder_graph(decoder)(tf.constant(x))
     if tuple(out.shape[1:3]) != tuple(input_size):
         out = tf.image.resize(out, tuple(input_size), method="bilinear")
     h, w = rescaled_size
