@@ -69,16 +69,24 @@ def clear_shared_graphs() -> int:
     return n
 
 
-def _structure(model) -> str:
-    variables = [(v.path, tuple(v.shape), str(v.dtype)) for v in model.weights]
-    return json.dumps(
-        [type(model).__qualname__, model.cfg.to_dict(), model.encoder_dtype, variables],
-        sort_keys=True, default=str,
-    )  # fmt: skip
+# model -> (its structure, its packed variable handles), or None off the CPU: made once per
+# model, though each of its graphs (embed, prepare, four decodes, ...) asks for it
+_BINDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _on_cpu(model) -> bool:
-    return all("CPU" in (v.value.device or "CPU").upper() for v in model.weights)
+def _binding(model) -> tuple[str, tf.Tensor] | None:
+    if model not in _BINDINGS:
+        variables = list(model.weights)
+        if not all("CPU" in (v.value.device or "CPU").upper() for v in variables):
+            _BINDINGS[model] = None
+        else:
+            structure = json.dumps(
+                [type(model).__qualname__, model.cfg.to_dict(), model.encoder_dtype,
+                 [(v.path, tuple(v.shape), str(v.dtype)) for v in variables]],
+                sort_keys=True, default=str,
+            )  # fmt: skip
+            _BINDINGS[model] = structure, tf.stack([v.value.handle for v in variables])
+    return _BINDINGS[model]
 
 
 def shared_graph(
@@ -109,14 +117,15 @@ def shared_graph(
     SharedGraph
         Callable with ``*args``.
     """
-    if not _on_cpu(model):
+    binding = _binding(model)
+    if binding is None:
         own = tf.function(lambda *args: fn(model, *args), input_signature=input_signature,
                           jit_compile=jit_compile)  # fmt: skip
         return SharedGraph(own, model, None)
-    variables = list(model.weights)
-    key = (name, _structure(model))
+    structure, handles = binding
+    key = (name, structure)
     if key not in _FUNCTIONS:
-        specs = [(v.shape, v.dtype) for v in variables]
+        specs = [(v.shape, v.dtype) for v in model.weights]
 
         def with_values(values, *args):
             caller = _CALLER.model()  # traced with the calling model, never kept
@@ -135,7 +144,6 @@ def shared_graph(
                 values.append(value)
             return inner(values, *args)
 
-        signature = [tf.TensorSpec((len(variables),), tf.resource), *input_signature]
+        signature = [tf.TensorSpec((len(specs),), tf.resource), *input_signature]
         _FUNCTIONS[key] = tf.function(with_handles, input_signature=signature)
-    handles = tf.stack([v.value.handle for v in variables])
     return SharedGraph(_FUNCTIONS[key], model, handles)

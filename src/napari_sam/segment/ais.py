@@ -90,8 +90,8 @@ def decoder_graph(decoder):
     """The decoder as a graph, traced once per decoder and embedding shape.
 
     3 to 4 times faster than calling it eagerly (grappler fuses its convolutions, biases and
-    activations); and with TensorFlow's oneDNN rewrites on, its large 3 x 3 convolutions get
-    oneDNN's fast kernels instead of the reference one that eager calls fall back to.
+    activations). With TensorFlow's oneDNN rewrites on, micro-sam's large 3 x 3 layers still
+    get oneDNN's reference kernel, in a graph as eagerly (docs/perf.md): the apps keep them off.
     """
     if decoder not in _GRAPHS:
         import tensorflow as tf
