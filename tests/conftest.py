@@ -8,6 +8,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests never write converted weights or downloads into the user's real cache.
 os.environ["NAPARI_SAM_CACHE"] = tempfile.mkdtemp(prefix="napari-sam-test-cache-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# as importing napari_sam does (napari_sam._tensorflow.keep_onednn_off), before any test module
+# imports TensorFlow first: on CPUs with AVX-512 VNNI/BF16 TensorFlow would turn oneDNN on, whose
+# reference kernel takes many minutes for micro-sam's decoder convolutions
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # The apps' encoder dtype is "auto" (bfloat16 where the CPU has it natively and it is faster);
 # the suite compares against float32 references, so it pins float32 on every CPU kind
 # (tests of "auto" itself unset this).

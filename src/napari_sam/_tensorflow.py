@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["import_tensorflow", "lazy_exports"]
+__all__ = ["import_tensorflow", "keep_onednn_off", "lazy_exports"]
 
 _LOCK = threading.Lock()
 
@@ -48,6 +48,18 @@ def import_tensorflow(verbose: bool = False, deepbind: bool = False) -> None:
         finally:
             if old is not None:
                 sys.setdlopenflags(old)
+
+
+def keep_onednn_off() -> None:
+    """Leave TensorFlow's oneDNN rewrites off unless the user set ``TF_ENABLE_ONEDNN_OPTS``.
+
+    TensorFlow turns them on by itself on CPUs with AVX-512 VNNI/BF16 or AMX, and there
+    oneDNN computes the 3 x 3 convolutions of micro-sam's instance decoders on a 512 x 512
+    map with its reference kernel: one call takes many minutes (docs/perf.md). TensorFlow
+    reads the variable once, when it is imported, so this runs when ``napari_sam`` is.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _import() -> None:
