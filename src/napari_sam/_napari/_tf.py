@@ -10,9 +10,27 @@ alone. The plugin imports the core's TensorFlow modules only through :func:`ensu
 
 from __future__ import annotations
 
+import gc
+
 from .._tensorflow import import_tensorflow
 
 
 def ensure_tensorflow() -> None:
-    """Import TensorFlow (once, quietly) with ``RTLD_DEEPBIND`` where the platform has it."""
+    """Import TensorFlow (once, quietly) with ``RTLD_DEEPBIND`` where the platform has it.
+
+    The objects alive once it is imported (napari's, Qt's, TensorFlow's and Keras' modules:
+    over half a million) are then moved out of the garbage collector's sight (``gc.freeze``):
+    they live as long as the process, and a full collection walking them held the GIL for
+    0.6 s in the middle of the widget's warm-up, freezing napari's event loop.
+    """
+    if _FROZEN:
+        return
     import_tensorflow(deepbind=True)
+    import keras  # noqa: F401  (its modules are as permanent as TensorFlow's)
+
+    gc.collect()
+    gc.freeze()
+    _FROZEN.append(True)
+
+
+_FROZEN: list[bool] = []  # once per process
