@@ -25,8 +25,11 @@ Z = 5  # the slice prompted
 # longer. Shorter gaps come from the GIL: the worker's tracing holds it in TensorFlow's op
 # creation (0.13 to 0.17 s alone on 2 AVX2 cores, 2026-12-06), more on a busy CI machine.
 # A full garbage collection over napari's and TensorFlow's objects held it for 0.6 s until
-# the plugin froze them (napari_sam._napari._tf): the warm-up case checks that they are.
+# the plugin froze them (napari_sam._napari._tf): the warm-up case checks that they are, and
+# its gaps against WARM_UP_GAP_S ([first-use] asks for 0.2 s; 0.12 to 0.19 s measured here,
+# alone and at a load average of 4 on 2 cores: the bound leaves room for a slower CI machine).
 FROZEN_S = 1.0
+WARM_UP_GAP_S = 0.5
 
 
 def test_widget_and_sample_from_manifest(viewer, sam_widget):
@@ -485,7 +488,7 @@ def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_
     assert {"loading the model...", "embedding the slice..."} <= seen, seen
     gaps = np.diff([t0, *[t for t in stamps if t >= t0]])
     print(f"warm-up {stamps[-1] - t0:.1f} s, largest timer gap {gaps.max():.3f} s")
-    assert gaps.max() < FROZEN_S, f"event loop blocked for {gaps.max():.3f} s"
+    assert gaps.max() < WARM_UP_GAP_S, f"event loop blocked for {gaps.max():.3f} s"
     # napari's, Qt's and TensorFlow's objects are out of the collector's sight (a full
     # collection walking them stalled the loop for 0.6 s)
     assert gc.get_freeze_count() > 200_000, gc.get_freeze_count()
