@@ -92,9 +92,10 @@ def main(argv=None):
     sides = {"native resolution": None, f"diameter {diameter:.0f} px (auto)": diameter}
     result = {"cpu": cpu_kind(), "model": args.model, "decoder": args.decoder,
               "slices": list(slices), "sides": {}}  # fmt: skip
-    classical = [instance_f1(_classical(image[z], diameter), relabel_sequential(labels[z])[0]).f1
-                 for z in slices]  # fmt: skip
+    truths = {z: relabel_sequential(labels[z])[0] for z in slices}
+    classical = [instance_f1(_classical(image[z], diameter), truths[z]).f1 for z in slices]
     result["classical_f1"] = float(np.mean(classical))
+    extra = {"decoder": args.decoder} if args.decoder else {}
     for name, d in sides.items():
         tiling = None if d is None else plan_tiling(
             view.slice_shape, model.cfg.input_size, diameter=d,
@@ -104,7 +105,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             for z in slices:
-                truth = relabel_sequential(labels[z])[0]
+                truth = truths[z]
                 for i in range(1, int(truth.max()) + 1):
                     mask = truth == i
                     masks, scores, _ = sp.predict(z, points=np.array([object_centre(mask)]),
@@ -114,7 +115,6 @@ def main(argv=None):
                     boxes.append(iou(masks[0], mask))
                 src, out = Path(tmp) / f"z{z}.tif", Path(tmp) / f"z{z}_labels.tif"
                 tifffile.imwrite(src, image[z])
-                extra = {"decoder": args.decoder} if args.decoder else {}
                 auto(src, out, model=args.model, diameter=d, **extra)
                 f1.append(instance_f1(tifffile.imread(out), truth).f1)
         result["sides"][name] = {

@@ -10,6 +10,7 @@ alone. The plugin imports the core's TensorFlow modules only through :func:`ensu
 
 from __future__ import annotations
 
+import functools
 import gc
 
 from .._tensorflow import import_tensorflow
@@ -23,14 +24,13 @@ def ensure_tensorflow() -> None:
     they live as long as the process, and a full collection walking them held the GIL for
     0.6 s in the middle of the widget's warm-up, freezing napari's event loop.
     """
-    if _FROZEN:
-        return
     import_tensorflow(deepbind=True)
+    _freeze_what_is_there()
+
+
+@functools.cache  # once per process
+def _freeze_what_is_there() -> None:
     import keras  # noqa: F401  (its modules are as permanent as TensorFlow's)
 
     gc.collect()
     gc.freeze()
-    _FROZEN.append(True)
-
-
-_FROZEN: list[bool] = []  # once per process
