@@ -348,3 +348,34 @@ def test_parts_of_one_object_from_two_tiles_are_merged_but_neighbours_are_not():
         assert labels.max() == 2
         out = merge_across_tiles(labels, painted, pool)
         assert out.max() == (1 if merged else 2) and (out > 0).sum() == whole.sum()
+
+
+@pytest.mark.parametrize("iou", [0.84, 0.86])
+def test_a_candidate_merges_parts_only_at_the_union_iou_threshold(iou):
+    from napari_sam.segment.seams import MIN_UNION_IOU, merge_across_tiles
+    from napari_sam.segment.tiled import CroppedMask, paint_masks
+
+    yy, xx = np.mgrid[:40, :60]
+    whole = ((yy - 20) / 12.0) ** 2 + ((xx - 30) / 20.0) ** 2 <= 1
+    left, right = whole & (xx < 30), whole & (xx >= 30)
+    # the candidate: the whole object less its last rows, so that its IoU with it is ``iou``
+    keep = whole.copy()
+    drop = int(round(whole.sum() * (1 - iou)))
+    ys, xs = np.nonzero(whole)
+    keep[ys[-drop:], xs[-drop:]] = False
+    whole_iou = keep.sum() / whole.sum()
+    assert abs(whole_iou - iou) < 0.005
+
+    def cropped(mask, origin):
+        ys, xs = np.nonzero(mask)
+        part = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        return CroppedMask(part, int(ys.min()), int(xs.min()), 0.9, 1.0, (0, 0), origin)
+
+    parts = [cropped(left, 0), cropped(right, 1)]
+    painted = []
+    labels = paint_masks(parts, whole.shape, painted=painted)
+    # far away candidates of every size are looked at and rejected too
+    far = np.zeros((40, 60), bool)
+    far[0:3, 0:3] = True
+    out = merge_across_tiles(labels, painted, [cropped(far, 1), cropped(keep, 1)])
+    assert out.max() == (1 if whole_iou >= MIN_UNION_IOU else 2)

@@ -31,10 +31,11 @@ def touching_pairs(labels: np.ndarray) -> dict[tuple[int, int], int]:
     return pairs
 
 
-def _iou(labels, ids, candidate, y0, x0, y1, x1) -> float:
-    """IoU of ``candidate`` (a CroppedMask) with the pixels of ``ids`` in box y0:y1, x0:x1."""
-    union = np.isin(labels[y0:y1, x0:x1], ids)
+def _iou(union, n_union, candidate, y0, x0) -> float:
+    """IoU of ``candidate`` (a CroppedMask) with ``union`` (``n_union`` pixels), a mask of the
+    box whose top left corner is ``(y0, x0)``."""
     h, w = candidate.mask.shape
+    y1, x1 = y0 + union.shape[0], x0 + union.shape[1]
     cy0, cx0 = max(candidate.y0, y0), max(candidate.x0, x0)
     cy1, cx1 = min(candidate.y0 + h, y1), min(candidate.x0 + w, x1)
     inter = 0
@@ -42,8 +43,23 @@ def _iou(labels, ids, candidate, y0, x0, y1, x1) -> float:
         part = candidate.mask[cy0 - candidate.y0 : cy1 - candidate.y0,
                               cx0 - candidate.x0 : cx1 - candidate.x0]  # fmt: skip
         inter = int((part & union[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]).sum())
-    total = int(union.sum()) + candidate.area - inter
+    total = n_union + candidate.area - inter
     return inter / total if total else 0.0
+
+
+def _covered(union, n_union, candidates, y0, x0, min_iou) -> bool:
+    """Whether one of ``candidates`` has an IoU of at least ``min_iou`` with ``union``.
+
+    A candidate whose area is too far from the union's cannot (the IoU is at most the smaller
+    area over the larger) and is not measured.
+    """
+    for c in candidates:
+        small, large = min(c.area, n_union), max(c.area, n_union)
+        if not large or small / large < min_iou:
+            continue
+        if _iou(union, n_union, c, y0, x0) >= min_iou:
+            return True
+    return False
 
 
 def merge_across_tiles(labels: np.ndarray, painted: list, pool: list,
@@ -86,7 +102,11 @@ def merge_across_tiles(labels: np.ndarray, painted: list, pool: list,
         x1 = max(ma.x0 + ma.mask.shape[1], mb.x0 + mb.mask.shape[1])
         near = np.nonzero((boxes[:, 0] < x1) & (boxes[:, 2] >= x0)
                           & (boxes[:, 1] < y1) & (boxes[:, 3] >= y0))[0]  # fmt: skip
-        if any(_iou(labels, [a, b], pool[i], y0, x0, y1, x1) >= min_iou for i in near):
+        if not len(near):
+            continue
+        box = labels[y0:y1, x0:x1]
+        union = (box == a) | (box == b)
+        if _covered(union, int(union.sum()), [pool[i] for i in near], y0, x0, min_iou):
             parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(len(parent))])
     if (roots == np.arange(len(parent))).all():
