@@ -17,8 +17,8 @@ copied into this project). On the middle slices (``--slices``, default 25 to 45 
 These are the figures [tiny-v2] asks of real data (a click per nucleus median IoU, a box,
 ``auto`` F1), here on the one real labelled image the project can use.
 
-``python bench/bench_real_nuclei.py`` (``--model``, ``--data DIR`` where the two TIFFs lie,
-``--decoder FILE`` for ``auto``, ``--json FILE``).
+``python bench/bench_real_nuclei.py`` (``--model``, ``--weights FILE`` for other weights of it,
+``--data DIR`` where the two TIFFs lie, ``--decoder FILE`` for ``auto``, ``--json FILE``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def main(argv=None):
     parser.add_argument("--model", default="sam_tiny_nuclei")
     parser.add_argument("--data", default=None, help="folder with nuclei.tif, nuclei_label.tif")
     parser.add_argument("--slices", default="25:50:5", help="start:stop:step")
+    parser.add_argument("--weights", default=None, help="other weights of --model (a .npz or "
+                        ".pth file, e.g. a retrained candidate)")
     parser.add_argument("--decoder", default=None, help="another instance decoder for auto")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -86,16 +88,20 @@ def main(argv=None):
     from napari_sam.train.evaluation import instance_f1
     from napari_sam.weights.registry import model_entry
 
-    model = create_model(args.model, pretrained=True)
+    model = create_model(args.model, pretrained=args.weights or True,
+                         **({"decoder": args.decoder} if args.decoder else {}))
     view = StackView(image, "ZYX")
     diameter = estimate_diameter(view, index=slices[len(slices) // 2])
     sides = {"native resolution": None, f"diameter {diameter:.0f} px (auto)": diameter}
-    result = {"cpu": cpu_kind(), "model": args.model, "decoder": args.decoder,
+    result = {"cpu": cpu_kind(), "model": args.model, "weights": args.weights,
+              "decoder": args.decoder,
               "slices": list(slices), "sides": {}}  # fmt: skip
     truths = {z: relabel_sequential(labels[z])[0] for z in slices}
     classical = [instance_f1(_classical(image[z], diameter), truths[z]).f1 for z in slices]
     result["classical_f1"] = float(np.mean(classical))
     extra = {"decoder": args.decoder} if args.decoder else {}
+    if args.weights:
+        extra["weights"] = args.weights
     for name, d in sides.items():
         tiling = None if d is None else plan_tiling(
             view.slice_shape, model.cfg.input_size, diameter=d,

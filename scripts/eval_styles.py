@@ -6,7 +6,7 @@ default; training draws seeds >= 1,000,000), and the mean instance F1 at IoU 0.5
 segmentation with the model's decoder and registered watershed settings on the same images,
 each normalised as the stack default does.
 
-    python scripts/eval_styles.py [--seeds 0:20] [--decoder FILE]
+    python scripts/eval_styles.py [--seeds 0:20] [--weights FILE] [--decoder FILE]
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ def auto_f1(model, seeds, params) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0:20", help="held-out seeds START:STOP")
+    parser.add_argument("--weights", default=None, help="model file (default: the shipped)")
     parser.add_argument("--decoder", default=None, help="decoder file (default: the shipped)")
     args = parser.parse_args(argv)
     start, stop = (int(v) for v in args.seeds.split(":"))
     seeds = range(start, stop)
-    model = create_model("sam_tiny_nuclei", pretrained=True, decoder=args.decoder)
+    model = create_model("sam_tiny_nuclei", pretrained=args.weights or True,
+                         decoder=args.decoder)
     predictor = SAMPredictor(model)
     print("| style | nuclei | click IoU | box IoU | auto F1 (decoder) |\n|---|---|---|---|---|")
     for name in STYLES:

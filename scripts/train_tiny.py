@@ -110,6 +110,10 @@ def main(argv=None):
     parser.add_argument("--box-jitter", type=float, default=0.1)
     parser.add_argument("--mask-prompt-probability", type=float, default=1.0)
     parser.add_argument(
+        "--styles", default="default", help="comma-separated styles of "
+        "napari_sam.train.styles, one drawn per image, or 'all' (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--export-only", action="store_true",
         help="write --out from the latest checkpoint in --workdir without training",
     )  # fmt: skip
@@ -129,7 +133,13 @@ def main(argv=None):
     )  # fmt: skip
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(model, make_sampler(cfg.input_size[0]), config, workdir=workdir)
+    from napari_sam.train.styles import STYLES, style_params
+
+    styles = list(STYLES) if args.styles == "all" else args.styles.split(",")
+    for name in styles:
+        style_params(name)  # ValueError naming the styles
+    trainer = Trainer(model, make_sampler(cfg.input_size[0], styles=styles), config,
+                      workdir=workdir)  # fmt: skip
     t0 = time.time()
     if not args.export_only:
         trainer.fit()

@@ -46,11 +46,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--styles", default="default", help="comma-separated styles of "
                         "napari_sam.train.styles, one drawn per image, or 'all'")
+    parser.add_argument("--weights", default=None, help="the model whose embeddings the "
+                        "decoder reads (default: the shipped weights)")
     parser.add_argument("--workdir", default="runs/tiny_decoder")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    model = create_model("sam_tiny_nuclei", pretrained=True, decoder=False)
+    model = create_model("sam_tiny_nuclei", pretrained=args.weights or True, decoder=False)
     model.image_encoder.trainable = False
     decoder = InstanceDecoder(DecoderConfig(embed_dim=model.cfg.embed_dim,
                                             initial_features=args.features, depth=3))  # fmt: skip

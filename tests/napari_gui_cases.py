@@ -213,11 +213,11 @@ def test_screenshot_of_the_widget_at_work(viewer, sam_widget, tiny_random_model,
         return c.isVisible() and not c.visibleRegion().isEmpty()
 
     assert all(shown(c) for c in common)
-    assert list(w.sections) == ["Prompts", "Channels", "Model file and cache", "Propagation",
-                                "Automatic segmentation"]  # fmt: skip
+    assert list(w.sections) == ["Prompts", "Channels", "Object size", "Model file and cache",
+                                "Propagation", "Automatic segmentation"]  # fmt: skip
     assert not any(box.isExpanded() for box, _ in w.sections.values())
     advanced = [w.channel_axis, w.cache, w.checkpoint, w.stop_iou, w.buttons["Propagate"],
-                w.buttons["Segment everything"], w.points_box]  # fmt: skip
+                w.buttons["Segment everything"], w.points_box, w.diameter]  # fmt: skip
     assert not any(shown(c) for c in advanced)
     assert (w.z_from.value(), w.z_to.value(), w.z_to.maximum()) == (0, 11, 11)  # 12 slices
     w.z_to.setValue(7)
@@ -457,6 +457,38 @@ def test_tiled_and_multiscale_images_preview_and_commit(viewer, sam_widget, qtbo
     assert iou(shown, mask) >= 0.7 and pyramid.multiscale
     assert sam_widget.commit() == [1] and iou(out.data == 1, mask) >= 0.7
     assert preview.data.shape == (1, 1)  # the preview is cleared
+
+
+def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget, qtbot):
+    """[tiny-v2]: nuclei twice the size sam_tiny_nuclei was trained at; "Estimate" fills the
+    object diameter from the displayed slice, the session tiles the slice so that they reach
+    the model at its size, and a click gives the nucleus at full resolution. A model with no
+    preferred size has the control disabled."""
+    from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
+
+    if not TINY_NUCLEI_WEIGHTS.is_file():
+        pytest.skip("needs the shipped sam_tiny_nuclei weights")
+    assert sam_widget.model_box.currentText() == "sam_tiny_nuclei"
+    assert sam_widget.diameter.isEnabled() and sam_widget.diameter.text() == "native"
+    image, truth = make_nuclei_2d((256, 256), seed=3, radius_range=(24.0, 32.0))
+    viewer.add_image(image, name="large nuclei")
+    sam_widget.image_box.setCurrentText("large nuclei")
+    sam_widget.estimate.click()
+    d = sam_widget.diameter.value()
+    assert 40 < d < 70, d
+    points, _, preview, out = sam_widget.setup_layers()
+    nf.idle(qtbot, sam_widget, 300_000)
+    side = round(256 * d / 28.0)
+    assert sam_widget.session.tiled and sam_widget.session.tiling.tile == (side, side)
+    ids, counts = np.unique(truth[truth > 0], return_counts=True)
+    mask = truth == ids[np.argmax(counts)]
+    x, y = object_centre(mask)
+    points.add([y, x])
+    nf.idle(qtbot, sam_widget, 300_000)
+    assert sam_widget.commit() == [1] and iou(out.data == 1, mask) >= 0.8
+    sam_widget.follow_model("sam_vit_b")
+    assert not sam_widget.diameter.isEnabled() and not sam_widget.estimate.isEnabled()
+    sam_widget.follow_model("sam_tiny_nuclei")
 
 
 def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_widget, qtbot):

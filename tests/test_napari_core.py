@@ -317,3 +317,49 @@ def test_one_click_one_object_splits_positive_points_outside_boxes():
     for obj in apart[1:]:
         assert obj.labels.tolist() == [1.0, 0.0] or obj.labels.tolist() == [0.0, 1.0]
     assert {tuple(o.points[o.labels == 1][0]) for o in apart[1:]} == {(10.0, 10.0), (30.0, 30.0)}
+
+
+def test_object_diameter_brings_large_nuclei_to_the_models_size():
+    """[tiny-v2]: with an object diameter the session tiles the slice so that objects reach
+    the model at its preferred size (a new session when the diameter changes); a click on a
+    nucleus twice the trained size then gives its mask at full resolution."""
+    from napari_sam._napari._tf import ensure_tensorflow
+
+    ensure_tensorflow()
+    from napari_sam._napari._jobs import model_diameter
+    from napari_sam._napari._session import Geometry, ObjectPrompt
+    from napari_sam._napari._tiles import plan_for
+    from napari_sam._napari.annotator import Annotator, SessionSpec
+    from napari_sam.masks import iou, object_centre
+    from napari_sam.stacks.channels import ChannelSpec
+    from napari_sam.stacks.diameter import estimate_diameter
+    from napari_sam.stacks.view import StackView
+    from napari_sam.train.synthetic import make_nuclei_2d
+    from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
+
+    if not TINY_NUCLEI_WEIGHTS.is_file():
+        pytest.skip("needs the shipped sam_tiny_nuclei weights")
+    assert model_diameter("sam_tiny_nuclei") == 28.0 and model_diameter("sam_vit_b") is None
+    with pytest.raises(ValueError, match="^object diameter: this model records no preferred"):
+        plan_for((256, 256), (1024, 1024), 40.0, None)
+    image, truth = make_nuclei_2d((256, 256), seed=3, radius_range=(24.0, 32.0))
+    d = estimate_diameter(StackView(image, "YX"))
+    assert 40 < d < 70, d
+    geo, channels = Geometry(image.shape), ChannelSpec("single", (0,)).resolve(1)
+    annot = Annotator()
+    native = annot.open_session(SessionSpec(image, geo, channels, model_name="sam_tiny_nuclei"))
+    assert native.tiling is None  # 256 x 256: the model's input size
+    spec = SessionSpec(image, geo, channels, model_name="sam_tiny_nuclei", diameter=d)
+    session = annot.open_session(spec)
+    assert session is not native and annot.session_for(spec) is session
+    side = round(256 * d / 28.0)
+    assert session.tiled and session.tiling.tile == (side, side)
+    ids, counts = np.unique(truth[truth > 0], return_counts=True)
+    mask = truth == ids[np.argmax(counts)]
+    x, y = object_centre(mask)
+    prompt = ObjectPrompt(np.array([[x, y]], np.float32), np.array([1], np.int32))
+    (pred,) = annot.predict(session, (), [prompt])
+    plane = np.zeros(image.shape, bool)
+    y0, y1, x0, x1 = pred.window or (0, 256, 0, 256)
+    plane[y0:y1, x0:x1] = pred.mask
+    assert iou(plane, mask) >= 0.8

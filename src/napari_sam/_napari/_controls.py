@@ -1,17 +1,15 @@
-"""Qt pieces of the widget: its controls panel, layer combo boxes and key bindings."""
+"""The widget's controls panel: its Qt controls and their reading into plain values."""
 
 from __future__ import annotations
 
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
-from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -23,123 +21,11 @@ from superqt import QCollapsible
 
 from ..weights.choice import default_model
 from . import _layers as L
+from ._jobs import model_diameter
+from ._qt_parts import LayerBox, channels_first, pair, prompt_status, row
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
 from .annotator import SessionSpec, Settings
-
-
-def _row(widgets) -> QHBoxLayout:
-    row = QHBoxLayout()
-    for w in widgets:
-        row.addWidget(w)
-    return row
-
-
-def _pair(a, b) -> QWidget:
-    w = QWidget()
-    row = _row((a, b))
-    row.setContentsMargins(0, 0, 0, 0)
-    w.setLayout(row)
-    return w
-
-
-class LayerBox(QComboBox):
-    """A combo box of the viewer's layers of one type.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-        The viewer whose layers are listed.
-    kind : type
-        The layer class listed.
-    exclude : tuple of str
-        Layer names left out.
-    optional : bool
-        The first entry is empty (no layer), and is the choice until the user makes one: an
-        existing layer is never picked by default (the output labels: never the sample's
-        ground truth, or any layer the user did not choose).
-    """
-
-    def __init__(self, viewer, kind, exclude=(), optional: bool = False):
-        super().__init__()
-        self.viewer, self.kind, self.exclude, self.optional = viewer, kind, exclude, optional
-
-    def refresh(self):
-        """List the viewer's layers again, keeping the choice if it is still there."""
-        current = self.currentText()
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, self.kind)]
-        names = [n for n in names if n not in self.exclude]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems([""] * self.optional + names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
-
-    def layer(self):
-        """The chosen layer, or None."""
-        name = self.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-
-def prompt_status(objects) -> str:
-    """The status line for the prompts of a slice: several positive clicks in one object
-    are one object (SAM's rule), said with the way to count objects instead."""
-    clicks = max((int(np.sum(o.labels)) for o in objects if o.box is None and o.labels is not None),
-                 default=0)  # fmt: skip
-    if clicks > 1:
-        return (f"Segment Anything: {clicks} positive clicks describe ONE object (SAM's rule); "
-                "commit each object (Shift-C) or tick 'one click = one object'")
-    return f"Segment Anything: {len(objects)} object(s) prompted; Shift-C commits"
-
-
-def channels_first(image) -> bool:
-    """Guess whether the first axis of an image layer holds channels.
-
-    Yes if its axis label says so (``c``, ``ch``, ``channel``); otherwise for a 4-D or
-    larger, non-RGB image whose first axis has at most 4 entries.
-    """
-    if image.rgb:
-        return False
-    labels = [str(a).lower() for a in getattr(image, "axis_labels", ())]
-    if labels and labels[0] in ("c", "ch", "channel", "channels"):
-        return True
-    if any(a in ("c", "ch", "channel", "channels") for a in labels):
-        return False  # labelled, and not first: the user must transpose
-    return image.ndim >= 4 and image.data.shape[0] <= 4
-
-
-class KeyBindings:
-    """Key bindings a widget adds to the viewer and to layers, undone by :meth:`unbind`.
-
-    Each binding overwrites the owner's current one for that key; :meth:`unbind` puts the
-    previous binding back (or removes the key) wherever the widget's binding is still there.
-    """
-
-    def __init__(self):
-        self._bound = []  # (owner, key binding, func, previous func or None)
-
-    def bind(self, owner, key: str, func) -> None:
-        """Bind ``key`` of ``owner`` (a viewer or layer) to ``func``, once per owner and key."""
-        kb = coerce_keybinding(key)
-        if any(o is owner and k == kb for o, k, _, _ in self._bound):
-            return
-        previous = owner.bind_key(kb, func, overwrite=True)
-        self._bound.append((owner, kb, func, previous))
-
-    def bound(self) -> list:
-        """``(owner, key binding)`` of every binding made."""
-        return [(o, k) for o, k, _, _ in self._bound]
-
-    def unbind(self, *_) -> None:
-        """Remove the bindings (restoring the previous ones); safe to call more than once."""
-        bound, self._bound = self._bound, []
-        for owner, kb, func, previous in reversed(bound):
-            try:
-                if owner.keymap.get(kb) is func:
-                    owner.bind_key(kb, previous, overwrite=True)
-            except RuntimeError:  # a layer whose Qt side is gone
-                continue
 
 
 class ControlsPanel(QWidget):
@@ -183,6 +69,14 @@ class ControlsPanel(QWidget):
             "Each positive point is an object of its own (count many nuclei quickly). Off: "
             "the points of a slice describe one object together, as SAM means them"
         )
+        self.diameter = QDoubleSpinBox(minimum=0.0, maximum=16384.0, decimals=1, value=0.0,
+                                       suffix=" px")  # fmt: skip
+        self.diameter.setSpecialValueText("native")  # 0: native resolution
+        self.estimate = QPushButton("Estimate")
+        self.estimate.setToolTip("Measure the typical object diameter on the displayed slice "
+                                 "(Otsu threshold of the first channel: a starting point)")
+        self.estimate.clicked.connect(self.estimate_diameter)
+        self.model_box.currentTextChanged.connect(self.follow_model)
         self.iou_label = QLabel("predicted IoU: -")
         self.state_label = QLabel(f"model {choice.name}: not loaded yet", wordWrap=True)
         self.hint = QLabel(wordWrap=True)
@@ -205,9 +99,10 @@ class ControlsPanel(QWidget):
                          ("", self.overwrite)]),
             ("Channels", [("channel axis", self.channel_axis), ("channels", self.channel_mode),
                           ("channel indices", self.channel_idx)]),
+            ("Object size", [("diameter", pair(self.diameter, self.estimate))]),
             ("Model file and cache", [("checkpoint", self.checkpoint), ("cache", self.cache)]),
             ("Propagation", [("slice axis", self.prop_axis), ("stop below IoU", self.stop_iou),
-                             ("slice range", _pair(self.z_from, self.z_to))]),
+                             ("slice range", pair(self.z_from, self.z_to))]),
             ("Automatic segmentation", []),
         ):  # fmt: skip
             box, form = QCollapsible(title), QFormLayout()
@@ -218,6 +113,7 @@ class ControlsPanel(QWidget):
             box.addWidget(inner)
             self.sections[title] = (box, form)
         self._layout = layout
+        self.follow_model(self.model_box.currentText())
 
     def add_buttons(self, buttons) -> None:
         """Add the ``(text, slot, tip, section)`` buttons, two a row: section ``""`` under the
@@ -232,11 +128,11 @@ class ControlsPanel(QWidget):
             rows.setdefault(section, []).append(b)
         common = rows.pop("", [])
         for i in range(0, len(common), 2):
-            self._layout.addLayout(_row(common[i : i + 2]))
+            self._layout.addLayout(row(common[i : i + 2]))
         for title, (box, form) in self.sections.items():
             found = rows.pop(title, [])
             for i in range(0, len(found), 2):
-                form.insertRow(i // 2, _row(found[i : i + 2]))
+                form.insertRow(i // 2, row(found[i : i + 2]))
             self._layout.addWidget(box)
         if rows:
             raise ValueError(f"buttons for unknown sections: {sorted(rows)}")
@@ -261,6 +157,45 @@ class ControlsPanel(QWidget):
             w.setMaximum(n - 1)
         self.z_from.setValue(0)
         self.z_to.setValue(n - 1)
+
+    def follow_model(self, name: str) -> None:
+        """The object diameter is offered for models that record a preferred object size."""
+        size = model_diameter(name) if name else None
+        for w in (self.diameter, self.estimate):
+            w.setEnabled(size is not None)
+        self.diameter.setToolTip(
+            f"Typical object diameter in image pixels: slices are tiled so that objects reach "
+            f"the model at {size:g} px, the size it works best at; masks come back at full "
+            f"resolution. 'native' (0): no rescaling" if size is not None else
+            f"{name} records no preferred object size: it sees images at native resolution"
+        )  # fmt: skip
+
+    def object_size(self) -> tuple[float | None, float | None]:
+        """``(diameter, model_diameter)``: the object diameter set (None: native resolution,
+        or a model that takes none) and the model's preferred size (None: it records none)."""
+        s = self.settings()
+        size = model_diameter(s.model_name)
+        return (s.diameter if size is not None else None), size
+
+    def estimate_diameter(self) -> float | None:
+        """Set the object diameter to an estimate from the displayed slice (None: no objects
+        found, the diameter is left as it was)."""
+        from ..stacks.diameter import estimate_diameter
+        from ..stacks.view import StackView
+
+        try:
+            image, geo = self.geometry()
+        except ValueError as err:
+            show_warning(f"Segment Anything: {err}")
+            return None
+        data = image.data[0] if getattr(image, "multiscale", False) else image.data
+        d = estimate_diameter(StackView(data, geo.axes), index=self.current_index(geo))
+        if d is None:
+            show_warning("Segment Anything: no objects found to measure on this slice")
+            return None
+        self.diameter.setValue(d)
+        show_info(f"Segment Anything: typical object diameter about {d:.0f} px")
+        return d
 
     def step(self, _=None) -> None:
         """One more step on the running job's progress bar."""
@@ -329,7 +264,7 @@ class ControlsPanel(QWidget):
             self.model_box.currentText(), self.checkpoint.text().strip(),
             self.cache.text().strip(), self.multimask.isChecked(), self.overwrite.isChecked(),
             self.stop_iou.value(), (self.z_from.value(), self.z_to.value()),
-            self.prop_axis.value(),
+            self.prop_axis.value(), self.diameter.value() or None,
         )  # fmt: skip
 
     def geometry(self):
@@ -365,7 +300,8 @@ class ControlsPanel(QWidget):
         channels = self.channels(geo).resolve(geo.n_channels)
         store = str(Path(s.cache) / image.name) if s.cache else None
         data = image.data[0] if getattr(image, "multiscale", False) else image.data  # level 0
-        return SessionSpec(data, geo, channels, store, s.model_name, s.checkpoint)
+        return SessionSpec(data, geo, channels, store, s.model_name, s.checkpoint,
+                           self.object_size()[0])  # fmt: skip
 
     def current_index(self, geo=None):
         """Index of the displayed slice over the slice axes of the image."""

@@ -21,8 +21,9 @@ from ._session import Geometry, ObjectPrompt, Session
 from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
-           "build_session", "embed_one", "embed_slices", "made_by", "preview_job", "record_entry",
-           "refine_prompt", "with_session", "write_objects"]  # fmt: skip
+           "build_session", "embed_one", "embed_slices", "made_by", "model_diameter",
+           "preview_job", "record_entry", "refine_prompt", "with_session",
+           "write_objects"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Settings:
         Inclusive range of slices propagation may reach.
     prop_axis : int
         Slice axis propagation follows (clipped to the image's slice axes).
+    diameter : float, optional
+        The typical object diameter in image pixels (None: native resolution).
     """
 
     model_name: str = WIDGET_MODEL
@@ -57,6 +60,7 @@ class Settings:
     stop_iou: float = 0.5
     limits: tuple[int, int] = (0, 99999)
     prop_axis: int = 0
+    diameter: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class SessionSpec:
         Embedding cache directory; ``None`` keeps embeddings in memory.
     model_name, checkpoint : str
         The model to create when the annotator has none for these settings.
+    diameter : float, optional
+        The typical object diameter in image pixels (None: native resolution; see
+        :class:`Session`).
     """
 
     data: Any = field(compare=False, repr=False)
@@ -83,6 +90,7 @@ class SessionSpec:
     store: str | None = None
     model_name: str = WIDGET_MODEL
     checkpoint: str = ""
+    diameter: float | None = None
 
     @property
     def in_channels(self) -> int:
@@ -98,6 +106,14 @@ class Built:
     model_key: Any
     session: Session
     key: tuple
+
+
+def model_diameter(model_name: str) -> float | None:
+    """The preferred object size of a registered model, in its input pixels (None: the model
+    records none, and takes no object diameter)."""
+    from ..weights.registry import model_entry
+
+    return model_entry(model_name).object_diameter
 
 
 def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Built:
@@ -132,7 +148,8 @@ def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Bu
     # A full garbage collection of the objects TensorFlow, Keras and napari made (0.2-0.4 s)
     # holds the GIL, stalling the Qt thread: move them out of the collector's reach.
     gc.freeze()
-    session = Session(model, spec.data, spec.geometry, spec.channels, spec.store)
+    session = Session(model, spec.data, spec.geometry, spec.channels, spec.store,
+                      spec.diameter, model_diameter(spec.model_name))  # fmt: skip
     session.warm_up()  # a tiled image: the first click then costs one tile only
     gc.freeze()
     return Built(model, model_key, session, key)

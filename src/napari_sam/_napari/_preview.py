@@ -42,7 +42,7 @@ class PreviewActions:
 
     def planned_tiling(self, geo):
         """The tiling a session on an image of geometry ``geo`` will use (None: untiled)."""
-        return plan_for(geo.label_shape[-2:], self.model_cfg().input_size)
+        return plan_for(geo.label_shape[-2:], self.model_cfg().input_size, *self.object_size())
 
     def tiles_layer(self, image=None, geo=None):
         """The ready-tiles overlay of the chosen image (added if needed); None if untiled."""

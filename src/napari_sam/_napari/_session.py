@@ -225,15 +225,22 @@ class Session:
         Channel mapping; default :meth:`ChannelSpec.default_for`.
     store : str or os.PathLike, optional
         Embedding cache directory; ``None`` keeps embeddings in memory.
+    diameter : float, optional
+        The typical object diameter in image pixels: slices are then tiled so that objects
+        reach the model at ``model_diameter``, its preferred size (None: native resolution).
+    model_diameter : float, optional
+        The model's preferred object size (:attr:`ModelEntry.object_diameter
+        <napari_sam.weights.registry.ModelEntry.object_diameter>`); needed with ``diameter``.
     """
 
-    def __init__(self, model, data, geometry: Geometry, channels=None, store=None):
+    def __init__(self, model, data, geometry: Geometry, channels=None, store=None,
+                 diameter=None, model_diameter=None):  # fmt: skip
         from ..stacks.factory import make_predictor  # TensorFlow: imported on first use
 
         self.geometry = geometry
         channels = channels or ChannelSpec.default_for(geometry.n_channels)
         view = StackView(data, geometry.axes)
-        tiling = plan_for(view.slice_shape, model.cfg.input_size)
+        tiling = plan_for(view.slice_shape, model.cfg.input_size, diameter, model_diameter)
         self.sp = make_predictor(model, view, tiling, channels, store=store)
         self.slice_shape = self.sp.view.slice_shape
 

@@ -27,7 +27,7 @@ from ..segment.propagation import (
 )
 from ..stacks.tiling import Tiling, plan_tiling
 
-__all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window",
+__all__ = ["CONTROL_NAMES", "OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window",
            "in_helper_thread", "overlay_factor",
            "paint_tiles", "place", "placed_iou", "plan_for", "ready_plane", "render_windows",
            "shifted", "tile_states", "tiles_around", "union_window"]  # fmt: skip
@@ -36,9 +36,19 @@ __all__ = ["OVERLAY_SIDE", "crop_to_object", "embed_all_tiles", "full_window",
 OVERLAY_SIDE = 512
 
 
-def plan_for(slice_shape, input_size) -> Tiling | None:
-    """The plugin's tiling of ``(Y, X)`` slices for a model input (None: not tiled)."""
-    return plan_tiling(tuple(slice_shape), tuple(input_size))
+#: How the plugin's errors name the tiling arguments (the widget's controls).
+CONTROL_NAMES = {"diameter": "object diameter", "tile": "object diameter"}
+
+
+def plan_for(slice_shape, input_size, diameter=None, model_diameter=None) -> Tiling | None:
+    """The plugin's tiling of ``(Y, X)`` slices for a model input (None: not tiled).
+
+    With ``diameter`` (the typical object diameter in image pixels, None: native resolution)
+    the windows bring objects to the model's preferred size ``model_diameter``
+    (:func:`~napari_sam.stacks.tiling.plan_tiling`); ValueError naming the control if bad.
+    """
+    return plan_tiling(tuple(slice_shape), tuple(input_size), diameter=diameter,
+                       model_diameter=model_diameter, names=CONTROL_NAMES)  # fmt: skip
 
 
 def shifted(prompt, window):

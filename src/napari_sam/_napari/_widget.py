@@ -20,10 +20,11 @@ from qtpy.QtCore import QEvent, QTimer
 from ..segment.instances import min_object_area, write_instances
 from . import _layers as L
 from ._commands import register, unregister
-from ._controls import ControlsPanel, KeyBindings
+from ._controls import ControlsPanel
 from ._everything import segment_slices, segmenter_for, stack_indices
 from ._jobs import Built, with_session
 from ._preview import PreviewActions
+from ._qt_parts import KeyBindings
 from ._record import RecordActions, record_of
 from .annotator import Annotator
 

@@ -91,7 +91,8 @@ class Annotator:
             model_key = "given"
         else:
             model_key = (spec.model_name, spec.checkpoint, spec.channels)
-        return model_key, (id(spec.data), spec.geometry, spec.channels, spec.store, model_key)
+        return model_key, (id(spec.data), spec.geometry, spec.channels, spec.store, model_key,
+                           spec.diameter)  # fmt: skip
 
     def session_for(self, spec: SessionSpec) -> Session | None:
         """The current session if it was made for ``spec``, else ``None``."""
