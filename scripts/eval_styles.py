@@ -29,7 +29,7 @@ from napari_sam.train.evaluation import (  # noqa: E402
 )
 from napari_sam.train.styles import STYLES, style_params  # noqa: E402
 from napari_sam.train.synthetic import make_nuclei_2d  # noqa: E402
-from napari_sam.weights.registry import model_entry  # noqa: E402
+from napari_sam.weights.registry import TINY_NUCLEI_DECODER, model_entry  # noqa: E402
 
 
 def auto_f1(model, seeds, params) -> float:
@@ -55,7 +55,7 @@ def main(argv=None):
     start, stop = (int(v) for v in args.seeds.split(":"))
     seeds = range(start, stop)
     model = create_model("sam_tiny_nuclei", pretrained=args.weights or True,
-                         decoder=args.decoder)
+                         decoder=args.decoder or str(TINY_NUCLEI_DECODER))
     predictor = SAMPredictor(model)
     print("| style | nuclei | click IoU | box IoU | auto F1 (decoder) |\n|---|---|---|---|---|")
     for name in STYLES:
