@@ -34,13 +34,15 @@ def _normalise(image, ref=None):
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
 
 
-def make_sampler(size: int = 256, zoom=(0.7, 1.6), styles=None):
+def make_sampler(size: int = 256, zoom=(0.7, 1.6), styles=None, edge_level=None):
     """``sample(rng, step)`` giving a normalised (size, size, 3) image and its labels.
 
     Images are drawn at ``size / zoom`` pixels and resized to ``size``, so nuclei appear from
     ``zoom[0]`` to ``zoom[1]`` times the generator's default size (10 to 18 px radius, the
     scale the model is evaluated at). ``styles``: names of :mod:`napari_sam.train.styles`,
-    one drawn per image (default: the default style only).
+    one drawn per image (default: the default style only). ``edge_level``: a ``(low, high)``
+    range of :class:`~napari_sam.train.synthetic.NucleiParams` ``edge_level`` drawn per image
+    (default: the generator's).
     """
     from napari_sam.train.styles import style_params
 
@@ -55,6 +57,8 @@ def make_sampler(size: int = 256, zoom=(0.7, 1.6), styles=None):
     def _draw(rng):
         seed = TRAIN_SEED_OFFSET + int(rng.integers(1 << 30))
         params = style_params(styles[int(rng.integers(len(styles)))]) if len(styles) > 1 else {}
+        if edge_level is not None:
+            params["edge_level"] = float(rng.uniform(*edge_level))
         side = int(round(size / np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1])))))
         if rng.random() < 0.3:  # a slice of a 3-D stack: out-of-focus nuclei, stack-wide range
             stack, labels3 = make_nuclei_3d((8, side, side), seed=seed, **params)
@@ -114,6 +118,16 @@ def main(argv=None):
         "napari_sam.train.styles, one drawn per image, or 'all' (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--edge-level", default=None, metavar="LOW:HIGH", help="the labels' edge at this "
+        "fraction of a nucleus's intensity, drawn per image (NucleiParams.edge_level; 0.5: "
+        "half maximum, where people draw). Default: the generator's (0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--freeze-encoder", action="store_true",
+        help="train the prompt encoder and mask decoder only (the image encoder, and so the "
+        "embeddings its instance decoder reads, stay as they are)",
+    )  # fmt: skip
+    parser.add_argument(
         "--export-only", action="store_true",
         help="write --out from the latest checkpoint in --workdir without training",
     )  # fmt: skip
@@ -130,6 +144,7 @@ def main(argv=None):
         focal_weight=1.0, learning_rate=args.lr, warmup_steps=args.warmup, seed=args.seed,
         interior_point_probability=0.5, box_probability=args.box_probability,
         box_jitter=args.box_jitter, mask_prompt_probability=args.mask_prompt_probability,
+        freeze_image_encoder=args.freeze_encoder,
     )  # fmt: skip
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +153,9 @@ def main(argv=None):
     styles = list(STYLES) if args.styles == "all" else args.styles.split(",")
     for name in styles:
         style_params(name)  # ValueError naming the styles
-    trainer = Trainer(model, make_sampler(cfg.input_size[0], styles=styles), config,
-                      workdir=workdir)  # fmt: skip
+    edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
+    trainer = Trainer(model, make_sampler(cfg.input_size[0], styles=styles, edge_level=edge),
+                      config, workdir=workdir)  # fmt: skip
     t0 = time.time()
     if not args.export_only:
         trainer.fit()

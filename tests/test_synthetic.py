@@ -247,3 +247,31 @@ def test_styles_of_the_held_out_benchmark():
     assert images["elongated_crowded"][1].max() > 1.5 * images["default"][1].max()  # crowded
     with pytest.raises(ValueError, match="style: unknown 'x'; expected one of default"):
         style_params("x")
+
+
+def test_edge_level_puts_the_label_edge_higher_on_the_intensity_ramp():
+    """``edge_level=0.5``: labels end near half maximum (as people draw), with a faint glow
+    past them; by default they reach the foot of the ramp (the dim rim is inside)."""
+    from scipy import ndimage as ndi
+
+    from napari_sam.train.synthetic import make_nuclei_2d
+
+    def level_at_edge(image, labels):
+        image = image.astype(np.float32)
+        bg = np.median(image[labels == 0])
+        levels = []
+        for i in np.unique(labels[labels > 0]):
+            m = labels == i
+            inner = ndi.binary_erosion(m, iterations=3)
+            if inner.sum() < 10:
+                continue
+            edge = m & ~ndi.binary_erosion(m)
+            levels.append((np.median(image[edge]) - bg) / (np.median(image[inner]) - bg))
+        return float(np.median(levels))
+
+    default = level_at_edge(*make_nuclei_2d((192, 192), seed=4))
+    half = level_at_edge(*make_nuclei_2d((192, 192), seed=4, edge_level=0.5))
+    assert default < 0.45 and 0.5 < half < 0.7, (default, half)
+    a, la = make_nuclei_2d((96, 96), seed=5)
+    b, lb = make_nuclei_2d((96, 96), seed=5, edge_level=0.0)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)

@@ -49,6 +49,10 @@ class NucleiParams:
     min_visible_fraction, min_size : smallest visible part of a nucleus (after occlusion and
         border cropping) and smallest visible size in pixels (voxels in 3-D).
     irregularity : relative amplitude of smooth deviations of the outline from an ellipse.
+    edge_level : a nucleus's intensity at its label's edge (before blur), relative to its
+        interior: 0 (default) puts the edge at the foot of the intensity ramp (labels include
+        the dim rim); 0.5 at half maximum, where people draw (the ramp then extends past the
+        label as a faint glow).
     texture_strength, texture_sigma, n_spots : chromatin-like texture (relative amplitude,
         correlation length) and number of bright chromocenter-like spots.
     background, background_gradient : background level and its relative variation (ramp plus
@@ -74,6 +78,7 @@ class NucleiParams:
     min_visible_fraction: float = 0.6
     min_size: int = 25
     irregularity: float = 0.12
+    edge_level: float = 0.0
     texture_strength: float = 0.2
     texture_sigma: float = 1.5
     n_spots: tuple[int, int] = (0, 4)
@@ -245,7 +250,10 @@ def generate_nuclei(
             objs.append(dict(center=center, axes=axes, rot=rot, a_mat=a_mat, sl=sl, full=full))
             # Intensity: soft edge, thickness dome, chromatin texture and bright spots.
             rho = np.sqrt(q)
-            prof = np.clip((1 - rho) * axes.min() / 1.5, 0, 1)
+            if p.edge_level:  # the ramp crosses edge_level at the label's edge
+                prof = np.clip((1 - rho) * axes.min() / 1.5 + p.edge_level, 0, 1)
+            else:
+                prof = np.clip((1 - rho) * axes.min() / 1.5, 0, 1)
             prof *= 0.75 + 0.25 * np.sqrt(np.clip(1 - q, 0, 1))
             tex = 1 + p.texture_strength * _field(rng, q.shape, p.texture_sigma, spacing)
             for _s in range(rng.integers(p.n_spots[0], p.n_spots[1] + 1)):
