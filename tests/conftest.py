@@ -12,6 +12,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # imports TensorFlow first: on CPUs with AVX-512 VNNI/BF16 TensorFlow would turn oneDNN on, whose
 # reference kernel takes many minutes for micro-sam's decoder convolutions
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Under xdist every worker (and the CLI processes it starts) gets its share of the cores for
+# TensorFlow's and torch's thread pools: with each pool as wide as the machine, two workers
+# on two cores ran a quarter slower (spinning threads fighting over the cores).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)
 # The apps' encoder dtype is "auto" (bfloat16 where the CPU has it natively and it is faster);
 # the suite compares against float32 references, so it pins float32 on every CPU kind
 # (tests of "auto" itself unset this).
