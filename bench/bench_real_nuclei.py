@@ -88,8 +88,7 @@ def main(argv=None):
     from napari_sam.train.evaluation import instance_f1
     from napari_sam.weights.registry import model_entry
 
-    model = create_model(args.model, pretrained=args.weights or True,
-                         **({"decoder": args.decoder} if args.decoder else {}))
+    model = create_model(args.model, pretrained=args.weights or True)
     view = StackView(image, "ZYX")
     diameter = estimate_diameter(view, index=slices[len(slices) // 2])
     sides = {"native resolution": None, f"diameter {diameter:.0f} px (auto)": diameter}

@@ -148,11 +148,9 @@ def main(argv=None):
     )  # fmt: skip
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    from napari_sam.train.styles import STYLES, style_params
+    from napari_sam.train.styles import style_names
 
-    styles = list(STYLES) if args.styles == "all" else args.styles.split(",")
-    for name in styles:
-        style_params(name)  # ValueError naming the styles
+    styles = style_names(args.styles)
     edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
     trainer = Trainer(model, make_sampler(cfg.input_size[0], styles=styles, edge_level=edge),
                       config, workdir=workdir)  # fmt: skip

@@ -26,7 +26,7 @@ from train_tiny import make_sampler  # noqa: E402
 from napari_sam._atomic import write_atomic  # noqa: E402
 from napari_sam.model.instance_decoder import DecoderConfig, InstanceDecoder  # noqa: E402
 from napari_sam.train.decoder_training import DecoderTrainConfig, DecoderTrainer  # noqa: E402
-from napari_sam.train.styles import STYLES  # noqa: E402
+from napari_sam.train.styles import style_names  # noqa: E402
 from napari_sam.weights import create_model  # noqa: E402
 from napari_sam.weights.decoder import export_decoder_state  # noqa: E402
 from napari_sam.weights.registry import TINY_NUCLEI_DECODER  # noqa: E402
@@ -58,7 +58,7 @@ def main(argv=None):
                                             initial_features=args.features, depth=3))  # fmt: skip
     config = DecoderTrainConfig(steps=args.steps, batch_size=args.batch_size,
                                 learning_rate=args.lr, seed=args.seed)  # fmt: skip
-    styles = list(STYLES) if args.styles == "all" else args.styles.split(",")
+    styles = style_names(args.styles)
     sampler = make_sampler(model.cfg.input_size[0], styles=styles)
     trainer = DecoderTrainer(model, decoder, sampler, config,
                              workdir=args.workdir, pool=args.pool)  # fmt: skip

@@ -28,6 +28,11 @@ from ._tf import ensure_tensorflow
 from .annotator import SessionSpec, Settings
 
 
+def level_0(image):
+    """The data of an image layer at full resolution (level 0 of a multiscale layer)."""
+    return image.data[0] if getattr(image, "multiscale", False) else image.data
+
+
 class ControlsPanel(QWidget):
     """The widget's Qt controls and their reading into plain values (no actions).
 
@@ -188,8 +193,7 @@ class ControlsPanel(QWidget):
         except ValueError as err:
             show_warning(f"Segment Anything: {err}")
             return None
-        data = image.data[0] if getattr(image, "multiscale", False) else image.data
-        d = estimate_diameter(StackView(data, geo.axes), index=self.current_index(geo))
+        d = estimate_diameter(StackView(level_0(image), geo.axes), index=self.current_index(geo))
         if d is None:
             show_warning("Segment Anything: no objects found to measure on this slice")
             return None
@@ -299,8 +303,7 @@ class ControlsPanel(QWidget):
         s = self.settings()
         channels = self.channels(geo).resolve(geo.n_channels)
         store = str(Path(s.cache) / image.name) if s.cache else None
-        data = image.data[0] if getattr(image, "multiscale", False) else image.data  # level 0
-        return SessionSpec(data, geo, channels, store, s.model_name, s.checkpoint,
+        return SessionSpec(level_0(image), geo, channels, store, s.model_name, s.checkpoint,
                            self.object_size()[0])  # fmt: skip
 
     def current_index(self, geo=None):

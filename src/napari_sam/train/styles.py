@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["STYLES", "style_params"]
+__all__ = ["STYLES", "style_names", "style_params"]
 
 STYLES = MappingProxyType({
     "default": MappingProxyType({}),
@@ -39,3 +39,12 @@ def style_params(name: str) -> dict:
     if name not in STYLES:
         raise ValueError(f"style: unknown {name!r}; expected one of {', '.join(STYLES)}")
     return dict(STYLES[name])
+
+
+def style_names(text: str) -> list[str]:
+    """The styles of a command-line value: comma-separated names, or ``all`` (ValueError
+    naming the styles for an unknown one)."""
+    names = list(STYLES) if text == "all" else text.split(",")
+    for name in names:
+        style_params(name)
+    return names

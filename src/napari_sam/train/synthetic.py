@@ -250,10 +250,8 @@ def generate_nuclei(
             objs.append(dict(center=center, axes=axes, rot=rot, a_mat=a_mat, sl=sl, full=full))
             # Intensity: soft edge, thickness dome, chromatin texture and bright spots.
             rho = np.sqrt(q)
-            if p.edge_level:  # the ramp crosses edge_level at the label's edge
-                prof = np.clip((1 - rho) * axes.min() / 1.5 + p.edge_level, 0, 1)
-            else:
-                prof = np.clip((1 - rho) * axes.min() / 1.5, 0, 1)
+            # the ramp crosses edge_level at the label's edge (0: the foot of the ramp)
+            prof = np.clip((1 - rho) * axes.min() / 1.5 + p.edge_level, 0, 1)
             prof *= 0.75 + 0.25 * np.sqrt(np.clip(1 - q, 0, 1))
             tex = 1 + p.texture_strength * _field(rng, q.shape, p.texture_sigma, spacing)
             for _s in range(rng.integers(p.n_spots[0], p.n_spots[1] + 1)):
