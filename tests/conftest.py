@@ -8,10 +8,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests never write converted weights or downloads into the user's real cache.
 os.environ["NAPARI_SAM_CACHE"] = tempfile.mkdtemp(prefix="napari-sam-test-cache-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# as importing napari_sam does (napari_sam._tensorflow.keep_onednn_off), before any test module
-# imports TensorFlow first: on CPUs with AVX-512 VNNI/BF16 TensorFlow would turn oneDNN on, whose
-# reference kernel takes many minutes for micro-sam's decoder convolutions
+# as importing napari_sam does (napari_sam._tensorflow.TENSORFLOW_DEFAULTS), before any test
+# module imports TensorFlow first: on CPUs with AVX-512 VNNI/BF16 TensorFlow would turn oneDNN on,
+# whose reference kernel takes many minutes for micro-sam's decoder convolutions; and the pooling
+# CPU allocator (without it every large tensor is page-faulted anew)
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 # Under xdist every worker (and the CLI processes it starts) gets its share of the cores for
 # TensorFlow's and torch's thread pools: with each pool as wide as the machine, two workers
 # on two cores ran a quarter slower (spinning threads fighting over the cores).

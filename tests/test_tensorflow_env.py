@@ -1,8 +1,14 @@
-"""TensorFlow's oneDNN rewrites stay off unless the user turns them on.
+"""TensorFlow's settings that importing napari_sam makes, unless the user made them.
 
-On CPUs with AVX-512 VNNI/BF16 or AMX TensorFlow turns them on by itself, and oneDNN's
-reference kernel then takes many minutes for micro-sam's decoder convolutions (docs/perf.md).
-TensorFlow reads the variable when it is imported, so importing napari_sam must set it first.
+- oneDNN's rewrites stay off: on CPUs with AVX-512 VNNI/BF16 or AMX TensorFlow turns them on
+  by itself, and oneDNN's reference kernel then takes many minutes for micro-sam's decoder
+  convolutions (docs/perf.md).
+- The CPU allocator is TensorFlow's pooling (BFC) one: the default one page-faults every
+  large tensor anew (docs/perf.md). Only the pooling allocator keeps statistics, which is how
+  the probe tells them apart.
+
+TensorFlow reads both variables when it is imported, so importing napari_sam must set them
+first.
 """
 
 import os
@@ -11,22 +17,33 @@ import sys
 
 import pytest
 
+_STATS = ("import tensorflow as tf\n"
+          "tf.ones((64, 64)) + 1\n"
+          "try:\n"
+          "    tf.config.experimental.get_memory_info('CPU:0')\n"
+          "    pooled = True\n"
+          "except ValueError:\n"
+          "    pooled = False\n")  # fmt: skip
+NAMES = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC")
 # TensorFlow is imported only where the answer needs it (seconds each)
 PROBES = {
-    None: ("import os, napari_sam.model\n"
-           "from tensorflow.python.util import _pywrap_util_port as port\n"
-           "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())\n", "0 False"),
-    "1": ("import os, sys, napari_sam\n"
-          "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], 'tensorflow' in sys.modules)\n", "1 False"),
+    "unset": ({}, "import os, napari_sam.model\n" + _STATS +
+              "from tensorflow.python.util import _pywrap_util_port as port\n"
+              "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled(), pooled)\n",
+              "0 False True"),
+    "set by the user": ({"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPU_ALLOCATOR_USE_BFC": "false"},
+                        "import os, sys, napari_sam\n"
+                        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'],"
+                        " os.environ['TF_CPU_ALLOCATOR_USE_BFC'], 'tensorflow' in sys.modules)\n",
+                        "1 false False"),
+    "TensorFlow imported first": ({}, _STATS + "import napari_sam\nprint(pooled)\n", "False"),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("given", PROBES)
-def test_onednn_is_off_unless_the_user_sets_it(given):
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if given is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = given
-    code, expected = PROBES[given]
+@pytest.mark.parametrize("case", PROBES)
+def test_tensorflow_settings_unless_the_user_made_them(case):
+    given, code, expected = PROBES[case]
+    env = {k: v for k, v in os.environ.items() if k not in NAMES} | given
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, check=True)  # fmt: skip
     assert out.stdout.split("\n")[-2] == expected

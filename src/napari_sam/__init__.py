@@ -27,10 +27,10 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 from . import _compat  # noqa: E402  (the module names of 0.1, for one release)
-from ._tensorflow import keep_onednn_off, lazy_exports  # noqa: E402
+from ._tensorflow import lazy_exports, set_tensorflow_defaults  # noqa: E402
 
 _compat.install()
-keep_onednn_off()
+set_tensorflow_defaults()
 
 
 def __dir__():

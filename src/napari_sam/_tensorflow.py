@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["import_tensorflow", "keep_onednn_off", "lazy_exports"]
+__all__ = ["TENSORFLOW_DEFAULTS", "import_tensorflow", "lazy_exports", "set_tensorflow_defaults"]
 
 _LOCK = threading.Lock()
 
@@ -50,16 +50,30 @@ def import_tensorflow(verbose: bool = False, deepbind: bool = False) -> None:
                 sys.setdlopenflags(old)
 
 
-def keep_onednn_off() -> None:
-    """Leave TensorFlow's oneDNN rewrites off unless the user set ``TF_ENABLE_ONEDNN_OPTS``.
+# Set before TensorFlow is imported (it reads them once), unless the user set them.
+TENSORFLOW_DEFAULTS = {
+    # oneDNN's rewrites: TensorFlow turns them on by itself on CPUs with AVX-512 VNNI/BF16 or
+    # AMX, and there oneDNN computes the 3 x 3 convolutions of micro-sam's instance decoders
+    # on a 512 x 512 map with its reference kernel: one call takes many minutes
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    # the CPU allocator: TensorFlow's default hands every large tensor back to the system and
+    # takes fresh pages for the next, so each one is page-faulted anew (a 64 MiB elementwise
+    # op: 22 ms, 4 ms with the pooling allocator; a sam_vit_t embedding 1.34 s -> 0.91 s,
+    # sam_vit_b 9.8 s -> 7.9 s); the pool keeps freed memory for the next tensors
+    "TF_CPU_ALLOCATOR_USE_BFC": "true",
+}
 
-    TensorFlow turns them on by itself on CPUs with AVX-512 VNNI/BF16 or AMX, and there
-    oneDNN computes the 3 x 3 convolutions of micro-sam's instance decoders on a 512 x 512
-    map with its reference kernel: one call takes many minutes (docs/perf.md). TensorFlow
-    reads the variable once, when it is imported, so this runs when ``napari_sam`` is.
+
+def set_tensorflow_defaults() -> None:
+    """Set :data:`TENSORFLOW_DEFAULTS` where the user did not (docs/perf.md).
+
+    TensorFlow reads these variables once, when it is imported (and creates its CPU
+    allocator), so this runs when ``napari_sam`` is imported; a script that imports
+    TensorFlow first decides for itself.
     """
     if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+        for name, value in TENSORFLOW_DEFAULTS.items():
+            os.environ.setdefault(name, value)
 
 
 def _import() -> None:
