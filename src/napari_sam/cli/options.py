@@ -33,7 +33,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "images": (("images",), dict(metavar="IMAGES", help="a TIFF file, .npy file or zarr array")),
     "labels": (("labels",), dict(metavar="LABELS", help="instance labels (TIFF or .npy)")),
     "out": (("--out",), dict(required=True, metavar="PATH", help="what to write")),
-    "model": (("--model",), dict(help="registered model, e.g. sam_vit_b, sam_tiny_nuclei")),
+    "model": (("--model",), dict(help="registered model, e.g. sam_vit_b, sam_tiny_nuclei; "
+                                      "sam_vit_t or vit_t_lm: under a second a slice on a CPU")),
     "weights": (("--weights",), dict(metavar="FILE", help="checkpoint (Meta's .pth or a "
                                      "converted .npz); default: the model's official weights, "
                                      "downloaded once")),
