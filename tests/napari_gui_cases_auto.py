@@ -156,8 +156,11 @@ def test_segment_everything_on_one_slice_shows_progress_and_cancels(
     real_to = type(sam_widget).progress_to
 
     def progress_to(self, done, total):
+        # the bar this call updates: napari's bar processes Qt events while it updates, so the
+        # job's end (which closes the bar) may have run by the time the call returns
+        bar = self._pbar
         real_to(self, done, total)
-        shown.append((done, total, None if self._pbar is None else self._pbar.n))
+        shown.append((done, total, None if bar is None else bar.n))
 
     monkeypatch.setattr(type(sam_widget), "progress_to", progress_to)
     sam_widget.buttons["Segment everything"].click()

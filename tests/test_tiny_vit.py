@@ -166,3 +166,23 @@ def test_a_wrong_file_for_sam_vit_t_is_refused_naming_it(mobile_sam, tmp_path):
     with pytest.raises(CheckpointError, match="not_mobile_sam.pt") as info:
         create_model("sam_vit_t", pretrained=bad)
     assert "attention_biases" in str(info.value) and "neck.0.weight" in str(info.value)
+
+
+def test_bfloat16_tiny_vit_is_close_to_float32(mobile_sam):
+    """The XLA-fused attention, MLP and 1 x 1 convolutions also run in bfloat16 (the apps'
+    ``dtype="auto"`` on CPUs with native bfloat16), close to float32."""
+    from napari_sam import SAMPredictor, create_model
+    from napari_sam.model.precision import bfloat16_runs
+
+    if not bfloat16_runs():
+        pytest.skip("this machine has no bfloat16 convolution kernel (see bfloat16_runs)")
+    _, path = mobile_sam
+    image = np.random.default_rng(2).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    got = {}
+    for dtype in ("float32", "bfloat16"):
+        pred = SAMPredictor(create_model("sam_vit_t", pretrained=path, dtype=dtype))
+        pred.set_image(image)
+        got[dtype] = pred.embedding.numpy()
+    assert got["bfloat16"].dtype == np.float32
+    rel = np.abs(got["bfloat16"] - got["float32"]).max() / np.abs(got["float32"]).max()
+    assert 0 < rel < 0.05, rel  # bfloat16 really ran (not identical), and is close
