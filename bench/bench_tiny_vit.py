@@ -71,7 +71,7 @@ def ours(repeats: int, n_prompts: int = 0) -> dict:
     return out
 
 
-def reference(repeats: int) -> list[float]:
+def reference(repeats: int) -> dict:
     """Meta's predictor around ultralytics' TinyViT (random weights)."""
     import importlib.metadata
 
@@ -91,7 +91,7 @@ def reference(repeats: int) -> list[float]:
     sam = _meta_sam_with(tiny.image_encoder, tiny.state_dict())
     pred = reference_predictor(sam)
     with torch.no_grad():
-        return _times(pred.set_image, repeats)
+        return {"embed_s": _times(pred.set_image, repeats)}
 
 
 def main(argv=None) -> int:
@@ -119,7 +119,6 @@ def main(argv=None) -> int:
                    NAPARI_SAM_DTYPE="float32")  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
         got = json.loads(done.stdout.strip().splitlines()[-1])
-        got = got if side == "ours" else {"embed_s": got}
         times = got.pop("embed_s")
         result[side] = {"median_s": statistics.median(times), "times_s": times, **got}
     result["ours_over_reference"] = result["ours"]["median_s"] / result["reference"]["median_s"]

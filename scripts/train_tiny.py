@@ -11,11 +11,11 @@ import os
 import pathlib
 import time
 
+import napari_sam  # noqa: F401  (TensorFlow's defaults, set before keras imports it)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's CPU kernels crashed (heap corruption) in this training graph on TF 2.21.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-# TensorFlow's pooling CPU allocator, as importing napari_sam sets (napari_sam._tensorflow)
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

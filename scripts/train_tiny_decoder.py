@@ -15,10 +15,9 @@ import pathlib
 import sys
 import time
 
+import napari_sam  # noqa: F401  (TensorFlow's defaults, set before keras imports it)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-# TensorFlow's pooling CPU allocator, as importing napari_sam sets (napari_sam._tensorflow)
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import keras  # noqa: E402

@@ -8,12 +8,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests never write converted weights or downloads into the user's real cache.
 os.environ["NAPARI_SAM_CACHE"] = tempfile.mkdtemp(prefix="napari-sam-test-cache-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# as importing napari_sam does (napari_sam._tensorflow.TENSORFLOW_DEFAULTS), before any test
-# module imports TensorFlow first: on CPUs with AVX-512 VNNI/BF16 TensorFlow would turn oneDNN on,
-# whose reference kernel takes many minutes for micro-sam's decoder convolutions; and the pooling
-# CPU allocator (without it every large tensor is page-faulted anew)
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 # Under xdist every worker (and the CLI processes it starts) gets its share of the cores for
 # TensorFlow's and torch's thread pools: with each pool as wide as the machine, two workers
 # on two cores ran a quarter slower (spinning threads fighting over the cores).
@@ -27,7 +21,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 os.environ["NAPARI_SAM_DTYPE"] = "float32"
 # ultralytics (the TinyViT reference) keeps its settings in a folder of its own, not the user's
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-sam-test-yolo-"))
-
+# TensorFlow's settings (napari_sam._tensorflow.TENSORFLOW_DEFAULTS: oneDNN off, the pooling CPU
+# allocator), made by importing napari_sam before any test module imports TensorFlow first
+import napari_sam  # noqa: E402,F401
 
 # The longest tests first (measured with --durations, 2026-12-06), so that the two xdist
 # workers start them at once and the short ones fill in around them, instead of one worker

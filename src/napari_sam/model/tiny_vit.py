@@ -102,6 +102,14 @@ def _pointwise(x, kernel, bias, x_bias=None, residual=None, gelu_in=False, gelu_
     return gelu(y) if gelu_out else y
 
 
+def _expand_depthwise(block, x):
+    """``block.conv1`` (1 x 1, GELU) then ``block.conv2``'s depth-wise convolution without its
+    bias; returns that, the bias (for the fused step after) and ``block.conv3`` folded."""
+    (k1, b1), (k2, b2) = block.conv1.folded(x.dtype), block.conv2.folded(x.dtype)
+    y = block.conv2.convolve(_pointwise(x, k1, b1, gelu_out=True), k2)
+    return y, b2, block.conv3.folded(x.dtype)
+
+
 @tf.function(jit_compile=True)
 def _bias_gelu(x, bias):
     return gelu(x + bias)
@@ -119,9 +127,7 @@ class MBConv(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        (k1, b1), (k2, b2), (k3, b3) = (c.folded(x.dtype) for c in (self.conv1, self.conv2,
-                                                                    self.conv3))  # fmt: skip
-        y = self.conv2.convolve(_pointwise(x, k1, b1, gelu_out=True), k2)
+        y, b2, (k3, b3) = _expand_depthwise(self, x)
         return _pointwise(y, k3, b3, x_bias=b2, residual=x, gelu_in=True, gelu_out=True)
 
 
@@ -138,9 +144,7 @@ class PatchMerging(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        (k1, b1), (k2, b2), (k3, b3) = (c.folded(x.dtype) for c in (self.conv1, self.conv2,
-                                                                    self.conv3))  # fmt: skip
-        y = self.conv2.convolve(_pointwise(x, k1, b1, gelu_out=True), k2)
+        y, b2, (k3, b3) = _expand_depthwise(self, x)
         return _pointwise(y, k3, b3, x_bias=b2, gelu_in=True)
 
 
