@@ -47,6 +47,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--styles", default="default", help="comma-separated styles of "
                         "napari_sam.train.styles, one drawn per image, or 'all'")
+    parser.add_argument("--edge-level", default=None, metavar="LOW:HIGH", help="the labels' "
+                        "edge at this fraction of a nucleus's intensity, drawn per image (as "
+                        "train_tiny.py's --edge-level)")
     parser.add_argument("--weights", default=None, help="the model whose embeddings the "
                         "decoder reads (default: the shipped weights)")
     parser.add_argument("--workdir", default="runs/tiny_decoder")
@@ -60,7 +63,8 @@ def main(argv=None):
     config = DecoderTrainConfig(steps=args.steps, batch_size=args.batch_size,
                                 learning_rate=args.lr, seed=args.seed)  # fmt: skip
     styles = style_names(args.styles)
-    sampler = make_sampler(model.cfg.input_size[0], styles=styles)
+    edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
+    sampler = make_sampler(model.cfg.input_size[0], styles=styles, edge_level=edge)
     trainer = DecoderTrainer(model, decoder, sampler, config,
                              workdir=args.workdir, pool=args.pool)  # fmt: skip
     t0 = time.time()

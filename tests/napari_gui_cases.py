@@ -22,14 +22,15 @@ __all__ = ["sam_widget", "tiny_random_model", "viewer", "xvfb_display"]  # fixtu
 Z = 5  # the slice prompted
 # A gap in a 10 ms timer longer than this means work ran on the event loop: one slice's
 # embedding (about 1.2 s on 2 cores), the model's loading or a graph's tracing each take
-# longer. Shorter gaps come from the GIL: the worker's tracing holds it in TensorFlow's op
-# creation (0.13 to 0.17 s alone on 2 AVX2 cores, 2026-12-06), more on a busy CI machine.
-# A full garbage collection over napari's and TensorFlow's objects held it for 0.6 s until
-# the plugin froze them (napari_sam._napari._tf): the warm-up case checks that they are, and
-# its gaps against WARM_UP_GAP_S ([first-use] asks for 0.2 s; 0.12 to 0.19 s measured here,
-# alone and at a load average of 4 on 2 cores: the bound leaves room for a slower CI machine).
+# longer. Shorter gaps come from the GIL (the worker's tracing holds it in TensorFlow's op
+# creation) and from napari's own drawing. A full garbage collection over napari's and
+# TensorFlow's objects held the loop for 0.6 s until the plugin froze them
+# (napari_sam._napari._tf), and napari's progress bar took 0.2 s to open (its activity
+# dialog): the warm-up shows the widget's own busy bar instead. The warm-up case checks
+# both, and its gaps against [first-use]'s 0.2 s (largest gaps 0.08 to 0.12 s measured on
+# 2 AVX2 cores with a training job running beside it, 2026-12-06).
 FROZEN_S = 1.0
-WARM_UP_GAP_S = 0.5
+WARM_UP_GAP_S = 0.2
 
 
 def test_widget_and_sample_from_manifest(viewer, sam_widget):
@@ -504,22 +505,31 @@ def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_
     clear_shared_graphs()  # as in a fresh napari: earlier cases traced this model's graphs
     viewer.open_sample("napari-sam-tf", "nuclei_stack")
     viewer.dims.set_current_step(1, Z)
+    sam_widget.image_box.setCurrentText("nuclei stack")
+    # napari lays out and draws the new layer first (0.1 to 0.2 s of its own work on the
+    # event loop, with or without this plugin); the warm-up, due 300 ms after the image was
+    # chosen, is measured from its start, after that
+    sam_widget._prepare_timer.stop()
+    qtbot.wait(1)
+    assert sam_widget.state.endswith("not loaded yet"), sam_widget.state
     stamps = []
     timer = QTimer(interval=10)
     timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
     timer.start()
     t0 = time.perf_counter()
-    sam_widget.image_box.setCurrentText("nuclei stack")
+    sam_widget._prepare_timer.start()  # as choosing the image did
     seen = set()
     wait_until = time.perf_counter() + 300
     while not sam_widget.state.startswith("ready") and time.perf_counter() < wait_until:
         seen.add(sam_widget.state)
+        seen.add(sam_widget.busy_bar.isVisible())
         qtbot.wait(20)
     timer.stop()
     assert sam_widget.state.startswith("ready"), sam_widget.state
-    assert {"loading the model...", "embedding the slice..."} <= seen, seen
+    assert {"loading the model...", "embedding the slice...", True} <= seen, seen
+    assert not sam_widget.busy_bar.isVisible()  # the busy bar went with the warm-up
     gaps = np.diff([t0, *[t for t in stamps if t >= t0]])
-    print(f"warm-up {stamps[-1] - t0:.1f} s, largest timer gap {gaps.max():.3f} s")
+    print(f"warm-up {stamps[-1] - t0:.1f} s, largest timer gaps {np.sort(gaps)[-3:]} s")
     assert gaps.max() < WARM_UP_GAP_S, f"event loop blocked for {gaps.max():.3f} s"
     # napari's, Qt's and TensorFlow's objects are out of the collector's sight (a full
     # collection walking them stalled the loop for 0.6 s)

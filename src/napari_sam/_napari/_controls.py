@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -85,6 +86,8 @@ class ControlsPanel(QWidget):
         self.iou_label = QLabel("predicted IoU: -")
         self.state_label = QLabel(f"model {choice.name}: not loaded yet", wordWrap=True)
         self.hint = QLabel(wordWrap=True)
+        # the warm-up's bar: napari's own (its activity dialog) takes the event loop 0.2 s to open
+        self.busy_bar = QProgressBar(minimum=0, maximum=0, textVisible=False, visible=False)
         self.stop_iou = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.5)
         self.z_from, self.z_to = QSpinBox(maximum=0), QSpinBox(maximum=0)
         self.prop_axis = QSpinBox(minimum=0, maximum=8)
@@ -94,7 +97,7 @@ class ControlsPanel(QWidget):
         common = QFormLayout()
         for label, w in (("model", self.model_box), ("image", self.image_box),
                          ("output labels", self.output_box), ("state", self.state_label),
-                         ("", self.hint), ("", self.iou_label)):  # fmt: skip
+                         ("", self.busy_bar), ("", self.hint), ("", self.iou_label)):  # fmt: skip
             common.addRow(label, w)
         layout.addLayout(common)
         self.sections = {}  # title: (QCollapsible, its form), in order
@@ -246,6 +249,13 @@ class ControlsPanel(QWidget):
             self.state_label.setText(text)
             if tip is not None:
                 self.state_label.setToolTip(tip)
+        except RuntimeError:  # the warm-up ending after its widget was closed and deleted
+            pass
+
+    def show_busy(self, on: bool) -> None:
+        """Show (``on``) or hide the state line's busy bar (the warm-up runs)."""
+        try:
+            self.busy_bar.setVisible(on)
         except RuntimeError:  # the warm-up ending after its widget was closed and deleted
             pass
 

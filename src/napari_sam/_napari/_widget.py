@@ -226,7 +226,8 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
         session of ``spec`` there first if needed; handlers run on the Qt thread. The
         progress bar shows after ``bar_after`` ms (a quick job shows none); an ``exclusive``
         job disables every button but Cancel while it runs. A job asked for during the
-        ``warm_up`` runs right after it (:data:`QUEUED`)."""
+        ``warm_up`` runs right after it (:data:`QUEUED`); the warm-up shows the state line's
+        busy bar instead of napari's progress bar."""
         if self._worker is not None:
             if self._warming and self._queued is None:
                 self._queued = functools.partial(self._run, spec, body, on_yield, on_done, total,
@@ -258,6 +259,7 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
         def finished():
             self._worker, self.busy, self._warming = None, False, False
             self.enable_buttons(True)
+            self.show_busy(False)
             if self._pbar is not None:
                 self._pbar.close()
                 self._pbar = None
@@ -279,7 +281,9 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
         self._worker = worker
         if exclusive:
             self.enable_buttons(False)
-        if bar_after:
+        if warm_up:  # the state line's own bar
+            self.show_busy(True)
+        elif bar_after:
             QTimer.singleShot(bar_after, show_bar)
         else:
             show_bar()
