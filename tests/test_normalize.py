@@ -268,3 +268,22 @@ def test_cli_refuses_non_finite_fixed_range(text):
     assert parse_normalization("fixed:0,4095").fit(StackView(np.zeros((2, 2)), "YX")).hi == (
         4095.0,
     )
+
+
+def test_the_background_level_is_the_lower_mode_and_pads_tiles():
+    """[tiny-v2] Tiles reaching past a slice are padded with the image's background (the
+    median below Otsu's threshold), not with the normalisation's low end: a black band beside
+    a dim background read as objects to sam_tiny_nuclei's decoder."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(1000, 30, (4, 64, 64))
+    a[:, 20:40, 10:50] = rng.normal(5000, 300, (4, 20, 40))  # bright objects on 20 %
+    v = StackView(a.astype(np.uint16), "ZYX")
+    fitted = Normalization().fit(v)
+    assert fitted.mode == "percentile"
+    assert abs(fitted.background[0] - 1000) < 15 and fitted.lo[0] < 950
+    assert fitted.pad_value == fitted.background
+    assert Normalization().fit(StackView(np.full((2, 8, 8), 9, np.uint16), "ZYX")).background == (
+        9.0,
+    )  # a constant channel: its value
+    fixed = Normalization.fixed(0, 4000).fit(v)  # nothing sampled: the low end, as before
+    assert fixed.pad_value == fixed.lo

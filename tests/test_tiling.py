@@ -81,6 +81,14 @@ def test_plan_tiling_defaults():
         plan_tiling((300, 300), (256, 256), diameter=5, model_diameter=28)
 
 
+def test_the_store_keys_tiles_on_their_padding_value():
+    base = StackView(np.zeros((2, 300, 200), np.uint16), "ZYX")
+    tiling = Tiling((300, 200), 128, 16)
+    a, b = TileView(base, tiling, pad_value=[7]), TileView(base, tiling, pad_value=[8])
+    assert a.tiling_signature() != b.tiling_signature()
+    assert a.tiling_signature() == TileView(base, tiling, pad_value=[7.0]).tiling_signature()
+
+
 def test_tile_view_reads_windows_lazily_and_pads_past_the_image():
     data = np.arange(2 * 300 * 200, dtype=np.uint16).reshape(2, 300, 200)
     reads = []

@@ -239,7 +239,26 @@ class Normalization:
             lo, hi = np.zeros(c), np.full(c, 255.0)
         if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # e.g. overflow near 1e308
             raise ValueError(f"image: the fitted range is not finite (lo={lo}, hi={hi})")
-        return FittedNormalization(self, mode, dtype, tuple(map(float, lo)), tuple(map(float, hi)))
+        background = lo if sample is None else background_level(sample, columns, lo, hi)
+        return FittedNormalization(self, mode, dtype, tuple(map(float, lo)), tuple(map(float, hi)),
+                                   tuple(map(float, background)))  # fmt: skip
+
+
+def background_level(sample: np.ndarray, columns, lo, hi) -> np.ndarray:
+    """Per channel, the median of the sampled values below Otsu's threshold (the image's
+    background), within ``lo .. hi``: tiles reaching past a slice are padded with it.
+
+    ``columns``: the finite values of each channel (:func:`_finite_columns`), or None when
+    every sampled value is finite. A channel with a single value gives that value.
+    """
+    from skimage.filters import threshold_otsu
+
+    cols = columns if columns is not None else list(sample.T)
+    out = []
+    for col in cols:
+        below = col[col < threshold_otsu(col)] if np.ptp(col) > 0 else col
+        out.append(np.median(below) if below.size else col.min())
+    return np.clip(np.asarray(out, np.float64), lo, hi)
 
 
 @dataclass(frozen=True)
@@ -256,6 +275,9 @@ class FittedNormalization:
         Dtype of the data it was fitted on.
     lo, hi : tuple of float
         Per-channel input values mapped to 0 and 255.
+    background : tuple of float, optional
+        Per-channel background level (:func:`background_level`; ``lo`` when no sample was
+        read): the value of padded pixels.
     """
 
     settings: Normalization
@@ -263,6 +285,13 @@ class FittedNormalization:
     dtype: np.dtype
     lo: tuple
     hi: tuple
+    background: tuple | None = None
+
+    @property
+    def pad_value(self) -> tuple:
+        """Per-channel value of pixels padded past a slice's border (its background: a
+        nucleus model reads a black band beside a dim background as objects)."""
+        return self.lo if self.background is None else self.background
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Map a ``(Y, X, C)`` slice to float32 in ``[0, 255]`` (values outside are clipped).

@@ -83,7 +83,7 @@ class TiledPredictor(SlicePredictor):
         if isinstance(norm, Normalization):
             norm = norm.fit(self.view)  # the whole stack, once
         self.tiling = tiling
-        self.tiles = TileView(self.view, tiling, pad_value=norm.lo)
+        self.tiles = TileView(self.view, tiling, pad_value=norm.pad_value)
         self._tiles = StackPredictor(
             model, self.tiles, channels, norm, store=store, memory_budget=memory_budget,
             overwrite=overwrite, encoder=encoder,

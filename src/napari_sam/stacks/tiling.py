@@ -301,8 +301,8 @@ class TileView:
         self.pad_value = np.broadcast_to(pad, (self.n_channels,))
 
     def tiling_signature(self) -> str:
-        """The tiling's signature (the embedding store keys on it)."""
-        return self.tiling.signature()
+        """The tiling's signature and the padding value (the embedding store keys on it)."""
+        return f"{self.tiling.signature()}:pad={','.join(repr(float(v)) for v in self.pad_value)}"
 
     def __len__(self) -> int:
         return len(self.base) * self.n_tiles
