@@ -5,7 +5,11 @@ never the held-out seeds of docs/tiny-model.md (0 to 39, 200 to 202) nor trainin
 (>= 1,000,000). The decoder's maps are computed once per image; each setting is scored by the
 mean instance F1 at IoU 0.5 over the images (slices without nuclei left out).
 
-    python scripts/tune_tiny_ais.py [--decoder FILE]   # default: the shipped decoder
+    python scripts/tune_tiny_ais.py [--decoder FILE] [--weights FILE] [--styles all]
+                                    [--edge-level 0.5:0.7]
+
+``--styles`` / ``--edge-level`` draw the tuning images as ``scripts/train_tiny.py`` draws
+its training images (each style on every seed; the edge drawn per seed).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np  # noqa: E402
 from napari_sam.predict.predictor import default_preprocessing  # noqa: E402
 from napari_sam.segment.ais import AisSettings, decoder_maps, instances_from_maps  # noqa: E402
 from napari_sam.train.evaluation import instance_f1  # noqa: E402
+from napari_sam.train.styles import style_names, style_params  # noqa: E402
 from napari_sam.train.synthetic import make_nuclei_2d, make_nuclei_3d  # noqa: E402
 from napari_sam.weights import create_model  # noqa: E402
 from napari_sam.weights.registry import TINY_NUCLEI_DECODER  # noqa: E402
@@ -31,26 +36,40 @@ def _normalise(image, ref=None):  # as scripts/train_tiny.py's sampler
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
 
 
-def tuning_images():
+def tuning_images(styles=("default",), edge_level=None):
     """(normalised 256 x 256 image, labels) pairs of the tuning seeds."""
     out = []
-    for seed in range(300, 320):
-        image, labels = make_nuclei_2d((256, 256), seed=seed)
-        out.append((_normalise(image), labels))
-    for seed in range(300, 303):
-        stack, labels = make_nuclei_3d((16, 256, 256), seed=seed)
-        out += [(_normalise(s, stack), t) for s, t in zip(stack, labels, strict=True) if t.max()]
+
+    def params(style, seed):
+        p = style_params(style)
+        if edge_level is not None:
+            p["edge_level"] = float(np.random.default_rng(seed).uniform(*edge_level))
+        return p
+
+    for style in styles:
+        for seed in range(300, 320):
+            image, labels = make_nuclei_2d((256, 256), seed=seed, **params(style, seed))
+            out.append((_normalise(image), labels))
+        for seed in range(300, 303):
+            stack, labels = make_nuclei_3d((16, 256, 256), seed=seed, **params(style, seed))
+            out += [(_normalise(s, stack), t) for s, t in zip(stack, labels, strict=True)
+                    if t.max()]  # fmt: skip
     return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decoder", default=str(TINY_NUCLEI_DECODER))
+    parser.add_argument("--weights", default=None, help="other weights of the model")
+    parser.add_argument("--styles", default="default", help="styles of napari_sam.train.styles "
+                        "(comma-separated, or 'all')")
+    parser.add_argument("--edge-level", default=None, metavar="LOW:HIGH")
     args = parser.parse_args(argv)
-    model = create_model("sam_tiny_nuclei", pretrained=True, decoder=args.decoder)
+    edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
+    model = create_model("sam_tiny_nuclei", pretrained=args.weights or True, decoder=args.decoder)
     preprocess = default_preprocessing(model.cfg)
     maps, truths = [], []
-    for image, labels in tuning_images():
+    for image, labels in tuning_images(style_names(args.styles), edge):
         x = preprocess(np.repeat(image[..., None], 3, -1))
         emb = model.embed_images(x[None].astype(np.float32)).numpy()
         maps.append(decoder_maps(model.instance_decoder, emb, (256, 256), (256, 256), (256, 256)))

@@ -547,10 +547,13 @@ def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_
     assert first < 1.0, f"the first click took {first:.2f} s"
 
 
-def test_the_record_is_saved_replayed_and_shown_again(viewer, sam_widget, qtbot, tmp_path):
+def test_the_record_is_saved_replayed_and_shown_again(
+    viewer, sam_widget, qtbot, tmp_path, monkeypatch
+):
     """[provenance]: click, commit, a second object by box, refine the first, undo the
-    refine; save with the plugin's writer; ``napari-sam segment`` with the sidecar gives the
-    saved labels exactly; "Show prompts" puts an object's prompts back."""
+    refine; save with the plugin's writer (and with the widget's Save labels...);
+    ``napari-sam segment`` with the sidecar gives the saved labels exactly; "Show prompts"
+    puts an object's prompts back."""
     import json
 
     import tifffile
@@ -590,6 +593,13 @@ def test_the_record_is_saved_replayed_and_shown_again(viewer, sam_widget, qtbot,
     assert json.loads(side.read_text())["made_by"]["unrecorded"] == []
     objects = json.loads(side.read_text())["objects"]
     assert [(o["step"], o["id"], "box" in o) for o in objects] == [(1, 1, False), (2, 2, True)]
+    from qtpy.QtWidgets import QFileDialog
+
+    asked = tmp_path / "from_the_widget.tif"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(asked), ""))
+    sam_widget.buttons["Save labels..."].click()  # the same two files, without napari's dialog
+    assert json.loads((tmp_path / "from_the_widget.prompts.json").read_text())["objects"] == objects
+    np.testing.assert_array_equal(tifffile.imread(asked), out.data)
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, image, imagej=True, metadata={"axes": "ZCYX"})
     again = tmp_path / "again.tif"

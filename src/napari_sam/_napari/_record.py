@@ -142,6 +142,25 @@ class RecordActions:
         log.add(out.data, index, entries, step)
         self.keep_record(out, log)
 
+    def save_labels(self, path: str | None = None) -> list[str]:
+        """Save the output labels as a TIFF with their record beside it (``<name>.prompts.json``,
+        what ``napari-sam segment --prompts`` replays), as the plugin's writer does; napari's
+        own TIFF writer keeps no record. ``path``: asked for in a dialog when None."""
+        out = self.output_box.layer()
+        if out is None:
+            show_error("Segment Anything: no output labels layer to save")
+            return []
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self, "Save labels with their record",
+                                                  f"{out.name}.tif", "TIFF (*.tif *.tiff)")
+            if not path:
+                return []
+        written = write_labels(path, out.data, out.as_layer_data_tuple()[1])
+        show_info(f"Segment Anything: saved {', '.join(Path(p).name for p in written)}")
+        return written
+
     def show_prompts(self):
         """Put the recorded clicks and box of the output's selected label on this slice back
         into the prompt layers, and refine that label with them."""

@@ -88,6 +88,7 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
             ("Next mask", self.cycle_mask, KEYS["cycle_mask"], ""),
             ("Clear prompts", self.clear_prompts, KEYS["clear_prompts"], ""),
             ("Refine label", self.refine_selected, "selected label of the output", ""),
+            ("Save labels...", self.save_labels, "TIFF and its record (.prompts.json)", ""),
             ("Show prompts", self.show_prompts, "recorded for the selected label", "Prompts"),
             ("Cancel", self.cancel, "stop embedding / propagation / segmenting", ""),
             ("Embed stack", self.embed_stack, "every slice / tile, in the background",
