@@ -207,8 +207,10 @@ register_model(
     # 256 x 256 input: docs/tiny-model.md
     object_diameter=28.0,
     decoder=TINY_NUCLEI_DECODER,
-    ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.4,
-         "distance_smoothing": 1.0, "min_size": 25},  # fmt: skip
+    # chosen on tuning seeds of the four styles (scripts/tune_tiny_ais.py --styles all
+    # --edge-level 0.5:0.7), as the decoder was trained
+    ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.5,
+         "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25},  # fmt: skip
 )
 
 
