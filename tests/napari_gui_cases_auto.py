@@ -168,6 +168,7 @@ def test_segment_everything_on_one_slice_shows_progress_and_cancels(
     nf.idle(qtbot, sam_widget, 300_000)
     last = max(shown, default=None)  # calls may nest too (the same event processing)
     assert last and last[0] == last[1] == last[2], shown[-4:]  # the bar reached the end
+    assert all(n is None or n <= total for _, total, n in shown), shown  # and never passed it
     assert out.data[5].any()
 
 

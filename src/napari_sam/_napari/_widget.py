@@ -349,7 +349,7 @@ class SAMWidget(RecordActions, PreviewActions, ControlsPanel):
             self.record_objects(out, item[0], [{"id": int(i), "overwrite": bool(s.overwrite),
                                                 "everything": how[0]} for i in ids], step)
             out.selected_label = max(written, default=out.selected_label)
-            self.step()
+            return self.step() if all_slices else None  # one slice: its steps are the bar
 
         def done(count):
             stop = "" if count == len(indices) else " (cancelled)"
