@@ -125,6 +125,10 @@ def main(argv=None):
         "half maximum, where people draw). Default: the generator's (0)",
     )  # fmt: skip
     parser.add_argument(
+        "--zoom", default="0.7:1.6", metavar="LOW:HIGH", help="nuclei appear from LOW to HIGH "
+        "times the generator's default size (10 to 18 px radius); default: %(default)s",
+    )  # fmt: skip
+    parser.add_argument(
         "--freeze-encoder", action="store_true",
         help="train the prompt encoder and mask decoder only (the image encoder, and so the "
         "embeddings its instance decoder reads, stay as they are)",
@@ -154,8 +158,9 @@ def main(argv=None):
 
     styles = style_names(args.styles)
     edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
-    trainer = Trainer(model, make_sampler(cfg.input_size[0], styles=styles, edge_level=edge),
-                      config, workdir=workdir)  # fmt: skip
+    zoom = tuple(map(float, args.zoom.split(":")))
+    sampler = make_sampler(cfg.input_size[0], zoom=zoom, styles=styles, edge_level=edge)
+    trainer = Trainer(model, sampler, config, workdir=workdir)
     t0 = time.time()
     if not args.export_only:
         trainer.fit()
