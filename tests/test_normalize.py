@@ -287,3 +287,7 @@ def test_the_background_level_is_the_lower_mode_and_pads_tiles():
     )  # a constant channel: its value
     fixed = Normalization.fixed(0, 4000).fit(v)  # nothing sampled: the low end, as before
     assert fixed.pad_value == fixed.lo
+    f = (np.random.default_rng(0).integers(0, 256, (3, 32, 32)) / 255).astype(np.float32)
+    f[0, :4] = np.nan  # 8-bit values in a float image, with NaN pixels: a finite background
+    fitted = Normalization().fit(StackView(f, "ZYX"))
+    assert fitted.mode == "dtype" and 0 < fitted.background[0] < 0.5

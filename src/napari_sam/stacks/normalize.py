@@ -248,16 +248,17 @@ def background_level(sample: np.ndarray, columns, lo, hi) -> np.ndarray:
     """Per channel, the median of the sampled values below Otsu's threshold (the image's
     background), within ``lo .. hi``: tiles reaching past a slice are padded with it.
 
-    ``columns``: the finite values of each channel (:func:`_finite_columns`), or None when
-    every sampled value is finite. A channel with a single value gives that value.
+    ``columns``: the finite values of each channel (:func:`_finite_columns`), or None (then
+    the finite values of ``sample``'s columns). A channel with a single value gives that
+    value, one with no finite value its ``lo``.
     """
     from skimage.filters import threshold_otsu
 
-    cols = columns if columns is not None else list(sample.T)
+    cols = columns if columns is not None else [c[np.isfinite(c)] for c in sample.T]
     out = []
-    for col in cols:
-        below = col[col < threshold_otsu(col)] if np.ptp(col) > 0 else col
-        out.append(np.median(below) if below.size else col.min())
+    for col, low in zip(cols, np.broadcast_to(lo, len(cols)), strict=True):
+        below = col[col < threshold_otsu(col)] if col.size and np.ptp(col) > 0 else col
+        out.append(np.median(below) if below.size else low)
     return np.clip(np.asarray(out, np.float64), lo, hi)
 
 
