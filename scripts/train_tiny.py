@@ -36,6 +36,17 @@ def _normalise(image, ref=None):
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
 
 
+def value_range(text: str) -> tuple[float, float]:
+    """``LOW:HIGH`` of a command-line option as two floats (argparse's ``type``)."""
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH (two numbers), got {text!r}") from None
+    if not low <= high:
+        raise argparse.ArgumentTypeError(f"expected LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def make_sampler(size: int = 256, zoom=(0.7, 1.6), styles=None, edge_level=None):
     """``sample(rng, step)`` giving a normalised (size, size, 3) image and its labels.
 
@@ -120,13 +131,15 @@ def main(argv=None):
         "napari_sam.train.styles, one drawn per image, or 'all' (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
-        "--edge-level", default=None, metavar="LOW:HIGH", help="the labels' edge at this "
-        "fraction of a nucleus's intensity, drawn per image (NucleiParams.edge_level; 0.5: "
-        "half maximum, where people draw). Default: the generator's (0)",
+        "--edge-level", type=value_range, default=None, metavar="LOW:HIGH",
+        help="the labels' edge at this fraction of a nucleus's intensity, drawn per image "
+        "(NucleiParams.edge_level; 0.5: half maximum, where people draw). Default: the "
+        "generator's (0)",
     )  # fmt: skip
     parser.add_argument(
-        "--zoom", default="0.7:1.6", metavar="LOW:HIGH", help="nuclei appear from LOW to HIGH "
-        "times the generator's default size (10 to 18 px radius); default: %(default)s",
+        "--zoom", type=value_range, default="0.7:1.6", metavar="LOW:HIGH",
+        help="nuclei appear from LOW to HIGH times the generator's default size (10 to 18 "
+        "px radius); default: %(default)s",
     )  # fmt: skip
     parser.add_argument(
         "--freeze-encoder", action="store_true",
@@ -157,9 +170,8 @@ def main(argv=None):
     from napari_sam.train.styles import style_names
 
     styles = style_names(args.styles)
-    edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
-    zoom = tuple(map(float, args.zoom.split(":")))
-    sampler = make_sampler(cfg.input_size[0], zoom=zoom, styles=styles, edge_level=edge)
+    sampler = make_sampler(cfg.input_size[0], zoom=args.zoom, styles=styles,
+                           edge_level=args.edge_level)  # fmt: skip
     trainer = Trainer(model, sampler, config, workdir=workdir)
     t0 = time.time()
     if not args.export_only:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from train_tiny import make_sampler  # noqa: E402
+from train_tiny import make_sampler, value_range  # noqa: E402
 
 from napari_sam._atomic import write_atomic  # noqa: E402
 from napari_sam.model.instance_decoder import DecoderConfig, InstanceDecoder  # noqa: E402
@@ -47,9 +47,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--styles", default="default", help="comma-separated styles of "
                         "napari_sam.train.styles, one drawn per image, or 'all'")
-    parser.add_argument("--edge-level", default=None, metavar="LOW:HIGH", help="the labels' "
-                        "edge at this fraction of a nucleus's intensity, drawn per image (as "
-                        "train_tiny.py's --edge-level)")
+    parser.add_argument("--edge-level", type=value_range, default=None, metavar="LOW:HIGH",
+                        help="the labels' edge at this fraction of a nucleus's intensity, "
+                        "drawn per image (as train_tiny.py's --edge-level)")
     parser.add_argument("--weights", default=None, help="the model whose embeddings the "
                         "decoder reads (default: the shipped weights)")
     parser.add_argument("--workdir", default="runs/tiny_decoder")
@@ -63,8 +63,7 @@ def main(argv=None):
     config = DecoderTrainConfig(steps=args.steps, batch_size=args.batch_size,
                                 learning_rate=args.lr, seed=args.seed)  # fmt: skip
     styles = style_names(args.styles)
-    edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
-    sampler = make_sampler(model.cfg.input_size[0], styles=styles, edge_level=edge)
+    sampler = make_sampler(model.cfg.input_size[0], styles=styles, edge_level=args.edge_level)
     trainer = DecoderTrainer(model, decoder, sampler, config,
                              workdir=args.workdir, pool=args.pool)  # fmt: skip
     t0 = time.time()

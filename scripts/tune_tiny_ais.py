@@ -17,10 +17,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
 import numpy as np  # noqa: E402
+from train_tiny import value_range  # noqa: E402
 
 from napari_sam.predict.predictor import default_preprocessing  # noqa: E402
 from napari_sam.segment.ais import AisSettings, decoder_maps, instances_from_maps  # noqa: E402
@@ -63,13 +68,12 @@ def main(argv=None):
     parser.add_argument("--weights", default=None, help="other weights of the model")
     parser.add_argument("--styles", default="default", help="styles of napari_sam.train.styles "
                         "(comma-separated, or 'all')")
-    parser.add_argument("--edge-level", default=None, metavar="LOW:HIGH")
+    parser.add_argument("--edge-level", type=value_range, default=None, metavar="LOW:HIGH")
     args = parser.parse_args(argv)
-    edge = None if args.edge_level is None else tuple(map(float, args.edge_level.split(":")))
     model = create_model("sam_tiny_nuclei", pretrained=args.weights or True, decoder=args.decoder)
     preprocess = default_preprocessing(model.cfg)
     maps, truths = [], []
-    for image, labels in tuning_images(style_names(args.styles), edge):
+    for image, labels in tuning_images(style_names(args.styles), args.edge_level):
         x = preprocess(np.repeat(image[..., None], 3, -1))
         emb = model.embed_images(x[None].astype(np.float32)).numpy()
         maps.append(decoder_maps(model.instance_decoder, emb, (256, 256), (256, 256), (256, 256)))
