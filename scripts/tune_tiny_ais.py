@@ -19,6 +19,7 @@ import itertools
 import os
 import pathlib
 import sys
+from dataclasses import replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -100,7 +101,17 @@ def main(argv=None):
     default = mean_f1(AisSettings(min_size=25))
     print(f"{len(maps)} tuning images; micro-sam's defaults (min_size 25): F1 {default:.3f}")
     for f1, s in results[:8]:
-        print(f"F1 {f1:.3f}  {s}")
+        print(f"F1 {f1:.4f}  {s}")
+    # then the merge of convex neighbours (segment/convex_merge.py) on the best watershed
+    merged = []
+    for solidity, border in itertools.product((0.88, 0.9, 0.92, 0.94, 0.96, 0.98),
+                                              (0.0, 0.8, 1.0, 1.2)):  # fmt: skip
+        s = replace(results[0][1], merge_solidity=solidity, merge_border=border)
+        merged.append((mean_f1(s), s))
+    merged.sort(key=lambda r: -r[0])
+    print("with the merge of convex neighbours:")
+    for f1, s in merged[:5]:
+        print(f"F1 {f1:.4f}  merge_solidity {s.merge_solidity}  merge_border {s.merge_border}")
 
 
 if __name__ == "__main__":

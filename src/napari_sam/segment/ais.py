@@ -13,7 +13,10 @@ embedding into a foreground map and distances to object centres and boundaries;
    (boundary distance < ``boundary_distance_threshold``) inside the foreground;
 4. a seeded watershed on the boundary distances inside the foreground;
 5. objects smaller than ``min_size`` pixels become background (torch-em's ``size_filter``
-   without a height map), and the labels are made consecutive.
+   without a height map);
+6. only where ``merge_solidity`` > 0 (not micro-sam's: off by default): neighbours whose
+   union is convex are merged (:mod:`napari_sam.segment.convex_merge`), one nucleus the
+   watershed cut in two; then the labels are made consecutive.
 
 The smoothing, labelling and watershed here are scipy's and scikit-image's; torch-em uses
 bioimage-cpp's. docs/microscopy-models.md gives the measured agreement.
@@ -46,6 +49,10 @@ class AisSettings:
         Gaussian sigmas (pixels) for the foreground and the two distance maps; 0 for none.
     min_size : int
         Objects of fewer pixels are removed.
+    merge_solidity, merge_border : float
+        Merge two neighbours when their union's solidity is at least ``merge_solidity`` and
+        their shared border at least ``merge_border`` times the square root of the smaller
+        one's area (:func:`~napari_sam.segment.convex_merge.merge_convex_neighbours`); 0: off.
     """
 
     center_distance_threshold: float = 0.5
@@ -54,6 +61,8 @@ class AisSettings:
     foreground_smoothing: float = 1.0
     distance_smoothing: float = 1.6
     min_size: int = 0
+    merge_solidity: float = 0.0
+    merge_border: float = 0.0
 
     def with_options(self, options: Mapping | None) -> AisSettings:
         """These settings with ``options`` (a mapping of field names) replacing some."""
@@ -78,6 +87,12 @@ class AisSettings:
             value = getattr(self, name)
             if not float(value) >= 0:
                 raise ValueError(f"{name}: expected a sigma >= 0, got {value}")
+        if not 0.0 <= float(self.merge_solidity) <= 1.0:
+            raise ValueError(
+                f"merge_solidity: expected a value in [0, 1], got {self.merge_solidity}"
+            )
+        if not float(self.merge_border) >= 0:
+            raise ValueError(f"merge_border: expected a value >= 0, got {self.merge_border}")
         if int(self.min_size) != self.min_size or self.min_size < 0:
             raise ValueError(f"min_size: expected a whole number >= 0, got {self.min_size}")
         return self
@@ -171,6 +186,10 @@ def instances_from_maps(
     labels = watershed(boundary, markers=markers, mask=fg_mask)
     if s.min_size > 0:
         labels = _size_filter(labels, int(s.min_size))
+    if s.merge_solidity > 0:
+        from .convex_merge import merge_convex_neighbours
+
+        labels = merge_convex_neighbours(labels, s.merge_solidity, s.merge_border)
     return _relabel(labels)
 
 

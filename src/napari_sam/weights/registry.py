@@ -208,9 +208,10 @@ register_model(
     object_diameter=28.0,
     decoder=TINY_NUCLEI_DECODER,
     # chosen on tuning seeds of the four styles (scripts/tune_tiny_ais.py --styles all
-    # --edge-level 0.5:0.7), as the decoder was trained
+    # --edge-level 0.5:0.7), as the decoder was trained; the merge of convex neighbours too
     ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.5,
-         "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25},  # fmt: skip
+         "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25,
+         "merge_solidity": 0.98, "merge_border": 1.0},  # fmt: skip
 )
 
 
