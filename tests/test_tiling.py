@@ -10,7 +10,7 @@ from napari_sam.masks import iou, object_centre
 from napari_sam.stacks.tiling import MIN_TILE, TileView, Tiling, check_tiling, plan_tiling
 from napari_sam.stacks.view import StackView
 from napari_sam.train.evaluation import instance_f1
-from napari_sam.train.synthetic import make_nuclei_2d
+from napari_sam.train.synthetic import HALF_MAXIMUM_EDGE, make_nuclei_2d
 
 SEED = 31337  # held out: training draws seeds >= 1_000_000
 
@@ -127,7 +127,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def nuclei():
     # labels at half each nucleus's intensity, where people draw (and sam_tiny_nuclei does)
-    return make_nuclei_2d((768, 768), seed=SEED, edge_level=0.5)
+    return make_nuclei_2d((768, 768), seed=SEED, edge_level=HALF_MAXIMUM_EDGE)
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ import pytest
 
 from napari_sam import SAMPredictor, create_model, list_models
 from napari_sam.train.evaluation import evaluate_on_synthetic, iou, normalised_rgb, object_centre
-from napari_sam.train.synthetic import make_nuclei_2d
+from napari_sam.train.synthetic import HALF_MAXIMUM_EDGE, make_nuclei_2d
 from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
 
 HELD_OUT_SEEDS = range(100, 106)  # training draws seeds >= 1_000_000
 AUTO_SEED = 200
-# the labels' edge at half a nucleus's intensity, where people draw it ([tiny-v2]); the
-# generator's default edge is the foot of the intensity ramp, wider than any hand label
-EDGE = 0.5
+# labels where people draw them; the generator's default edge is the foot of the intensity
+# ramp, wider than any hand label
+EDGE = HALF_MAXIMUM_EDGE
 
 pytestmark = pytest.mark.skipif(
     not TINY_NUCLEI_WEIGHTS.is_file(),

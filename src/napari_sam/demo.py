@@ -29,10 +29,10 @@ def main(argv=None) -> int:
     from . import SAMPredictor, create_model, list_models
     from .masks import iou, object_centre
     from .train.evaluation import normalised_rgb
-    from .train.synthetic import make_nuclei_2d
+    from .train.synthetic import HALF_MAXIMUM_EDGE, make_nuclei_2d
 
     print("models:", ", ".join(list_models()))
-    image, labels = make_nuclei_2d((256, 256), seed=args.seed, edge_level=0.5)
+    image, labels = make_nuclei_2d((256, 256), seed=args.seed, edge_level=HALF_MAXIMUM_EDGE)
     print(f"synthetic image {image.shape} {image.dtype}, {labels.max()} nuclei")
     t0 = time.perf_counter()
     model = create_model("sam_tiny_nuclei", pretrained=True, dtype="auto")  # shipped with it

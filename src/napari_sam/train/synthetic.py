@@ -21,12 +21,18 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "HALF_MAXIMUM_EDGE",
     "NucleiParams",
     "generate_nuclei",
     "make_nuclei_2d",
     "make_nuclei_3d",
     "make_sample_stack",
 ]
+
+
+# ``edge_level`` of labels drawn where people draw them: at half a nucleus's intensity
+# ([tiny-v2]); the held-out benchmark, the tests and the demo use it
+HALF_MAXIMUM_EDGE = 0.5
 
 
 @dataclass
