@@ -249,6 +249,30 @@ def test_styles_of_the_held_out_benchmark():
         style_params("x")
 
 
+def test_mitotic_nuclei_are_few_compact_and_bright_and_leave_other_images_unchanged():
+    """``mitotic_fraction``: a few nuclei 3 to 5 x brighter and smaller, so the others are dim
+    once normalised (the ``mitotic_dim`` style); 0 (the default) draws nothing more, so every
+    other style's images are the same for the same seed."""
+    from scipy import ndimage as ndi
+
+    from napari_sam.train.styles import style_params
+    from napari_sam.train.synthetic import generate_nuclei
+
+    image, labels, info = generate_nuclei(seed=4, shape=(512, 512), **style_params("mitotic_dim"))
+    ids = np.arange(1, labels.max() + 1)
+    peaks = np.asarray(ndi.maximum(image.astype(np.float64), labels, ids))
+    size = info["axes"][:, 0]  # longest semi-axis, drawn before any occlusion
+    bright = peaks > 2.5 * np.median(peaks)
+    assert 1 <= bright.sum() <= 0.2 * len(ids)
+    assert np.median(size[bright]) < 0.85 * np.median(size[~bright])
+    assert image.max() <= 235 and np.median(peaks) < 0.5 * image.max()  # the others are dim
+    plain, plain_labels, _ = generate_nuclei(seed=4, shape=(512, 512))
+    same, same_labels, _ = generate_nuclei(seed=4, shape=(512, 512), mitotic_brightness=(9, 9),
+                                           mitotic_scale=(0.1, 0.1))  # fmt: skip
+    np.testing.assert_array_equal(plain, same)  # the fraction is 0: nothing else is drawn
+    np.testing.assert_array_equal(plain_labels, same_labels)
+
+
 def test_edge_level_puts_the_label_edge_higher_on_the_intensity_ramp():
     """``edge_level=0.5``: labels end near half maximum (as people draw), with a faint glow
     past them; by default they reach the foot of the ramp (the dim rim is inside)."""

@@ -50,6 +50,10 @@ class NucleiParams:
     radius_range, axis_ratio_range : longest semi-axis (xy pixels) and the ratio of each
         other semi-axis to it; orientations are uniformly random.
     brightness_range : peak intensity of a nucleus.
+    mitotic_fraction, mitotic_brightness, mitotic_scale : the fraction of nuclei drawn as
+        mitotic ones (0 by default: none), their brightness relative to the others and their
+        size relative to ``radius_range``: compact and 3 to 5 x brighter, so that once an
+        image is normalised to its brightest pixels every other nucleus is dim.
     touching_fraction, max_overlap : probability that a nucleus is placed against an existing
         one (rather than freely, without overlap) and its largest relative overlap.
     min_visible_fraction, min_size : smallest visible part of a nucleus (after occlusion and
@@ -79,6 +83,9 @@ class NucleiParams:
     radius_range: tuple[float, float] = (10.0, 18.0)
     axis_ratio_range: tuple[float, float] = (0.65, 1.0)
     brightness_range: tuple[float, float] = (0.35, 1.0)
+    mitotic_fraction: float = 0.0
+    mitotic_brightness: tuple[float, float] = (3.0, 5.0)
+    mitotic_scale: tuple[float, float] = (0.55, 0.8)
     touching_fraction: float = 0.35
     max_overlap: float = 0.2
     min_visible_fraction: float = 0.6
@@ -209,8 +216,12 @@ def generate_nuclei(
 
     for _ in range(n_target):
         touching = bool(objs) and rng.random() < p.touching_fraction
+        # drawn only where asked for, so that images without mitoses keep their seeds' draws
+        mitotic = p.mitotic_fraction > 0 and rng.random() < p.mitotic_fraction
+        scale = rng.uniform(*p.mitotic_scale) if mitotic else 1.0
         for attempt in range(40):
-            axes = rng.uniform(r_lo, r_hi) * np.r_[1.0, rng.uniform(*p.axis_ratio_range, nd - 1)]
+            axes = scale * rng.uniform(r_lo, r_hi) * np.r_[
+                1.0, rng.uniform(*p.axis_ratio_range, nd - 1)]
             rot = _rotation(rng, nd)
             a_mat = (rot / axes**2) @ rot.T
             near = touching and attempt < 20
@@ -264,7 +275,10 @@ def generate_nuclei(
                 sc = center + rng.uniform(-0.6, 0.6, nd) * axes.min()
                 s2 = _quad(sc, np.eye(nd) / rng.uniform(1.0, 2.0) ** 2, sl, spacing)
                 tex += rng.uniform(0.2, 0.6) * np.exp(-s2)
-            nuc[sl] += rng.uniform(*p.brightness_range) * prof * tex
+            peak = rng.uniform(*p.brightness_range)
+            if mitotic:
+                peak *= rng.uniform(*p.mitotic_brightness)
+            nuc[sl] += peak * prof * tex
             if cyto is not None:
                 cc = center + rng.uniform(-0.3, 0.3, nd) * axes.min()
                 c_axes = axes * rng.uniform(*p.cell_scale_range, nd)

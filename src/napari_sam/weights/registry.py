@@ -207,7 +207,8 @@ register_model(
     # 256 x 256 input: docs/tiny-model.md
     object_diameter=28.0,
     decoder=TINY_NUCLEI_DECODER,
-    # chosen on tuning seeds of the four styles (scripts/tune_tiny_ais.py --styles all
+    # chosen on tuning seeds of the first four styles (scripts/tune_tiny_ais.py --styles
+    # default,dim_textured,elongated_crowded,low_range_haze
     # --edge-level 0.5:0.7), as the decoder was trained; the merge of convex neighbours too
     ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.5,
          "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25,
