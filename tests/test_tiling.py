@@ -336,6 +336,29 @@ def test_diameter_estimate_follows_the_object_size():
     assert estimate_diameter(StackView(np.zeros((64, 64), np.uint16), "YX")) is None
 
 
+def test_native_resolution_hints_at_diameter_when_objects_are_far_from_the_model_size(capsys):
+    """At native resolution the CLI says, in one line, when the objects look much smaller or
+    larger than the model's preferred size; nothing when they match or nothing is found."""
+    from napari_sam.batch.settings import LabelSettings
+    from napari_sam.batch.tiles import size_hint, tiling_for
+    from napari_sam.weights.registry import model_config
+
+    small = make_nuclei_2d((512, 512), seed=SEED + 6, radius_range=(5.0, 8.0), density=8e-4)[0]
+    fitting = make_nuclei_2d((512, 512), seed=SEED + 6)[0]
+    hint = size_hint(StackView(small, "YX"), "sam_tiny_nuclei", 28.0)
+    assert hint and "works best at 28 px: --diameter auto" in hint, hint
+    assert capsys.readouterr().err.strip() == hint
+    assert size_hint(StackView(fitting, "YX"), "sam_tiny_nuclei", 28.0) is None
+    assert size_hint(StackView(np.zeros((64, 64), np.uint16), "YX"), "m", 28.0) is None
+    settings = LabelSettings(input="in.tif", out="out.tif", model="sam_tiny_nuclei")
+    config = model_config("sam_tiny_nuclei")
+    tiling_for(settings, StackView(small, "YX"), config)
+    assert "--diameter auto" in capsys.readouterr().err
+    for given in ({"diameter": 12.0}, {"no_tile": True}, {"tile": 256}):  # the user chose
+        tiling_for(LabelSettings(**vars(settings) | given), StackView(small, "YX"), config)
+        assert "--diameter auto" not in capsys.readouterr().err, given
+
+
 def test_parts_of_one_object_from_two_tiles_are_merged_but_neighbours_are_not():
     from napari_sam.segment.seams import merge_across_tiles
     from napari_sam.segment.tiled import CroppedMask, paint_masks
