@@ -474,9 +474,12 @@ def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget
     image, truth = make_nuclei_2d((256, 256), seed=3, radius_range=(24.0, 32.0))
     viewer.add_image(image, name="large nuclei")
     sam_widget.image_box.setCurrentText("large nuclei")
+    hint = sam_widget.hint_object_size(*sam_widget.geometry())  # said when the image came
+    assert hint and "works best at 28 px: Object size > Estimate" in hint, hint
     sam_widget.estimate.click()
     d = sam_widget.diameter.value()
     assert 40 < d < 70, d
+    assert sam_widget.hint_object_size(*sam_widget.geometry()) is None  # a size is set
     points, _, preview, out = sam_widget.setup_layers()
     nf.idle(qtbot, sam_widget, 300_000)
     side = round(256 * d / 28.0)

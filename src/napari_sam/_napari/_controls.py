@@ -161,6 +161,7 @@ class ControlsPanel(QWidget):
         if key == self._range_of:
             return
         self._range_of = key
+        self.hint_object_size(image, geo)
         for w in (self.z_from, self.z_to):
             w.setMaximum(n - 1)
         self.z_from.setValue(0)
@@ -184,6 +185,24 @@ class ControlsPanel(QWidget):
         s = self.settings()
         size = model_diameter(s.model_name)
         return (s.diameter if size is not None else None), size
+
+    def hint_object_size(self, image, geo) -> str | None:
+        """A new image at native resolution whose objects look far from the model's preferred
+        size: one notification naming Estimate (returned too; None when nothing is said)."""
+        from ..stacks.diameter import estimate_diameter, far_from_model_size
+        from ..stacks.view import StackView
+
+        diameter, size = self.object_size()
+        if size is None or diameter is not None:
+            return None
+        d = estimate_diameter(StackView(level_0(image), geo.axes), index=self.current_index(geo))
+        if not far_from_model_size(d, size):
+            return None
+        text = (f"Segment Anything: objects look about {d:.0f} px across; "
+                f"{self.settings().model_name} works best at {size:g} px: Object size > "
+                "Estimate brings them to that size")  # fmt: skip
+        show_info(text)
+        return text
 
     def estimate_diameter(self) -> float | None:
         """Set the object diameter to an estimate from the displayed slice (None: no objects

@@ -17,9 +17,6 @@ from .errors import InputError
 __all__ = ["check_tile_options", "make_predictor", "size_hint", "tiling_for"]
 
 _ARGS = {"tile": "--tile", "halo": "--halo", "diameter": "--diameter", "no_tile": "--no-tile"}
-# objects this much smaller or larger than a model's preferred size (docs/tiny-model.md: at
-# 0.8 x and 1.54 x, sam_tiny_nuclei's clicks lose 0.16 to 0.19 IoU against the right size)
-_SIZE_HINT_RANGE = (0.85, 1.3)
 
 
 def _as_input_error(err: ValueError) -> InputError:
@@ -73,12 +70,12 @@ def tiling_for(settings, view, config):
 def size_hint(view, model_name: str, model_diameter: float) -> str | None:
     """At native resolution, a one-line hint on stderr (returned too) when the objects of
     ``view``'s middle slice look much smaller or larger than the model's preferred size
-    (None, and nothing said, when they do not or nothing was found to measure)."""
-    from ..stacks.diameter import estimate_diameter
+    (:func:`~napari_sam.stacks.diameter.far_from_model_size`; None, and nothing said, when
+    they do not or nothing was found to measure)."""
+    from ..stacks.diameter import estimate_diameter, far_from_model_size
 
     d = estimate_diameter(view)
-    low, high = _SIZE_HINT_RANGE
-    if d is None or low <= d / model_diameter <= high:
+    if not far_from_model_size(d, model_diameter):
         return None
     hint = (f"napari-sam: objects look about {d:.0f} px across; {model_name} works best at "
             f"{model_diameter:g} px: --diameter auto brings them to that size")  # fmt: skip
