@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from bench_real_nuclei import classical_labels
+from bench_real_nuclei import auto_options, classical_labels, predictor_at, prompt_ious
 from bench_tiling import cpu_kind  # the same CPU description in every bench
 
 
@@ -80,13 +80,9 @@ def main(argv=None):
 
     from napari_sam import create_model
     from napari_sam.batch.api import auto
-    from napari_sam.masks import bounding_box, iou, object_centre
     from napari_sam.stacks.diameter import estimate_diameter
-    from napari_sam.stacks.factory import make_predictor
-    from napari_sam.stacks.tiling import plan_tiling
     from napari_sam.stacks.view import StackView
     from napari_sam.train.evaluation import instance_f1
-    from napari_sam.weights.registry import model_entry
 
     truth = relabel_sequential(labels)[0]
     model = create_model(args.model, pretrained=args.weights or True)
@@ -104,23 +100,10 @@ def main(argv=None):
     result = {"cpu": cpu_kind(), "model": args.model, "weights": args.weights,
               "decoder": args.decoder, "objects": int(truth.max()), "sides": {},
               "classical_f1": instance_f1(classical_labels(image, diameter), truth).f1}  # fmt: skip
-    extra = {"decoder": args.decoder} if args.decoder else {}
-    if args.weights:
-        extra["weights"] = args.weights
+    extra = auto_options(args)
     for name, d in sides.items():
-        tiling = None if d is None else plan_tiling(
-            view.slice_shape, model.cfg.input_size, diameter=d,
-            model_diameter=model_entry(args.model).object_diameter)
-        sp = make_predictor(model, view, tiling)
-        clicks, boxes, best = [], [], []
-        for i in range(1, int(truth.max()) + 1):
-            mask = truth == i
-            masks, scores, _ = sp.predict(0, points=np.array([object_centre(mask)]),
-                                          labels=np.array([1]))  # fmt: skip
-            clicks.append(iou(masks[np.argmax(scores)], mask))
-            best.append(max(iou(m, mask) for m in masks))
-            masks, _, _ = sp(boxes=bounding_box(mask)[None], multimask_output=False)
-            boxes.append(iou(masks[0], mask))
+        sp = predictor_at(model, args.model, view, d)
+        clicks, best, boxes = prompt_ious(sp, 0, truth)
         with tempfile.TemporaryDirectory() as tmp:
             src, out = Path(tmp) / "img.tif", Path(tmp) / "img_labels.tif"
             tifffile.imwrite(src, image)

@@ -61,6 +61,45 @@ def classical_labels(image: np.ndarray, diameter: float) -> np.ndarray:
     return watershed(-dist, markers, mask=fg)
 
 
+def auto_options(args) -> dict:
+    """``auto``'s keyword arguments for ``--weights`` / ``--decoder`` (as given)."""
+    extra = {"decoder": args.decoder} if args.decoder else {}
+    if args.weights:
+        extra["weights"] = args.weights
+    return extra
+
+
+def predictor_at(model, model_name: str, view, diameter):
+    """The stack predictor at native resolution (``diameter`` None) or with windows that
+    bring objects of ``diameter`` px to the model's preferred size."""
+    from napari_sam.stacks.factory import make_predictor
+    from napari_sam.stacks.tiling import plan_tiling
+    from napari_sam.weights.registry import model_entry
+
+    tiling = None if diameter is None else plan_tiling(
+        view.slice_shape, model.cfg.input_size, diameter=diameter,
+        model_diameter=model_entry(model_name).object_diameter)  # fmt: skip
+    return make_predictor(model, view, tiling)
+
+
+def prompt_ious(sp, index, truth: np.ndarray):
+    """For each label of ``truth`` (1..n) on slice ``index``: the IoU of a click at its
+    centre (the mask of highest predicted IoU), of the best of the click's three masks, and
+    of a box around it."""
+    from napari_sam.masks import bounding_box, iou, object_centre
+
+    clicks, best, boxes = [], [], []
+    for i in range(1, int(truth.max()) + 1):
+        mask = truth == i
+        masks, scores, _ = sp.predict(index, points=np.array([object_centre(mask)]),
+                                      labels=np.array([1]))  # fmt: skip
+        clicks.append(iou(masks[np.argmax(scores)], mask))
+        best.append(max(iou(m, mask) for m in masks))
+        masks, _, _ = sp(boxes=bounding_box(mask)[None], multimask_output=False)
+        boxes.append(iou(masks[0], mask))
+    return clicks, best, boxes
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="sam_tiny_nuclei")
@@ -80,13 +119,9 @@ def main(argv=None):
 
     from napari_sam import create_model
     from napari_sam.batch.api import auto
-    from napari_sam.masks import bounding_box, iou, object_centre
     from napari_sam.stacks.diameter import estimate_diameter
-    from napari_sam.stacks.factory import make_predictor
-    from napari_sam.stacks.tiling import plan_tiling
     from napari_sam.stacks.view import StackView
     from napari_sam.train.evaluation import instance_f1
-    from napari_sam.weights.registry import model_entry
 
     model = create_model(args.model, pretrained=args.weights or True)
     view = StackView(image, "ZYX")
@@ -98,26 +133,17 @@ def main(argv=None):
     truths = {z: relabel_sequential(labels[z])[0] for z in slices}
     classical = [instance_f1(classical_labels(image[z], diameter), truths[z]).f1 for z in slices]
     result["classical_f1"] = float(np.mean(classical))
-    extra = {"decoder": args.decoder} if args.decoder else {}
-    if args.weights:
-        extra["weights"] = args.weights
+    extra = auto_options(args)
     for name, d in sides.items():
-        tiling = None if d is None else plan_tiling(
-            view.slice_shape, model.cfg.input_size, diameter=d,
-            model_diameter=model_entry(args.model).object_diameter)
-        sp = make_predictor(model, view, tiling)
+        sp = predictor_at(model, args.model, view, d)
         clicks, boxes, f1 = [], [], []
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             for z in slices:
                 truth = truths[z]
-                for i in range(1, int(truth.max()) + 1):
-                    mask = truth == i
-                    masks, scores, _ = sp.predict(z, points=np.array([object_centre(mask)]),
-                                                  labels=np.array([1]))  # fmt: skip
-                    clicks.append(iou(masks[np.argmax(scores)], mask))
-                    masks, _, _ = sp(boxes=bounding_box(mask)[None], multimask_output=False)
-                    boxes.append(iou(masks[0], mask))
+                click, _, box = prompt_ious(sp, z, truth)
+                clicks += click
+                boxes += box
                 src, out = Path(tmp) / f"z{z}.tif", Path(tmp) / f"z{z}_labels.tif"
                 tifffile.imwrite(src, image[z])
                 auto(src, out, model=args.model, diameter=d, **extra)
