@@ -189,14 +189,15 @@ class ControlsPanel(QWidget):
     def hint_object_size(self, image, geo) -> str | None:
         """A new image at native resolution whose objects look far from the model's preferred
         size: one notification naming Estimate (returned too; None when nothing is said)."""
-        from ..stacks.diameter import estimate_diameter, far_from_model_size
+        from ..stacks.diameter import off_size_diameter
         from ..stacks.view import StackView
 
         diameter, size = self.object_size()
         if size is None or diameter is not None:
             return None
-        d = estimate_diameter(StackView(level_0(image), geo.axes), index=self.current_index(geo))
-        if not far_from_model_size(d, size):
+        view = StackView(level_0(image), geo.axes)
+        d = off_size_diameter(view, size, index=self.current_index(geo))
+        if d is None:
             return None
         text = (f"Segment Anything: objects look about {d:.0f} px across; "
                 f"{self.settings().model_name} works best at {size:g} px: Object size > "

@@ -70,12 +70,12 @@ def tiling_for(settings, view, config):
 def size_hint(view, model_name: str, model_diameter: float) -> str | None:
     """At native resolution, a one-line hint on stderr (returned too) when the objects of
     ``view``'s middle slice look much smaller or larger than the model's preferred size
-    (:func:`~napari_sam.stacks.diameter.far_from_model_size`; None, and nothing said, when
+    (:func:`~napari_sam.stacks.diameter.off_size_diameter`; None, and nothing said, when
     they do not or nothing was found to measure)."""
-    from ..stacks.diameter import estimate_diameter, far_from_model_size
+    from ..stacks.diameter import off_size_diameter
 
-    d = estimate_diameter(view)
-    if not far_from_model_size(d, model_diameter):
+    d = off_size_diameter(view, model_diameter)
+    if d is None:
         return None
     hint = (f"napari-sam: objects look about {d:.0f} px across; {model_name} works best at "
             f"{model_diameter:g} px: --diameter auto brings them to that size")  # fmt: skip

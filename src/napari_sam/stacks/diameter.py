@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SIZE_HINT_RANGE", "estimate_diameter", "far_from_model_size"]
+__all__ = ["SIZE_HINT_RANGE", "estimate_diameter", "off_size_diameter"]
 
 # objects this much smaller or larger than a model's preferred size are worth resampling
 # (docs/tiny-model.md: at 0.8 x and 1.54 x, sam_tiny_nuclei's clicks lose 0.16 to 0.19 IoU
@@ -60,10 +60,13 @@ def estimate_diameter(view, index=None, channel: int = 0) -> float | None:
     return float(np.median(2 * np.sqrt(areas / np.pi)))
 
 
-def far_from_model_size(diameter: float | None, model_diameter: float) -> bool:
-    """Whether objects ``diameter`` px across are outside :data:`SIZE_HINT_RANGE` times a
-    model's preferred size ``model_diameter`` (False for None: nothing measured)."""
-    if diameter is None:
-        return False
+
+def off_size_diameter(view, model_diameter: float, index=None) -> float | None:
+    """The estimated object diameter of slice ``index`` (default the middle one) when it is
+    outside :data:`SIZE_HINT_RANGE` times a model's preferred size ``model_diameter``; None
+    when it is inside, or nothing was found to measure. What the apps' size hint says."""
+    d = estimate_diameter(view, index=index)
+    if d is None:
+        return None
     low, high = SIZE_HINT_RANGE
-    return not low <= diameter / model_diameter <= high
+    return None if low <= d / model_diameter <= high else d

@@ -209,8 +209,8 @@ register_model(
     decoder=TINY_NUCLEI_DECODER,
     # chosen on tuning seeds of the first four styles (scripts/tune_tiny_ais.py --styles
     # default,dim_textured,elongated_crowded,low_range_haze --edge-level 0.5:0.7) for the
-    # previous decoder, the merge of convex neighbours too; kept for the decoder trained on
-    # all five styles (2026-12-07), not tuned again: docs/tiny-model.md
+    # previous decoder, the merge of convex neighbours too; tuned again for the decoder
+    # trained on all five styles (2026-12-07, --styles all), the same won: docs/tiny-model.md
     ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.5,
          "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25,
          "merge_solidity": 0.98, "merge_border": 1.0},  # fmt: skip
