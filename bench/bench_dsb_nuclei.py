@@ -18,7 +18,8 @@ over twice the median: mitotic) and over the rest, and the best of the three mas
 
 ``python bench/bench_dsb_nuclei.py --data DIR`` (the folder holding ``img2d.tif`` and
 ``mask2d.tif``; without it, an installed ``stardist``), ``--weights FILE``, ``--decoder FILE``,
-``--diameters none,auto,18.7``, ``--json FILE``.
+``--diameters none,auto,18.7``, ``--scale 0.85`` (the image resampled: smaller nuclei),
+``--json FILE``.
 """
 
 from __future__ import annotations
@@ -70,11 +71,20 @@ def main(argv=None):
     parser.add_argument("--decoder", default=None, help="another instance decoder for auto")
     parser.add_argument("--diameters", default="none,auto", help="comma-separated object "
                         "diameters in px, 'none' (native resolution) or 'auto' (estimated)")
+    parser.add_argument("--scale", type=float, default=1.0, help="measure on the image "
+                        "resampled by this factor (labels nearest): other object sizes")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     folder = _data_dir(args.data)
     image = tifffile.imread(folder / "img2d.tif")
     labels = tifffile.imread(folder / "mask2d.tif")
+    if args.scale != 1.0:
+        from skimage.transform import rescale
+
+        image = np.round(rescale(image.astype(np.float32), args.scale, order=1,
+                                 anti_aliasing=True, preserve_range=True)).astype(image.dtype)
+        labels = rescale(labels, args.scale, order=0, anti_aliasing=False,
+                         preserve_range=True).astype(labels.dtype)  # fmt: skip
 
     from skimage.segmentation import relabel_sequential
 
@@ -97,7 +107,7 @@ def main(argv=None):
         else:
             sides[f"diameter {float(v):g} px"] = float(v)
     groups = nucleus_groups(image, truth)
-    result = {"cpu": cpu_kind(), "model": args.model, "weights": args.weights,
+    result = {"cpu": cpu_kind(), "model": args.model, "weights": args.weights, "scale": args.scale,
               "decoder": args.decoder, "objects": int(truth.max()), "sides": {},
               "classical_f1": instance_f1(classical_labels(image, diameter), truth).f1}  # fmt: skip
     extra = auto_options(args)
@@ -119,7 +129,8 @@ def main(argv=None):
                            "box": float(np.median(np.asarray(boxes)[sel]))}
                        for g, sel in {"all": np.ones(len(clicks), bool), **groups}.items()},
         }  # fmt: skip
-    print(f"{args.model} on StarDist's img2d.tif (DSB 2018): {int(truth.max())} nuclei, "
+    scaled = f" scaled {args.scale:g} x" if args.scale != 1.0 else ""
+    print(f"{args.model} on StarDist's img2d.tif (DSB 2018){scaled}: {int(truth.max())} nuclei, "
           f"estimated diameter {diameter:.1f} px; {result['cpu']}")  # fmt: skip
     print("| measure | " + " | ".join(sides) + " |\n|---|" + "---|" * len(sides))
     for key, label in (("click_median_iou", "click at the centre, median IoU"),

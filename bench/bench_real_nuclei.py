@@ -70,15 +70,15 @@ def auto_options(args) -> dict:
 
 
 def predictor_at(model, model_name: str, view, diameter):
-    """The stack predictor at native resolution (``diameter`` None) or with windows that
-    bring objects of ``diameter`` px to the model's preferred size."""
+    """The stack predictor the apps use: at native resolution (``diameter`` None: tiled
+    when a side is over 1.5 inputs, as ``plan_tiling``'s default) or with windows that bring
+    objects of ``diameter`` px to the model's preferred size."""
     from napari_sam.stacks.factory import make_predictor
     from napari_sam.stacks.tiling import plan_tiling
     from napari_sam.weights.registry import model_entry
 
-    tiling = None if diameter is None else plan_tiling(
-        view.slice_shape, model.cfg.input_size, diameter=diameter,
-        model_diameter=model_entry(model_name).object_diameter)  # fmt: skip
+    tiling = plan_tiling(view.slice_shape, model.cfg.input_size, diameter=diameter,
+                         model_diameter=model_entry(model_name).object_diameter)  # fmt: skip
     return make_predictor(model, view, tiling)
 
 
