@@ -461,10 +461,11 @@ def test_tiled_and_multiscale_images_preview_and_commit(viewer, sam_widget, qtbo
 
 
 def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget, qtbot):
-    """[tiny-v2]: nuclei twice the size sam_tiny_nuclei was trained at; "Estimate" fills the
-    object diameter from the displayed slice, the session tiles the slice so that they reach
-    the model at its size, and a click gives the nucleus at full resolution. A model with no
-    preferred size has the control disabled."""
+    """[tiny-v2]: nuclei twice the size sam_tiny_nuclei was trained at; choosing the image
+    fills the object diameter from the displayed slice (said once), the session tiles the
+    slice so that they reach the model at its size, and a click gives the nucleus at full
+    resolution. Once the user sets the size (or Estimate) it stays; an image of the model's
+    size stays native. A model with no preferred size has the control disabled."""
     from napari_sam.weights.registry import TINY_NUCLEI_WEIGHTS
 
     if not TINY_NUCLEI_WEIGHTS.is_file():
@@ -472,14 +473,21 @@ def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget
     assert sam_widget.model_box.currentText() == "sam_tiny_nuclei"
     assert sam_widget.diameter.isEnabled() and sam_widget.diameter.text() == "native"
     image, truth = make_nuclei_2d((256, 256), seed=3, radius_range=(24.0, 32.0))
-    viewer.add_image(image, name="large nuclei")
+    since = len(nf.records())
+    viewer.add_image(image, name="large nuclei")  # the size is set when the image comes
     sam_widget.image_box.setCurrentText("large nuclei")
-    hint = sam_widget.hint_object_size(*sam_widget.geometry())  # said when the image came
-    assert hint and "works best at 28 px: Object size > Estimate" in hint, hint
-    sam_widget.estimate.click()
+    said = [m for m in nf.messages(since) if "Object size set to" in m]
+    assert len(said) == 1 and "works best at 28 px" in said[0], nf.messages(since)
     d = sam_widget.diameter.value()
     assert 40 < d < 70, d
-    assert sam_widget.hint_object_size(*sam_widget.geometry()) is None  # a size is set
+    viewer.add_image(make_nuclei_2d((256, 256), seed=4)[0], name="fitting nuclei")
+    sam_widget.image_box.setCurrentText("fitting nuclei")  # the widget's own size follows
+    assert sam_widget.diameter.text() == "native"
+    sam_widget.image_box.setCurrentText("large nuclei")
+    assert sam_widget.diameter.value() == d
+    sam_widget.estimate.click()  # the user's choice from now on
+    assert sam_widget.diameter.value() == d
+    assert sam_widget.fit_object_size(*sam_widget.geometry()) is None
     points, _, preview, out = sam_widget.setup_layers()
     nf.idle(qtbot, sam_widget, 300_000)
     side = round(256 * d / 28.0)

@@ -385,9 +385,11 @@ def test_zero_slice_tiff_and_axes_hints(tmp_path, capsys):
         (["--normalization", "fixed:nan,1"], r"--normalization: "),
         (["--tile", "32"], r"--tile: expected at least 64 pixels a side, got 32"),
         (["--tile", "256", "--halo", "128"], r"--halo: 128 px is half the tile \(256 px\)"),
-        (["--diameter", "0"], r"--diameter: expected a positive object size in pixels, got 0"),
+        (["--diameter", "0"], r"--diameter: expected a positive object size in pixels, auto or"
+         r" native, got 0"),
         (["--diameter", "-5"], r"--diameter: expected a positive object size"),
-        (["--diameter", "big"], r"--diameter: expected a positive object size in pixels, got big"),
+        (["--diameter", "big"], r"--diameter: expected a positive object size in pixels, auto or"
+         r" native, got big"),
         (["--no-tile", "--tile", "256"], r"--no-tile: cannot be combined with --tile"),
         (["--tile", "256", "--diameter", "30"], r"--tile: give either --tile or --diameter"),
         (

@@ -336,27 +336,43 @@ def test_diameter_estimate_follows_the_object_size():
     assert estimate_diameter(StackView(np.zeros((64, 64), np.uint16), "YX")) is None
 
 
-def test_native_resolution_hints_at_diameter_when_objects_are_far_from_the_model_size(capsys):
-    """At native resolution the CLI says, in one line, when the objects look much smaller or
-    larger than the model's preferred size; nothing when they match or nothing is found."""
+def test_default_settings_resample_when_objects_are_far_from_the_model_size(capsys):
+    """With no --diameter, --tile, --halo or --no-tile the CLI resamples to the model's preferred
+    size when the objects, as the model would see them, are far from it, and says so in one
+    line; nothing when they match, nothing is found, or the user chose."""
     from napari_sam.batch.settings import LabelSettings
-    from napari_sam.batch.tiles import size_hint, tiling_for
+    from napari_sam.batch.tiles import resampled_diameter, tiling_for
+    from napari_sam.stacks.diameter import native_scale
     from napari_sam.weights.registry import model_config
 
     small = make_nuclei_2d((512, 512), seed=SEED + 6, radius_range=(5.0, 8.0), density=8e-4)[0]
     fitting = make_nuclei_2d((512, 512), seed=SEED + 6)[0]
-    hint = size_hint(StackView(small, "YX"), "sam_tiny_nuclei", 28.0)
-    assert hint and "works best at 28 px: --diameter auto" in hint, hint
-    assert capsys.readouterr().err.strip() == hint
-    assert size_hint(StackView(fitting, "YX"), "sam_tiny_nuclei", 28.0) is None
-    assert size_hint(StackView(np.zeros((64, 64), np.uint16), "YX"), "m", 28.0) is None
+    d = resampled_diameter(StackView(small, "YX"), "sam_tiny_nuclei", 28.0, (256, 256))
+    assert d is not None and 8 < d < 20, d
+    said = capsys.readouterr().err.strip()
+    assert "works best at 28 px: resampled to it (--diameter native" in said, said
+    assert len(said.splitlines()) == 1
+    assert resampled_diameter(StackView(fitting, "YX"), "sam_tiny_nuclei", 28.0, (256, 256)) is None
+    blank = StackView(np.zeros((64, 64), np.uint16), "YX")
+    assert resampled_diameter(blank, "m", 28.0, (256, 256)) is None
+    assert capsys.readouterr().err == ""
     settings = LabelSettings(input="in.tif", out="out.tif", model="sam_tiny_nuclei")
     config = model_config("sam_tiny_nuclei")
-    tiling_for(settings, StackView(small, "YX"), config)
-    assert "--diameter auto" in capsys.readouterr().err
-    for given in ({"diameter": 12.0}, {"no_tile": True}, {"tile": 256}):  # the user chose
-        tiling_for(LabelSettings(**vars(settings) | given), StackView(small, "YX"), config)
-        assert "--diameter auto" not in capsys.readouterr().err, given
+    tiling = tiling_for(settings, StackView(small, "YX"), config)
+    assert tiling.tile == (round(256 * d / 28.0),) * 2, tiling
+    assert "resampled" in capsys.readouterr().err
+    assert tiling_for(settings, StackView(fitting, "YX"), config).tile == (256, 256)
+    for given in ({"diameter": 12.0}, {"no_tile": True}, {"tile": 256}, {"halo": 16},
+                  {"diameter": "native"}):  # fmt: skip
+        tiling = tiling_for(LabelSettings(**vars(settings) | given), StackView(small, "YX"),
+                            config)  # fmt: skip
+        assert "resampled" not in capsys.readouterr().err, given
+        if given == {"diameter": "native"}:
+            assert tiling.tile == (256, 256)  # the default plan: native resolution
+    # the size the model sees: a slice that is not tiled is resized whole to the input
+    assert native_scale((512, 512), (256, 256)) == 1.0
+    assert native_scale((300, 200), (256, 256)) == pytest.approx(256 / 300)
+    assert native_scale((128, 100), (256, 256)) == 2.0
 
 
 def test_parts_of_one_object_from_two_tiles_are_merged_but_neighbours_are_not():

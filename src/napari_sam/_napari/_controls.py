@@ -78,6 +78,9 @@ class ControlsPanel(QWidget):
         self.diameter = QDoubleSpinBox(minimum=0.0, maximum=16384.0, decimals=1, value=0.0,
                                        suffix=" px")  # fmt: skip
         self.diameter.setSpecialValueText("native")  # 0: native resolution
+        # set by the widget on each new image (fit_object_size) until the user sets it
+        self._size_chosen = self._size_by_widget = False
+        self.diameter.valueChanged.connect(self._size_edited)
         self.estimate = QPushButton("Estimate")
         self.estimate.setToolTip("Measure the typical object diameter on the displayed slice "
                                  "(Otsu threshold of the first channel: a starting point)")
@@ -161,7 +164,7 @@ class ControlsPanel(QWidget):
         if key == self._range_of:
             return
         self._range_of = key
-        self.hint_object_size(image, geo)
+        self.fit_object_size(image, geo)
         for w in (self.z_from, self.z_to):
             w.setMaximum(n - 1)
         self.z_from.setValue(0)
@@ -186,24 +189,41 @@ class ControlsPanel(QWidget):
         size = model_diameter(s.model_name)
         return (s.diameter if size is not None else None), size
 
-    def hint_object_size(self, image, geo) -> str | None:
-        """A new image at native resolution whose objects look far from the model's preferred
-        size: one notification naming Estimate (returned too; None when nothing is said)."""
+    def fit_object_size(self, image, geo) -> str | None:
+        """On a new image, unless the user set the object diameter: the estimate when the
+        objects would reach the model outside ``SIZE_HINT_RANGE`` times its preferred size
+        (said in one notification, returned too), else native resolution (nothing said)."""
         from ..stacks.diameter import off_size_diameter
         from ..stacks.view import StackView
+        from ..weights import model_config
 
-        diameter, size = self.object_size()
-        if size is None or diameter is not None:
+        s = self.settings()
+        size = model_diameter(s.model_name)
+        if size is None or self._size_chosen:
             return None
         view = StackView(level_0(image), geo.axes)
-        d = off_size_diameter(view, size, index=self.current_index(geo))
+        input_size = tuple(model_config(s.model_name).input_size)
+        d = off_size_diameter(view, size, input_size, index=self.current_index(geo))
+        self._set_size(d or 0.0)
         if d is None:
             return None
-        text = (f"Segment Anything: objects look about {d:.0f} px across; "
-                f"{self.settings().model_name} works best at {size:g} px: Object size > "
-                "Estimate brings them to that size")  # fmt: skip
+        text = (f"Segment Anything: objects look about {d:.0f} px across; {s.model_name} "
+                f"works best at {size:g} px: Object size set to {d:.0f} px to resample them "
+                "('native' keeps the image as it is)")  # fmt: skip
         show_info(text)
         return text
+
+    def _set_size(self, value: float) -> None:
+        """Set the object diameter as the widget's own choice (not the user's)."""
+        self._size_by_widget = True
+        try:
+            self.diameter.setValue(value)
+        finally:
+            self._size_by_widget = False
+
+    def _size_edited(self, _=None) -> None:
+        if not self._size_by_widget:
+            self._size_chosen = True
 
     def estimate_diameter(self) -> float | None:
         """Set the object diameter to an estimate from the displayed slice (None: no objects
@@ -220,6 +240,7 @@ class ControlsPanel(QWidget):
         if d is None:
             show_warning("Segment Anything: no objects found to measure on this slice")
             return None
+        self._size_chosen = True  # the user asked: kept on later images
         self.diameter.setValue(d)
         show_info(f"Segment Anything: typical object diameter about {d:.0f} px")
         return d

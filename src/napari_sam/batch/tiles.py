@@ -14,7 +14,7 @@ import sys
 
 from .errors import InputError
 
-__all__ = ["check_tile_options", "make_predictor", "size_hint", "tiling_for"]
+__all__ = ["check_tile_options", "make_predictor", "resampled_diameter", "tiling_for"]
 
 _ARGS = {"tile": "--tile", "halo": "--halo", "diameter": "--diameter", "no_tile": "--no-tile"}
 
@@ -40,15 +40,20 @@ def check_tile_options(settings) -> None:
 
 def tiling_for(settings, view, config):
     """The tiling of ``view``'s slices for the model ``config`` (its input size) and the
-    tiling options of ``settings`` (None: not tiled)."""
+    tiling options of ``settings`` (None: not tiled).
+
+    With none of ``--diameter``, ``--tile``, ``--halo`` and ``--no-tile``, a model that records its
+    preferred object size gets the image resampled to it when the objects look far from it
+    (:func:`resampled_diameter`); ``--diameter native`` keeps the default plan."""
     from ..stacks.tiling import plan_tiling
     from ..weights.registry import model_entry
 
     s, cfg = settings, config
     diameter = s.diameter
     model_diameter = model_entry(s.model).object_diameter
-    if diameter is None and s.tile is None and not s.no_tile and model_diameter is not None:
-        size_hint(view, s.model, model_diameter)
+    chosen = diameter is not None or s.tile is not None or s.halo is not None or s.no_tile
+    if not chosen and model_diameter is not None:
+        diameter = resampled_diameter(view, s.model, model_diameter, tuple(cfg.input_size))
     if diameter == "auto":
         from ..stacks.diameter import estimate_diameter
 
@@ -67,20 +72,32 @@ def tiling_for(settings, view, config):
         raise _as_input_error(err) from None
 
 
-def size_hint(view, model_name: str, model_diameter: float) -> str | None:
-    """At native resolution, a one-line hint on stderr (returned too) when the objects of
-    ``view``'s middle slice look much smaller or larger than the model's preferred size
-    (:func:`~napari_sam.stacks.diameter.off_size_diameter`; None, and nothing said, when
-    they do not or nothing was found to measure)."""
-    from ..stacks.diameter import off_size_diameter
+def resampled_diameter(view, model_name: str, model_diameter: float, input_size) -> float | None:
+    """The object diameter the default settings resample ``view`` to: the estimate of its
+    middle slice when the objects would reach the model outside
+    :data:`~napari_sam.stacks.diameter.SIZE_HINT_RANGE` times its preferred size
+    (:func:`~napari_sam.stacks.diameter.off_size_diameter`), said in one line on stderr;
+    None (native resolution, nothing said) when they would not, when nothing was found to
+    measure, or when that size cannot be planned (said)."""
+    from ..stacks.diameter import native_scale, off_size_diameter
+    from ..stacks.tiling import plan_tiling
 
-    d = off_size_diameter(view, model_diameter)
+    d = off_size_diameter(view, model_diameter, input_size)
     if d is None:
         return None
-    hint = (f"napari-sam: objects look about {d:.0f} px across; {model_name} works best at "
-            f"{model_diameter:g} px: --diameter auto brings them to that size")  # fmt: skip
-    print(hint, file=sys.stderr)
-    return hint
+    scale = native_scale(view.slice_shape, input_size)
+    seen = "" if scale == 1 else f" ({d * scale:.0f} px in the model's input)"
+    try:
+        plan_tiling(view.slice_shape, input_size, diameter=d, model_diameter=model_diameter)
+    except ValueError as err:
+        print(f"napari-sam: objects look about {d:.0f} px across{seen}; {model_name} works "
+              f"best at {model_diameter:g} px, but {err}: not resampled",
+              file=sys.stderr)  # fmt: skip
+        return None
+    print(f"napari-sam: objects look about {d:.0f} px across{seen}; {model_name} works best "
+          f"at {model_diameter:g} px: resampled to it (--diameter native: not resampled)",
+          file=sys.stderr)  # fmt: skip
+    return d
 
 
 def make_predictor(model, view, tiling, channels, normalization, store, encoder=None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..stacks.diameter import SIZE_HINT_RANGE
+
 __all__ = ["OPTIONS", "add_options"]
 
 _NORMALIZATION = (
@@ -75,12 +77,16 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "halo": (("--halo",), dict(type=int, metavar="PX", help="overlap of neighbouring tiles on "
                                "each side (default: an eighth of the tile); more than half the "
                                "largest object")),
-    "diameter": (("--diameter",), dict(type=_number_or_text, metavar="PX|auto", help="typical "
-                                       "object diameter in pixels (auto: estimated from the "
-                                       "middle slice): the image is tiled so that objects reach "
-                                       "the model at the size it works best at (28 px in the "
-                                       "input of sam_tiny_nuclei); results come back at the "
-                                       "original resolution")),
+    "diameter": (("--diameter",), dict(type=_number_or_text, metavar="PX|auto|native",
+                                       help="typical object diameter in pixels (auto: "
+                                       "estimated from the middle slice): the image is tiled so "
+                                       "that objects reach the model at the size it works best "
+                                       "at (28 px in the input of sam_tiny_nuclei); results come "
+                                       "back at the original resolution. Default, for models "
+                                       "with such a size: estimated, and resampled only when "
+                                       "the objects would reach the model below "
+                                       f"{SIZE_HINT_RANGE[0]:g} x or above {SIZE_HINT_RANGE[1]:g} "
+                                       "x it (said on stderr); native: never resampled")),
     "dtype": (("--dtype",), dict(choices=("auto", "float32", "bfloat16"), help="the image "
                                  "encoder's precision: auto (bfloat16 only where the CPU or GPU "
                                  "does it natively and faster, else float32; the environment "

@@ -2,23 +2,30 @@
 
 Classical and quick: the middle slice (a central region of at most 2048 x 2048 pixels of a
 larger one) is smoothed, thresholded with Otsu's method and opened; the estimate is the median
-equivalent diameter (``2 * sqrt(area / pi)``) of the foreground components. Touching objects
-that merge into one component make it larger, objects split by noise smaller: it is a starting
-point for ``diameter``, not a measurement. No TensorFlow.
+equivalent diameter (``2 * sqrt(area / pi)``) of the foreground components. In a z-stack a
+slice cuts most objects away from their widest section, so there the slices around it (up to
+:data:`Z_SLICES`, in a central region of at most 1024 x 1024 pixels) are thresholded alike,
+the foreground is labelled in 3-D, and each object counts with its widest section. Touching
+objects that merge into one component make it larger, objects split by noise smaller: it is a
+starting point for ``diameter``, not a measurement. No TensorFlow.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SIZE_HINT_RANGE", "estimate_diameter", "off_size_diameter"]
+__all__ = ["SIZE_HINT_RANGE", "Z_SLICES", "estimate_diameter", "native_scale",
+           "off_size_diameter"]
 
-# objects this much smaller or larger than a model's preferred size are worth resampling
-# (docs/tiny-model.md, real nuclei at native resolution against the right size: at 0.68 x
-# sam_tiny_nuclei's clicks lose 0.03 IoU and boxes 0.04, at 1.54 x clicks 0.22; at 0.79 x
-# nothing); the apps say so at native resolution
-SIZE_HINT_RANGE = (0.85, 1.3)
+# objects this much smaller or larger than a model's preferred size, as the model sees them
+# at the default settings, are worth resampling (docs/tiny-model.md, real nuclei against the
+# right size: at 0.68 x sam_tiny_nuclei's clicks lose 0.03 IoU and boxes 0.04, at 0.56 x
+# (resized whole) 0.18 and 0.11, at 1.54 x clicks 0.22; at 0.79 x nothing); the apps then
+# resample (the CLI's --diameter, the widget's Object size) unless told not to
+SIZE_HINT_RANGE = (0.75, 1.3)
+Z_SLICES = 15  # slices of a z-stack read around the measured one
 _MAX_SIDE = 2048
+_MAX_SIDE_Z = 1024
 _MIN_AREA = 9  # pixels: smaller components are noise
 
 
@@ -42,32 +49,70 @@ def estimate_diameter(view, index=None, channel: int = 0) -> float | None:
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
-    index = len(view) // 2 if index is None else index
+    index = view.index_tuple(len(view) // 2 if index is None else index)
+    others = _z_neighbours(view, index)
+    side = _MAX_SIDE if len(others) == 1 else _MAX_SIDE_Z
     h, w = view.slice_shape
-    sy, sx = min(h, _MAX_SIDE), min(w, _MAX_SIDE)
-    y0, x0 = (h - sy) // 2, (w - sx) // 2
-    region = view.get_region(index, slice(y0, y0 + sy), slice(x0, x0 + sx))[..., channel]
-    x = ndi.gaussian_filter(np.nan_to_num(region.astype(np.float32)), 1.0)
+    sy, sx = min(h, side), min(w, side)
+    rows, cols = slice((h - sy) // 2, (h - sy) // 2 + sy), slice((w - sx) // 2, (w - sx) // 2 + sx)
+
+    def smoothed(i):
+        region = view.get_region(i, rows, cols)[..., channel]
+        return ndi.gaussian_filter(np.nan_to_num(region.astype(np.float32)), 1.0)
+
+    x = smoothed(index)
     if not np.isfinite(x).all() or x.max() <= x.min():
         return None
-    fg = ndi.binary_opening(x > threshold_otsu(x))
-    labels, n = ndi.label(fg)
+    threshold = threshold_otsu(x)
+    fg = np.stack([ndi.binary_opening((x if i == index else smoothed(i)) > threshold)
+                   for i in others])  # fmt: skip
+    labels, n = ndi.label(fg)  # one slice: its 2-D components; a z-stack: 3-D objects
     if n == 0:
         return None
-    areas = np.bincount(labels.ravel())[1:]
+    per_slice = np.stack([np.bincount(z.ravel(), minlength=n + 1) for z in labels])
+    areas = per_slice.max(axis=0)[1:]  # each object's widest section
     areas = areas[areas >= _MIN_AREA]
     if not len(areas):
         return None
     return float(np.median(2 * np.sqrt(areas / np.pi)))
 
 
+def _z_neighbours(view, index: tuple) -> list[tuple]:
+    """``index`` and the slices around it along a ``Z`` axis (up to :data:`Z_SLICES` in
+    order), or ``[index]`` alone when the stack has no z-axis of several slices."""
+    axes = view.slice_axes
+    if "Z" not in axes or view.stack_shape[axes.index("Z")] < 2:
+        return [index]
+    k, n = axes.index("Z"), view.stack_shape[axes.index("Z")]
+    start = min(max(0, index[k] - Z_SLICES // 2), max(0, n - Z_SLICES))
+    return [index[:k] + (z,) + index[k + 1:] for z in range(start, min(n, start + Z_SLICES))]
 
-def off_size_diameter(view, model_diameter: float, index=None) -> float | None:
-    """The estimated object diameter of slice ``index`` (default the middle one) when it is
-    outside :data:`SIZE_HINT_RANGE` times a model's preferred size ``model_diameter``; None
-    when it is inside, or nothing was found to measure. What the apps' size hint says."""
+
+
+def native_scale(slice_shape, input_size) -> float:
+    """How the default settings scale a ``(Y, X)`` slice on its way into a model of input
+    ``input_size``: 1 when it is tiled at native resolution, else the resize of the whole
+    slice to the input (SAM's longest side: less than 1 for a larger slice, more for a
+    smaller one)."""
+    from .tiling import plan_tiling
+
+    if plan_tiling(tuple(slice_shape), tuple(input_size)) is not None:
+        return 1.0
+    (h, w), (ih, iw) = slice_shape, input_size
+    return min(ih / h, iw / w)
+
+
+def off_size_diameter(view, model_diameter: float, input_size=None, index=None) -> float | None:
+    """The estimated object diameter (image pixels) of slice ``index`` (default the middle
+    one) when the objects reach the model outside :data:`SIZE_HINT_RANGE` times its
+    preferred size ``model_diameter``; None when inside, or nothing was found to measure.
+
+    With ``input_size`` (the model's), the size they reach it at is the estimate times
+    :func:`native_scale` (the default settings resize a slice that is not tiled); without,
+    the estimate itself. What the apps resample to by default."""
     d = estimate_diameter(view, index=index)
     if d is None:
         return None
+    scale = 1.0 if input_size is None else native_scale(view.slice_shape, input_size)
     low, high = SIZE_HINT_RANGE
-    return None if low <= d / model_diameter <= high else d
+    return None if low <= d * scale / model_diameter <= high else d

@@ -189,8 +189,10 @@ def plan_tiling(
         Overlap; default an eighth of the tile.
     no_tile : bool
         Never tile: the whole image is resized to the model input (Meta's behaviour).
-    diameter : float, optional
-        The typical object diameter in image pixels. Windows are sized
+    diameter : float or "native", optional
+        The typical object diameter in image pixels ("native", as None: no resampling; the
+        apps resample by default when objects look far from the model's size, and "native"
+        tells them not to). Windows are sized
         ``input_size * diameter / model_diameter`` so that objects reach the model at the
         size it works best at; the masks come back in image pixels.
     model_diameter : float, optional
@@ -213,6 +215,7 @@ def plan_tiling(
         the others, ``tile`` with ``diameter``, or ``diameter`` for a model with no object size.
     """
     check_tiling(tile, halo, diameter, no_tile, names)
+    diameter = None if diameter == "native" else diameter
     if no_tile:
         return None
     n = {**ARG_NAMES, **(names or {})}

@@ -59,7 +59,7 @@ def check_tiling(tile=None, halo=None, diameter=None, no_tile: bool = False, nam
     ----------
     tile, halo, diameter, no_tile
         As for :func:`plan_tiling`; ``diameter`` may also be ``"auto"`` (resolved by the
-        caller before planning).
+        caller before planning) or ``"native"`` (no resampling: what no diameter plans).
     names : dict, optional
         How the messages name each argument, e.g. ``{"tile": "--tile"}`` on the command line.
     geometry_only : bool
@@ -75,6 +75,8 @@ def check_tiling(tile=None, halo=None, diameter=None, no_tile: bool = False, nam
         ``no_tile`` with any of the others, ``tile`` with ``diameter``.
     """
     n = {**ARG_NAMES, **(names or {})}
+    if diameter == "native":
+        diameter = None
     if diameter is not None and diameter != "auto":
         try:
             d = float(diameter)
@@ -82,7 +84,8 @@ def check_tiling(tile=None, halo=None, diameter=None, no_tile: bool = False, nam
             d = float("nan")
         if not d > 0 or not math.isfinite(d):
             raise OptionError(
-                n['diameter'], f"expected a positive object size in pixels, got {diameter}"
+                n['diameter'], f"expected a positive object size in pixels, auto or native, "
+                f"got {diameter}"
             )
     if tile is not None:
         th, tw = as_pair(tile, n["tile"])
