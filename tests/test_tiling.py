@@ -336,6 +336,21 @@ def test_diameter_estimate_follows_the_object_size():
     assert estimate_diameter(StackView(np.zeros((64, 64), np.uint16), "YX")) is None
 
 
+def test_diameter_estimate_of_a_z_stack_counts_each_object_at_its_widest():
+    """A slice cuts most nuclei of a z-stack away from their widest section: along Z the
+    estimate follows each nucleus over the slices around it; along T (frames) it does not."""
+    from napari_sam.stacks.diameter import estimate_diameter
+    from napari_sam.train.synthetic import make_nuclei_3d
+
+    image, labels = make_nuclei_3d((16, 256, 256), seed=SEED + 8)
+    widest = [max(np.sum(labels[z] == i) for z in range(16)) for i in range(1, labels.max() + 1)]
+    truth = float(np.median(2 * np.sqrt(np.array(widest) / np.pi)))
+    d_z = estimate_diameter(StackView(image, "ZYX"))
+    d_t = estimate_diameter(StackView(image, "TYX"))  # the middle slice on its own
+    assert abs(d_z - truth) < 0.2 * truth and d_t < d_z, (d_z, d_t, truth)
+    assert estimate_diameter(StackView(image, "ZYX"), index=0) is not None  # at the edge
+
+
 def test_default_settings_resample_when_objects_are_far_from_the_model_size(capsys):
     """With no --diameter, --tile, --halo or --no-tile the CLI resamples to the model's preferred
     size when the objects, as the model would see them, are far from it, and says so in one

@@ -88,7 +88,6 @@ def _z_neighbours(view, index: tuple) -> list[tuple]:
     return [index[:k] + (z,) + index[k + 1:] for z in range(start, min(n, start + Z_SLICES))]
 
 
-
 def native_scale(slice_shape, input_size) -> float:
     """How the default settings scale a ``(Y, X)`` slice on its way into a model of input
     ``input_size``: 1 when it is tiled at native resolution, else the resize of the whole
