@@ -485,6 +485,9 @@ def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget
     assert sam_widget.diameter.text() == "native"
     sam_widget.image_box.setCurrentText("large nuclei")
     assert sam_widget.diameter.value() == d
+    sam_widget._set_size(0.0)  # a model chosen again fits the chosen image too
+    sam_widget.follow_model("sam_tiny_nuclei")
+    assert sam_widget.diameter.value() == d
     sam_widget.estimate.click()  # the user's choice from now on
     assert sam_widget.diameter.value() == d
     assert sam_widget.fit_object_size(*sam_widget.geometry()) is None

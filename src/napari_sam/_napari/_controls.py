@@ -171,16 +171,20 @@ class ControlsPanel(QWidget):
         self.z_to.setValue(n - 1)
 
     def follow_model(self, name: str) -> None:
-        """The object diameter is offered for models that record a preferred object size."""
+        """The object diameter is offered for models that record a preferred object size
+        (and fitted to the chosen image, as :meth:`fit_object_size`)."""
         size = model_diameter(name) if name else None
         for w in (self.diameter, self.estimate):
             w.setEnabled(size is not None)
         self.diameter.setToolTip(
             f"Typical object diameter in image pixels: slices are tiled so that objects reach "
             f"the model at {size:g} px, the size it works best at; masks come back at full "
-            f"resolution. 'native' (0): no rescaling" if size is not None else
-            f"{name} records no preferred object size: it sees images at native resolution"
+            f"resolution. 'native' (0): no rescaling. Until you set it, the widget sets it "
+            f"for each new image whose objects look far from {size:g} px" if size is not None
+            else f"{name} records no preferred object size: it sees images at native resolution"
         )  # fmt: skip
+        if size is not None and self.image_box.layer() is not None:
+            self.fit_object_size(*self.geometry())
 
     def object_size(self) -> tuple[float | None, float | None]:
         """``(diameter, model_diameter)``: the object diameter set (None: native resolution,
