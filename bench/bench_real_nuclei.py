@@ -146,7 +146,7 @@ def main(argv=None):
                 boxes += box
                 src, out = Path(tmp) / f"z{z}.tif", Path(tmp) / f"z{z}_labels.tif"
                 tifffile.imwrite(src, image[z])
-                auto(src, out, model=args.model, diameter=d, **extra)
+                auto(src, out, model=args.model, diameter=d or "native", **extra)
                 f1.append(instance_f1(tifffile.imread(out), truth).f1)
         result["sides"][name] = {
             "click_median_iou": float(np.median(clicks)), "box_median_iou": float(np.median(boxes)),
