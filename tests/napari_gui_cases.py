@@ -483,6 +483,12 @@ def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget
     viewer.add_image(make_nuclei_2d((256, 256), seed=4)[0], name="fitting nuclei")
     sam_widget.image_box.setCurrentText("fitting nuclei")  # the widget's own size follows
     assert sam_widget.diameter.text() == "native"
+    since = len(nf.records())  # objects too small to plan windows for: native, and said
+    tiny = make_nuclei_2d((512, 512), seed=9, radius_range=(2.5, 3.5), density=3e-3)[0]
+    viewer.add_image(tiny, name="tiny nuclei")
+    sam_widget.image_box.setCurrentText("tiny nuclei")
+    assert sam_widget.diameter.text() == "native"
+    assert any("kept at native resolution" in m for m in nf.messages(since)), nf.messages(since)
     sam_widget.image_box.setCurrentText("large nuclei")
     assert sam_widget.diameter.value() == d
     sam_widget._set_size(0.0)  # a model chosen again fits the chosen image too

@@ -384,6 +384,12 @@ def test_default_settings_resample_when_objects_are_far_from_the_model_size(caps
         assert "resampled" not in capsys.readouterr().err, given
         if given == {"diameter": "native"}:
             assert tiling.tile == (256, 256)  # the default plan: native resolution
+    # objects too small to plan windows for stay at native resolution, and that is said
+    tiny = make_nuclei_2d((512, 512), seed=SEED + 9, radius_range=(2.5, 3.5), density=3e-3)[0]
+    assert resampled_diameter(StackView(tiny, "YX"), "sam_tiny_nuclei", 28.0, (256, 256)) is None
+    said = capsys.readouterr().err
+    assert "under the 64 px minimum: not resampled" in said and len(said.splitlines()) == 1, said
+    assert tiling_for(settings, StackView(tiny, "YX"), config).tile == (256, 256)
     # the size the model sees: a slice that is not tiled is resized whole to the input
     assert native_scale((512, 512), (256, 256)) == 1.0
     assert native_scale((300, 200), (256, 256)) == pytest.approx(256 / 300)

@@ -196,8 +196,9 @@ class ControlsPanel(QWidget):
     def fit_object_size(self, image, geo) -> str | None:
         """On a new image, unless the user set the object diameter: the estimate when the
         objects would reach the model outside ``SIZE_HINT_RANGE`` times its preferred size
-        (said in one notification, returned too), else native resolution (nothing said)."""
-        from ..stacks.diameter import off_size_diameter
+        and that can be planned (said in one notification, returned too), else native
+        resolution (said only when it could not be planned)."""
+        from ..stacks.diameter import fit_to_model
         from ..stacks.view import StackView
         from ..weights import model_config
 
@@ -207,12 +208,16 @@ class ControlsPanel(QWidget):
             return None
         view = StackView(level_0(image), geo.axes)
         input_size = tuple(model_config(s.model_name).input_size)
-        d = off_size_diameter(view, size, input_size, index=self.current_index(geo))
-        self._set_size(d or 0.0)
-        if d is None:
+        fit = fit_to_model(view, size, input_size, index=self.current_index(geo))
+        self._set_size(fit.diameter if fit and not fit.problem else 0.0)
+        if fit is None:
             return None
-        text = (f"Segment Anything: objects look about {d:.0f} px across; {s.model_name} "
-                f"works best at {size:g} px: Object size set to {d:.0f} px to resample them "
+        said = (f"Segment Anything: objects look about {fit.diameter:.0f} px across; "
+                f"{s.model_name} works best at {size:g} px")  # fmt: skip
+        if fit.problem:
+            show_warning(f"{said}, but {fit.problem}: kept at native resolution")
+            return None
+        text = (f"{said}: Object size set to {fit.diameter:.0f} px to resample them "
                 "('native' keeps the image as it is)")  # fmt: skip
         show_info(text)
         return text

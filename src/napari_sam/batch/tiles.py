@@ -76,28 +76,23 @@ def resampled_diameter(view, model_name: str, model_diameter: float, input_size)
     """The object diameter the default settings resample ``view`` to: the estimate of its
     middle slice when the objects would reach the model outside
     :data:`~napari_sam.stacks.diameter.SIZE_HINT_RANGE` times its preferred size
-    (:func:`~napari_sam.stacks.diameter.off_size_diameter`), said in one line on stderr;
+    (:func:`~napari_sam.stacks.diameter.fit_to_model`), said in one line on stderr;
     None (native resolution, nothing said) when they would not, when nothing was found to
     measure, or when that size cannot be planned (said)."""
-    from ..stacks.diameter import native_scale, off_size_diameter
-    from ..stacks.tiling import plan_tiling
+    from ..stacks.diameter import fit_to_model
 
-    d = off_size_diameter(view, model_diameter, input_size)
-    if d is None:
+    fit = fit_to_model(view, model_diameter, input_size)
+    if fit is None:
         return None
-    scale = native_scale(view.slice_shape, input_size)
-    seen = "" if scale == 1 else f" ({d * scale:.0f} px in the model's input)"
-    try:
-        plan_tiling(view.slice_shape, input_size, diameter=d, model_diameter=model_diameter)
-    except ValueError as err:
-        print(f"napari-sam: objects look about {d:.0f} px across{seen}; {model_name} works "
-              f"best at {model_diameter:g} px, but {err}: not resampled",
+    seen = "" if fit.seen == fit.diameter else f" ({fit.seen:.0f} px in the model's input)"
+    said = f"napari-sam: objects look about {fit.diameter:.0f} px across{seen}; {model_name} "
+    if fit.problem:
+        print(f"{said}works best at {model_diameter:g} px, but {fit.problem}: not resampled",
               file=sys.stderr)  # fmt: skip
         return None
-    print(f"napari-sam: objects look about {d:.0f} px across{seen}; {model_name} works best "
-          f"at {model_diameter:g} px: resampled to it (--diameter native: not resampled)",
-          file=sys.stderr)  # fmt: skip
-    return d
+    print(f"{said}works best at {model_diameter:g} px: resampled to it (--diameter native: "
+          "not resampled)", file=sys.stderr)  # fmt: skip
+    return fit.diameter
 
 
 def make_predictor(model, view, tiling, channels, normalization, store, encoder=None,

@@ -12,10 +12,12 @@ starting point for ``diameter``, not a measurement. No TensorFlow.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["SIZE_HINT_RANGE", "Z_SLICES", "estimate_diameter", "native_scale",
-           "off_size_diameter"]
+__all__ = ["SIZE_HINT_RANGE", "Z_SLICES", "SizeFit", "estimate_diameter", "fit_to_model",
+           "native_scale"]
 
 # objects this much smaller or larger than a model's preferred size, as the model sees them
 # at the default settings, are worth resampling (docs/tiny-model.md, real nuclei against the
@@ -101,17 +103,44 @@ def native_scale(slice_shape, input_size) -> float:
     return min(ih / h, iw / w)
 
 
-def off_size_diameter(view, model_diameter: float, input_size=None, index=None) -> float | None:
-    """The estimated object diameter (image pixels) of slice ``index`` (default the middle
-    one) when the objects reach the model outside :data:`SIZE_HINT_RANGE` times its
-    preferred size ``model_diameter``; None when inside, or nothing was found to measure.
+@dataclass(frozen=True)
+class SizeFit:
+    """Objects found far from a model's preferred size at the default settings.
 
-    With ``input_size`` (the model's), the size they reach it at is the estimate times
-    :func:`native_scale` (the default settings resize a slice that is not tiled); without,
-    the estimate itself. What the apps resample to by default."""
+    Attributes
+    ----------
+    diameter : float
+        Their estimated diameter in image pixels (what ``diameter=`` resamples with).
+    seen : float
+        Their diameter as the default settings bring them to the model (``diameter`` times
+        :func:`native_scale`).
+    problem : str
+        Empty when resampling to ``diameter`` can be planned; else why not (the planner's
+        message), and the image stays as it is.
+    """
+
+    diameter: float
+    seen: float
+    problem: str = ""
+
+
+def fit_to_model(view, model_diameter: float, input_size, index=None) -> SizeFit | None:
+    """Whether the objects of slice ``index`` (default the middle one) reach a model of input
+    ``input_size`` at the default settings outside :data:`SIZE_HINT_RANGE` times its
+    preferred size ``model_diameter``: a :class:`SizeFit` if so, None when inside or nothing
+    was found to measure. What the apps resample to by default."""
+    from .tiling import plan_tiling
+
     d = estimate_diameter(view, index=index)
     if d is None:
         return None
-    scale = 1.0 if input_size is None else native_scale(view.slice_shape, input_size)
+    seen = d * native_scale(view.slice_shape, input_size)
     low, high = SIZE_HINT_RANGE
-    return None if low <= d * scale / model_diameter <= high else d
+    if low <= seen / model_diameter <= high:
+        return None
+    try:
+        plan_tiling(tuple(view.slice_shape), tuple(input_size), diameter=d,
+                    model_diameter=model_diameter)  # fmt: skip
+    except ValueError as err:
+        return SizeFit(d, seen, str(err))
+    return SizeFit(d, seen)

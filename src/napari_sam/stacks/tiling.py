@@ -242,7 +242,7 @@ def plan_tiling(
             )
         if min(tile) < MIN_TILE:
             raise OptionError(
-                n['diameter'], f"objects of {diameter} px would need tiles of {tile} px, "
+                n['diameter'], f"objects of {float(diameter):g} px would need tiles of {tile} px, "
                 f"under the {MIN_TILE} px minimum"
             )
     elif tile is None:
