@@ -42,9 +42,14 @@ class SlicePredictor(abc.ABC):
         The embeddings, one record per window per slice.
     tiling : Tiling or None
         The windows of a slice; None: one window, the whole slice.
+    outline : OutlineSettings or None
+        How prompted masks are redrawn from the image (the model's registered settings, set by
+        :func:`~napari_sam.stacks.factory.make_predictor`; see
+        :mod:`napari_sam.predict.outline`); None: SAM's masks, unchanged.
     """
 
     tiling = None
+    outline = None
     #: Whether :meth:`predict_window` takes low-resolution mask logits as a prompt (a tiled
     #: slice does not: the logits belong to one window).
     supports_mask_prompts = True
@@ -82,6 +87,36 @@ class SlicePredictor(abc.ABC):
         if self.tiling is not None:
             return self.tiling.inner(t)
         return self.window(t)
+
+    @property
+    @abc.abstractmethod
+    def channels(self):
+        """The resolved :class:`~napari_sam.stacks.channels.ChannelSpec`."""
+
+    @property
+    @abc.abstractmethod
+    def normalization(self):
+        """The :class:`~napari_sam.stacks.normalize.FittedNormalization` of the stack."""
+
+    def outline_image(self, index, window) -> np.ndarray:
+        """``(y1 - y0, x1 - x0)`` float32: the part ``window`` (clipped to the slice) of slice
+        ``index`` as the model reads it (normalised, its channels mapped), averaged over
+        channels: what :attr:`outline` redraws masks from."""
+        y0, y1, x0, x1 = window
+        region = self.view.get_region(index, slice(y0, y1), slice(x0, x1))
+        return self.channels.apply(self.normalization.apply(region)).mean(-1)
+
+    def redraw(self, index, masks: np.ndarray, window, box=None) -> np.ndarray:
+        """``masks`` ``(K, y1 - y0, x1 - x0)`` bool of ``window`` redrawn as :attr:`outline`
+        says (unchanged where it is None); ``box`` (x0, y0, x1, y1) in slice pixels."""
+        if self.outline is None or not masks.size:
+            return masks
+        from ..predict.outline import redraw_masks
+
+        y0, _, x0, _ = window
+        if box is not None:
+            box = np.asarray(box, np.float32).reshape(4) - np.array([x0, y0, x0, y0], np.float32)
+        return redraw_masks(self.outline_image(index, window), masks, self.outline, box)
 
     def _check_window(self, t: int) -> None:
         if not 0 <= int(t) < self.windows:

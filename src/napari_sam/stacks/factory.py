@@ -7,17 +7,19 @@ napari session call :func:`make_predictor`, so that which kind a stack gets (see
 
 from __future__ import annotations
 
+from ..predict.outline import OutlineSettings, outline_settings
+from ..weights.registry import model_entry
 from .contract import SlicePredictor
 from .stack_predictor import StackPredictor
 from .store import MEMORY_BUDGET
 from .tiled_predictor import TiledPredictor
 
-__all__ = ["make_predictor"]
+__all__ = ["make_predictor", "model_outline"]
 
 
 def make_predictor(model, view, tiling=None, channels=None, normalization=None, store=None,
                    encoder=None, memory_budget: int = MEMORY_BUDGET,
-                   overwrite: bool = False) -> SlicePredictor:  # fmt: skip
+                   overwrite: bool = False, outline="model") -> SlicePredictor:  # fmt: skip
     """The predictor of a stack: a :class:`~napari_sam.stacks.tiled_predictor.TiledPredictor`
     when ``tiling`` is given, else a :class:`~napari_sam.stacks.stack_predictor.StackPredictor`.
 
@@ -31,8 +33,25 @@ def make_predictor(model, view, tiling=None, channels=None, normalization=None, 
         The windows of a slice (see :func:`~napari_sam.stacks.tiling.plan_tiling`).
     channels, normalization, store, encoder, memory_budget, overwrite
         As for :class:`~napari_sam.stacks.stack_predictor.StackPredictor`.
+    outline : OutlineSettings or None or "model"
+        How prompted masks are redrawn from the image (:mod:`napari_sam.predict.outline`):
+        ``"model"`` (default) the settings the model's registry entry records (none for
+        Meta's and micro-sam's models), None SAM's masks unchanged.
     """
     kwargs = dict(store=store, memory_budget=memory_budget, overwrite=overwrite, encoder=encoder)
     if tiling is None:
-        return StackPredictor(model, view, channels, normalization, **kwargs)
-    return TiledPredictor(model, view, tiling, channels, normalization, **kwargs)
+        sp = StackPredictor(model, view, channels, normalization, **kwargs)
+    else:
+        sp = TiledPredictor(model, view, tiling, channels, normalization, **kwargs)
+    sp.outline = model_outline(model) if isinstance(outline, str) else outline
+    return sp
+
+
+def model_outline(model) -> OutlineSettings | None:
+    """The outline settings the registry records for ``model`` (by its configuration's name;
+    None for an unregistered one, or one that records none)."""
+    try:
+        entry = model_entry(model.cfg.name)
+    except ValueError:
+        return None
+    return outline_settings(entry.outline)

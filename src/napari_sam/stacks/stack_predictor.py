@@ -225,7 +225,16 @@ class StackPredictor(SlicePredictor):
         if self.index is None:
             raise RuntimeError("StackPredictor: call set_slice(index) or predict(index, ...) first")
         self._activate()
-        return self.predictor(points, labels, boxes, masks, multimask_output, return_logits)
+        out = self.predictor(points, labels, boxes, masks, multimask_output, return_logits)
+        if self.outline is None or return_logits:
+            return out
+        masks, scores, logits = out
+        window = self.window(0)
+        box = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
+        objects = masks[None] if masks.ndim == 3 else masks  # one object, or a batch
+        redrawn = np.stack([self.redraw(self.index, m, window, box[n] if n < len(box) else None)
+                            for n, m in enumerate(objects)])  # fmt: skip
+        return (redrawn[0] if masks.ndim == 3 else redrawn), scores, logits
 
     def predict(self, index, **prompts):
         """``set_slice(index)`` then ``self(**prompts)``: masks, scores, logits of that slice."""

@@ -276,7 +276,10 @@ class TiledPredictor(SlicePredictor):
         h, w = self.view.slice_shape
         y0, y1, x0, x1 = window
         y1, x1 = min(y1, h), min(x1, w)
-        return masks[:, : y1 - y0, : x1 - x0], scores, logits, (y0, y1, x0, x1)
+        masks = masks[:, : y1 - y0, : x1 - x0]
+        if not return_logits:
+            masks = self.redraw(index, masks, (y0, y1, x0, x1), None if box is None else box[0])
+        return masks, scores, logits, (y0, y1, x0, x1)
 
     def __call__(
         self, points=None, labels=None, boxes=None, masks=None, multimask_output=True,

@@ -37,12 +37,25 @@ def normalised_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
-def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray) -> dict[str, list]:
+def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
+                     outline=None) -> dict[str, list]:  # fmt: skip
     """IoU of every object of ``labels`` for a centre point, a box and point + negative.
 
     ``image`` is (H, W) raw data, normalised with the default stack normalisation.
+    ``outline``: :class:`~napari_sam.predict.outline.OutlineSettings` to redraw the masks
+    with, as the apps do for a model that records them (None: SAM's masks).
     """
-    predictor.set_image(normalised_rgb(image))
+    rgb = normalised_rgb(image)
+    predictor.set_image(rgb)
+    if outline is not None:
+        from ..predict.outline import redraw_masks
+
+        grey, raw = rgb.mean(-1), predictor
+
+        def predictor(boxes=None, **prompts):
+            masks, scores, logits = raw(boxes=boxes, **prompts)
+            box = None if boxes is None else boxes[0]
+            return redraw_masks(grey, masks, outline, box), scores, logits
     out = {"point": [], "box": [], "point_pair": [], "point_and_negative": []}
     for i in range(1, int(labels.max()) + 1):
         truth = labels == i
@@ -64,15 +77,17 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray) -> dict[s
     return out
 
 
-def evaluate_on_synthetic(predictor, seeds, shape=(256, 256), **params) -> PromptScores:
+def evaluate_on_synthetic(predictor, seeds, shape=(256, 256), outline=None,
+                          **params) -> PromptScores:  # fmt: skip
     """Mean IoUs over freshly generated 2-D synthetic nuclei images (one per seed);
-    ``params``: other generator fields (e.g. a style of :mod:`napari_sam.train.styles`)."""
+    ``outline`` as for :func:`evaluate_prompts`; ``params``: other generator fields (e.g. a
+    style of :mod:`napari_sam.train.styles`)."""
     from .synthetic import make_nuclei_2d
 
     acc: dict[str, list] = {"point": [], "box": [], "point_pair": [], "point_and_negative": []}
     for seed in seeds:
         image, labels = make_nuclei_2d(shape, seed=int(seed), **params)
-        for key, values in evaluate_prompts(predictor, image, labels).items():
+        for key, values in evaluate_prompts(predictor, image, labels, outline).items():
             acc[key] += values
     return PromptScores(
         **{k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()},

@@ -59,6 +59,10 @@ class ModelEntry:
     ais : Mapping
         The decoder's watershed settings (:class:`~napari_sam.segment.ais.AisSettings` fields)
         that differ from micro-sam's generic defaults.
+    outline : Mapping
+        How the apps redraw the model's prompted masks from the image
+        (:class:`~napari_sam.predict.outline.OutlineSettings` fields); empty: SAM's masks,
+        unchanged (Meta's and micro-sam's models).
     """
 
     name: str
@@ -68,6 +72,7 @@ class ModelEntry:
     object_diameter: float | None = None
     decoder: object = None
     ais: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    outline: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def has_decoder(self) -> bool:
@@ -89,6 +94,7 @@ def register_model(
     object_diameter=None,
     decoder=None,
     ais=None,
+    outline=None,
 ) -> None:
     """Register a configuration under ``cfg.name``.
 
@@ -110,6 +116,9 @@ def register_model(
         The model's instance-segmentation decoder file.
     ais : dict, optional
         The decoder's watershed settings that differ from micro-sam's defaults.
+    outline : dict, optional
+        How the apps redraw the model's prompted masks from the image
+        (:class:`~napari_sam.predict.outline.OutlineSettings` fields).
     """
     old = _REGISTRY.get(cfg.name)
     if weights is None and old is not None:
@@ -122,9 +131,11 @@ def register_model(
     if decoder is None and old is not None:
         decoder = old.decoder
     ais = MappingProxyType(dict(ais)) if ais else (old.ais if old else MappingProxyType({}))
+    outline = (MappingProxyType(dict(outline)) if outline
+               else (old.outline if old else MappingProxyType({})))  # fmt: skip
     _REGISTRY[cfg.name] = ModelEntry(
         cfg.name, cfg, weights, settings or MappingProxyType({}),
-        None if object_diameter is None else float(object_diameter), decoder, ais,
+        None if object_diameter is None else float(object_diameter), decoder, ais, outline,
     )  # fmt: skip
 
 
@@ -214,6 +225,9 @@ register_model(
     ais={"center_distance_threshold": 0.4, "boundary_distance_threshold": 0.5,
          "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25,
          "merge_solidity": 0.98, "merge_border": 1.0},  # fmt: skip
+    # prompted masks redrawn at half maximum, where hand labels of nuclei sit, and cut to
+    # their box; the bands chosen on tuning seeds (scripts/tune_outline.py): docs/tiny-model.md
+    outline={"level": 0.5, "inner": 1, "outer": 1},
 )
 
 

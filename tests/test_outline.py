@@ -1,0 +1,125 @@
+"""Prompted masks redrawn at an object's half maximum and cut to their box
+(``napari_sam.predict.outline``), as the apps do for ``sam_tiny_nuclei`` ([tiny-v2])."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_sam.masks import iou
+from napari_sam.predict.outline import (
+    OutlineSettings,
+    outline_settings,
+    redraw_masks,
+    redraw_outline,
+)
+from napari_sam.stacks.factory import make_predictor, model_outline
+from napari_sam.stacks.tiling import plan_tiling
+from napari_sam.train.synthetic import make_nuclei_2d
+
+
+def _nucleus(shape=(80, 80), centre=(40, 40), radius=12, blur=2.5, bright=200.0, bg=20.0):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+    image = bg + (bright - bg) * ndimage.gaussian_filter(disc.astype(np.float32), blur)
+    return image, disc  # a blurred disc: its half maximum is the disc's own edge
+
+
+@pytest.mark.parametrize("grow", [-2, 2])
+def test_a_mask_off_by_two_pixels_comes_back_to_the_half_maximum(grow):
+    image, disc = _nucleus()
+    off = (ndimage.binary_dilation(disc, iterations=grow) if grow > 0
+           else ndimage.binary_erosion(disc, iterations=-grow))  # fmt: skip
+    settings = OutlineSettings(inner=3, outer=3)
+    redrawn = redraw_outline(image, off, settings)
+    assert iou(off, disc) < 0.8
+    assert iou(redrawn, disc) > max(0.9, iou(off, disc) + 0.15)
+
+
+def test_nothing_farther_than_the_band_changes():
+    image, disc = _nucleus()
+    off = ndimage.binary_dilation(disc, iterations=4)  # 4 px out, the band reaches 1 px in
+    redrawn = redraw_outline(image, off, OutlineSettings(inner=1, outer=0))
+    assert (redrawn <= off).all()
+    assert (redrawn >= ndimage.binary_erosion(off, iterations=1)).all()
+
+
+def test_a_box_cuts_a_mask_that_spills_into_a_neighbour():
+    image, disc = _nucleus(shape=(60, 100), centre=(30, 35), radius=10)
+    other, second = _nucleus(shape=(60, 100), centre=(30, 53), radius=10)  # pressed together
+    image = np.maximum(image, other)
+    both = disc | second  # SAM's mask took the neighbour in
+    rows, cols = np.nonzero(disc)
+    box = np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float32)
+    out = redraw_masks(image, both[None], OutlineSettings(), box)[0]
+    assert iou(out, disc) > 0.9
+    kept = redraw_masks(image, both[None], OutlineSettings(clip_to_box=False), box)[0]
+    assert iou(kept, disc) < 0.6  # without the cut the neighbour stays
+
+
+def test_empty_masks_and_flat_images_are_left_alone():
+    image, disc = _nucleus()
+    empty = np.zeros_like(disc)
+    assert not redraw_outline(image, empty, OutlineSettings()).any()
+    flat = np.full(disc.shape, 7.0, np.float32)
+    np.testing.assert_array_equal(redraw_outline(flat, disc, OutlineSettings()), disc)
+    with pytest.raises(ValueError, match="image: expected shape"):
+        redraw_masks(image[:10], disc[None], OutlineSettings())
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="level: expected a fraction"):
+        OutlineSettings(level=1.0)
+    with pytest.raises(ValueError, match="inner: expected pixels"):
+        OutlineSettings(inner=-1)
+    with pytest.raises(ValueError, match="outline: unknown settings"):
+        outline_settings({"levle": 0.5})
+    assert outline_settings({}) is None
+    assert outline_settings({"level": 0.4}) == OutlineSettings(level=0.4)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from napari_sam import create_model
+
+    return create_model("sam_tiny_nuclei", pretrained=True)
+
+
+def test_the_apps_redraw_sam_tiny_nuclei_masks_and_only_its(tiny):
+    from napari_sam.weights.registry import model_entry
+
+    assert model_outline(tiny) == outline_settings(model_entry("sam_tiny_nuclei").outline)
+    assert model_outline(tiny) is not None
+    for name in ("sam_vit_b", "sam_vit_h", "vit_b_lm", "vit_t_lm"):  # Meta's and micro-sam's masks stay theirs
+        assert not model_entry(name).outline
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_predictors_give_the_redrawn_masks(tiny, tiled):
+    from napari_sam.masks import bounding_box
+    from napari_sam.stacks import StackView
+
+    image, labels = make_nuclei_2d((300, 280), seed=4242, edge_level=0.5)
+    view = StackView(image, "YX")
+    tiling = plan_tiling(image.shape, (256, 256), tile=128) if tiled else None
+    sp = make_predictor(tiny, view, tiling)
+    raw = make_predictor(tiny, view, tiling, outline=None)
+    assert sp.outline == model_outline(tiny) and raw.outline is None
+    truth = labels == labels[150, 140] if labels[150, 140] else labels == 1
+    box = bounding_box(truth)
+    got, _, _, window = sp.predict_window((), boxes=box, multimask_output=False)
+    base, _, _, same = raw.predict_window((), boxes=box, multimask_output=False)
+    assert window == same
+    want = redraw_masks(raw.outline_image((), window), base, sp.outline,
+                        box - np.array([window[2], window[0]] * 2))  # fmt: skip
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, base)
+    # the batched call of the current slice gives the same masks, in slice pixels
+    masks, _, _ = sp.predict((), boxes=box[None, None], multimask_output=False)
+    y0, y1, x0, x1 = window
+    np.testing.assert_array_equal(masks[0, 0, y0:y1, x0:x1], got[0])
+    # logits are SAM's
+    lg, _, _, _ = sp.predict_window((), boxes=box, multimask_output=False, return_logits=True)
+    lr, _, _, _ = raw.predict_window((), boxes=box, multimask_output=False, return_logits=True)
+    np.testing.assert_array_equal(lg, lr)
