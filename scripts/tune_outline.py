@@ -5,11 +5,13 @@ tuning seeds ``--seeds`` (500 to 519 by default: neither training, which draws s
 >= 1,000,000, nor the held-out benchmark, seeds 0 to 39 and 100 to 105), labels at half
 maximum (``--edge-level 0.5``): the mean IoU of a click at each nucleus's centre (best of 3
 by predicted IoU) and of a tight box, with SAM's masks and with each candidate of
-:class:`~napari_sam.predict.outline.OutlineSettings` (``--grid``: ``inner,outer`` pairs;
-level 0.5, the half maximum where hand labels of fluorescence nuclei sit). SAM's masks are
-decoded once per prompt and redrawn for every candidate.
+:class:`~napari_sam.predict.outline.OutlineSettings` (``--grid``: ``inner,outer`` or
+``inner,outer,min_solidity``; level 0.5, the half maximum where hand labels of fluorescence
+nuclei sit). SAM's masks are decoded once per prompt and redrawn for every candidate; a
+click's mask is then chosen among the redrawn candidates as the apps do
+(:func:`~napari_sam.predict.outline.preferred_candidate`).
 
-    python scripts/tune_outline.py [--seeds 500:520] [--grid 1,0:2,1:3,1] [--weights FILE]
+    python scripts/tune_outline.py [--seeds 500:520] [--grid 1,0:2,1:1,1,0.95] [--weights FILE]
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import numpy as np  # noqa: E402
 
 from napari_sam import SAMPredictor, create_model  # noqa: E402
 from napari_sam.masks import bounding_box  # noqa: E402
-from napari_sam.predict.outline import OutlineSettings, redraw_masks  # noqa: E402
+from napari_sam.predict.outline import (  # noqa: E402
+    OutlineSettings,
+    preferred_candidate,
+    redraw_masks,
+)
 from napari_sam.train.evaluation import iou, normalised_rgb, object_centre  # noqa: E402
 from napari_sam.train.styles import STYLES, style_params  # noqa: E402
 from napari_sam.train.synthetic import make_nuclei_2d  # noqa: E402
@@ -32,15 +38,18 @@ from napari_sam.train.synthetic import make_nuclei_2d  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="500:520", help="tuning seeds START:STOP")
-    parser.add_argument("--grid", default="1,0:1,1:2,0:2,1:2,2:3,1", help="inner,outer pairs")
+    parser.add_argument("--grid", default="1,0:1,1:2,0:2,1:2,2:3,1",
+                        help="inner,outer[,min_solidity] candidates, ':'-separated")  # fmt: skip
     parser.add_argument("--edge-level", type=float, default=0.5, help="the labels' edge")
     parser.add_argument("--weights", default=None, help="model file (default: the shipped)")
     args = parser.parse_args(argv)
     seeds = range(*(int(v) for v in args.seeds.split(":")))
     grid = {"SAM's masks": None}
-    for pair in args.grid.split(":"):
-        inner, outer = (int(v) for v in pair.split(","))
-        grid[f"inner {inner}, outer {outer}"] = OutlineSettings(inner=inner, outer=outer)
+    for entry in args.grid.split(":"):
+        inner, outer, *solid = entry.split(",")
+        name = f"inner {inner}, outer {outer}" + (f", min_solidity {solid[0]}" if solid else "")
+        grid[name] = OutlineSettings(inner=int(inner), outer=int(outer),
+                                     min_solidity=float(solid[0]) if solid else None)  # fmt: skip
     predictor = SAMPredictor(create_model("sam_tiny_nuclei", pretrained=args.weights or True))
     scores = {name: {s: ([], []) for s in STYLES} for name in grid}
     for style in STYLES:
@@ -61,7 +70,8 @@ def main(argv=None):
                 for name, settings in grid.items():
                     click, bm = masks[np.argmax(sc)][None], bmask
                     if settings is not None:
-                        click = redraw_masks(grey, click, settings)
+                        red = redraw_masks(grey, masks, settings)
+                        click = red[preferred_candidate(red, sc, settings.min_solidity)][None]
                         bm = redraw_masks(grey, bm, settings, box)
                     scores[name][style][0].append(iou(click[0], truth))
                     scores[name][style][1].append(iou(bm[0], truth))

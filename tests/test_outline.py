@@ -90,8 +90,8 @@ def test_the_apps_redraw_sam_tiny_nuclei_masks_and_only_its(tiny):
     from napari_sam.weights.registry import model_entry
 
     assert model_outline(tiny) == outline_settings(model_entry("sam_tiny_nuclei").outline)
-    assert model_outline(tiny) is not None
-    for name in ("sam_vit_b", "sam_vit_h", "vit_b_lm", "vit_t_lm"):  # Meta's and micro-sam's masks stay theirs
+    assert model_outline(tiny) is not None and model_outline(tiny).min_solidity == 0.98
+    for name in ("sam_vit_b", "sam_vit_h", "vit_b_lm", "vit_t_lm"):  # masks stay Meta's
         assert not model_entry(name).outline
 
 
@@ -123,3 +123,54 @@ def test_predictors_give_the_redrawn_masks(tiny, tiled):
     lg, _, _, _ = sp.predict_window((), boxes=box, multimask_output=False, return_logits=True)
     lr, _, _, _ = raw.predict_window((), boxes=box, multimask_output=False, return_logits=True)
     np.testing.assert_array_equal(lg, lr)
+
+
+def test_a_click_prefers_a_solid_candidate():
+    from napari_sam.predict.outline import mask_solidity as solidity
+    from napari_sam.predict.outline import preferred_candidate
+
+    _, disc = _nucleus(shape=(60, 100), centre=(30, 35), radius=10)
+    _, second = _nucleus(shape=(60, 100), centre=(30, 57), radius=10)
+    pair, part = disc | second, disc & (np.arange(100)[None] < 30)
+    masks, scores = np.stack([pair, disc, part]), np.array([0.9, 0.8, 0.85])
+    assert solidity(pair) < 0.9 < 0.95 < solidity(disc) <= 1.0
+    assert preferred_candidate(masks, scores, None) == 0  # SAM's choice
+    assert preferred_candidate(masks, scores, 0.95) == 2  # the best score of the solid ones
+    assert preferred_candidate(masks[:2], scores[:2], 0.95) == 1
+    assert preferred_candidate(masks[:1], scores[:1], 0.95) == 0
+    # none solid enough: the most solid
+    assert preferred_candidate(np.stack([pair, pair | (np.arange(60)[:, None] < 3)]),
+                               np.array([0.5, 0.9]), 0.999) == 0  # fmt: skip
+    with pytest.raises(ValueError, match="min_solidity: expected a fraction"):
+        OutlineSettings(min_solidity=0.0)
+
+
+def test_best_candidate_is_sams_without_an_outline(tiny):
+    from napari_sam.stacks import StackView
+
+    image = make_nuclei_2d((128, 128), seed=7)[0]
+    raw = make_predictor(tiny, StackView(image, "YX"), outline=None)
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, :2, :2] = masks[1, 0, :] = masks[1, :, 0] = True  # 1 is not solid
+    assert raw.best_candidate(masks, np.array([0.1, 0.9, 0.5])) == 1
+    raw.outline = OutlineSettings(min_solidity=0.95)
+    assert raw.best_candidate(masks, np.array([0.1, 0.9, 0.5])) == 0
+
+
+def test_records_say_how_masks_were_drawn(tiny, capsys):
+    import json
+    from types import SimpleNamespace
+
+    from napari_sam.batch.record import check_replay
+    from napari_sam.predict.outline import describe_outline
+    from napari_sam.stacks import StackView
+
+    sp = make_predictor(tiny, StackView(make_nuclei_2d((64, 64), seed=3)[0], "YX"))
+    drawn = describe_outline(sp.outline)
+    assert json.loads(json.dumps(drawn)) == drawn and describe_outline(None) is None
+    settings = SimpleNamespace(model="sam_tiny_nuclei", allow_other_model=False)
+    check_replay({"outline": drawn}, sp, settings, "p.json")
+    assert "outline" not in capsys.readouterr().err
+    check_replay({}, sp, settings, "p.json")  # a record of SAM's masks (before 2026-12-07)
+    err = capsys.readouterr().err
+    assert "p.json: its masks were drawn as SAM decoded them" in err and "may differ" in err

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
-__all__ = ["LabelOverlaps", "bounding_box", "iou", "label_overlaps", "mask_to_box", "object_centre"]
+__all__ = ["LabelOverlaps", "bounding_box", "iou", "label_overlaps", "mask_to_box", "object_centre",
+           "solidity"]  # fmt: skip
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,3 +134,25 @@ def label_overlaps(a: np.ndarray, b: np.ndarray) -> LabelOverlaps:
     ids_a, sizes_a = np.unique(a[a > 0], return_counts=True)
     ids_b, sizes_b = np.unique(b[b > 0], return_counts=True)
     return LabelOverlaps(pairs, inter, ids_a, sizes_a, ids_b, sizes_b)
+
+
+def solidity(ys: np.ndarray, xs: np.ndarray) -> float:
+    """Pixels of a 2-D region (its pixel coordinates) over the pixels of its convex hull.
+
+    The hull's pixels are the pixel centres in or on the convex hull of the region's pixel
+    centres, counted exactly with Pick's theorem, so a digitally convex region (a digital disc,
+    a rectangle) has solidity 1 whatever its size.
+    """
+    n = ys.size
+    if n < 3:
+        return 1.0
+    points = np.stack([xs, ys], 1).astype(np.float64)
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # all on one line: convex
+        return 1.0
+    corners = points[hull.vertices].astype(np.int64)
+    edges = np.abs(np.roll(corners, -1, axis=0) - corners)
+    on_boundary = int(np.gcd(edges[:, 0], edges[:, 1]).sum())
+    inside_or_on = hull.volume + on_boundary / 2 + 1  # Pick: A = I + B/2 - 1
+    return float(min(1.0, n / inside_or_on))

@@ -255,8 +255,9 @@ def record_entry(pred, label: int, overwrite: bool) -> dict:
 
 def made_by(session, model_name: str) -> dict:
     """The ``made_by`` of the widget's record (as ``napari-sam segment`` writes and checks
-    it): the model and the hash of its weights, channels, normalisation, tiling."""
+    it): the model and the hash of its weights, channels, normalisation, tiling, outline."""
     from .. import __version__
+    from ..predict.outline import describe_outline
     from ..stacks.tiling import describe_tiling
 
     sp = session.sp
@@ -265,7 +266,7 @@ def made_by(session, model_name: str) -> dict:
         "weights_hash": sp.encoder.weights_hash, "encoder_dtype": sp.model.encoder_dtype,
         "channels": sp.channels.signature(),
         "normalization": sp.normalization.describe(),
-        "tiling": describe_tiling(sp.tiling),
+        "tiling": describe_tiling(sp.tiling), "outline": describe_outline(sp.outline),
     }  # fmt: skip
 
 

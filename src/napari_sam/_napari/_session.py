@@ -308,7 +308,7 @@ class Session:
             tuple(index), obj.points if has_points else None, obj.labels if has_points else None,
             obj.box, multimask and single_point, masks=masks,
         )  # fmt: skip
-        best = int(np.argmax(scores))  # window None: the masks cover the whole slice
+        best = self.sp.best_candidate(masks, scores)  # window None: the whole slice
         return Prediction(masks, scores, logits, best, slice_window(window, self.slice_shape),
                           obj, multimask and single_point)  # fmt: skip
 

@@ -256,7 +256,7 @@ def segment_prompts(sp, prompts, ids: dict | None = None):
             obj.slice, pts, lbl, box, multimask_output=single_point
         )  # within the window the mask came from (the whole slice when not tiled)
         target = target[y0:y1, x0:x1]
-        mask = masks[int(np.argmax(scores))] if single_point else masks[0]
+        mask = masks[sp.best_candidate(masks, scores)] if single_point else masks[0]
         key = obj.object_key
         target[mask] = ids.setdefault(key, len(ids) + 1)
     return labels

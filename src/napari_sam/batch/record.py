@@ -17,6 +17,7 @@ __all__ = ["check_replay", "made_by", "write_record"]
 def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
     """What the labels of ``inp`` were made with (the ``made_by`` of a sidecar)."""
     from .. import __version__
+    from ..predict.outline import describe_outline
     from ..stacks.tiling import describe_tiling
 
     s = settings
@@ -32,6 +33,7 @@ def made_by(sp, settings, inp: Path, command: str, partial=None) -> dict:
         "channels": s.channels,
         "normalization": sp.normalization.describe(),
         "tiling": describe_tiling(sp.tiling),
+        "outline": describe_outline(sp.outline),
     }
     if partial is not None:  # auto: the method and its settings, as the work folder keys them
         record["segmenter"] = partial.fields.get("generator")
@@ -74,6 +76,14 @@ def check_replay(record: dict, sp, settings, prompt_file) -> None:
               "labels (slice and id, e.g. " + ", ".join(str(m) for m in missing[:3]) + ") were "
               "not made from prompts (Propagate, Segment everything or painting); the replay "
               "will not have them", file=sys.stderr)  # fmt: skip
+    from ..predict.outline import describe_outline
+
+    drawn, now = record.get("outline"), describe_outline(sp.outline)
+    if drawn != now:  # records before 2026-12-07 have none: SAM's masks
+        print(f"napari-sam: warning: {Path(prompt_file).name}: its masks were drawn "
+              f"{'as SAM decoded them' if drawn is None else f'with outline {drawn}'}, this run "
+              f"draws them {'as SAM decodes them' if now is None else f'with outline {now}'}; "
+              "replayed masks may differ at their edges", file=sys.stderr)  # fmt: skip
     theirs, ours = record.get("weights_hash"), sp.encoder.weights_hash
     if theirs is None or theirs == ours:
         return

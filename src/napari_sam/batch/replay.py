@@ -70,7 +70,8 @@ def replay_record(sp, prompts, labels, ids: dict):
                 multimask = single and obj.multimask is not False
                 out, scores, _, (y0, y1, x0, x1) = sp.predict_window(
                     obj.slice, pts, lbl, box, multimask_output=multimask, masks=logits)
-                k = int(np.argmax(scores)) if obj.choice is None or not multimask else obj.choice
+                k = (sp.best_candidate(out, scores) if obj.choice is None or not multimask
+                     else obj.choice)  # fmt: skip
                 if k >= len(out):
                     raise InputError("--prompts", f"{obj.where}: candidate {k} of {len(out)}")
                 full = np.zeros(sp.view.slice_shape, bool)

@@ -14,19 +14,33 @@ itself, in a narrow band around SAM's outline:
   threshold, pixels outside within ``outer`` px join if they do; nothing farther changes,
   so SAM decides which object it is and the image decides where its edge lies;
 - the piece that overlaps SAM's mask most is kept, its holes filled;
-- a box's mask is cut to the box (the box says where the object is).
+- a box's mask is cut to the box (the box says where the object is);
+- of a click's candidates, the one chosen is the highest by predicted IoU among those at
+  least ``min_solidity`` solid (their area over their convex hull's; a nucleus is convex, a
+  mask that took in a touching neighbour is not), the most solid when none is
+  (:func:`preferred_candidate`).
 
 Meta's models and micro-sam's record no outline level: their masks are Meta's, unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["OutlineSettings", "outline_settings", "redraw_masks", "redraw_outline"]
+from ..masks import solidity
+
+__all__ = [
+    "OutlineSettings",
+    "describe_outline",
+    "outline_settings",
+    "preferred_candidate",
+    "redraw_masks",
+    "redraw_outline",
+    "mask_solidity",
+]
 
 _MARGIN = 10  # px around a mask's bounding box: the ring, the band and the smoothing
 
@@ -45,6 +59,9 @@ class OutlineSettings:
         The Gaussian smoothing of the image first (pixels; 0: none).
     clip_to_box : bool
         Whether a box's mask is cut to the box.
+    min_solidity : float or None
+        Of a click's candidate masks, prefer those at least this solid (None: the highest
+        predicted IoU, as SAM).
     """
 
     level: float = 0.5
@@ -52,6 +69,7 @@ class OutlineSettings:
     outer: int = 1
     sigma: float = 1.0
     clip_to_box: bool = True
+    min_solidity: float | None = None
 
     def __post_init__(self):
         if not 0.0 < float(self.level) < 1.0:
@@ -61,6 +79,10 @@ class OutlineSettings:
                 raise ValueError(f"{name}: expected pixels >= 0, got {getattr(self, name)}")
         if not float(self.sigma) >= 0.0:
             raise ValueError(f"sigma: expected >= 0, got {self.sigma}")
+        if self.min_solidity is not None and not 0.0 < float(self.min_solidity) <= 1.0:
+            raise ValueError(
+                f"min_solidity: expected a fraction in (0, 1], got {self.min_solidity}"
+            )
 
 
 def outline_settings(values) -> OutlineSettings | None:
@@ -72,6 +94,32 @@ def outline_settings(values) -> OutlineSettings | None:
     if unknown:
         raise ValueError(f"outline: unknown settings {unknown}; expected some of {sorted(known)}")
     return OutlineSettings(**dict(values))
+
+
+def describe_outline(settings: OutlineSettings | None) -> dict | None:
+    """The settings as a plain dict (a provenance record's ``outline``); None for SAM's masks."""
+    return None if settings is None else asdict(settings)
+
+
+def mask_solidity(mask: np.ndarray) -> float:
+    """A mask's pixels over the pixel centres inside their convex hull
+    (:func:`napari_sam.masks.solidity`: a digital disc scores 1 at any size); 0 if empty."""
+    ys, xs = np.nonzero(mask)
+    return solidity(ys, xs) if ys.size else 0.0
+
+
+def preferred_candidate(masks: np.ndarray, scores: np.ndarray, min_solidity: float | None) -> int:
+    """Which of ``masks`` (K, H, W) a click gives: the highest of ``scores`` (predicted IoU)
+    among the masks at least ``min_solidity`` solid, the most solid when none is (None: the
+    highest score)."""
+    scores = np.asarray(scores)
+    if min_solidity is None or len(scores) < 2:
+        return int(np.argmax(scores))
+    solid = np.array([mask_solidity(m) for m in masks])
+    passing = np.nonzero(solid >= min_solidity)[0]
+    if not len(passing):
+        return int(np.argmax(solid))
+    return int(passing[np.argmax(scores[passing])])
 
 
 def _crop(mask: np.ndarray) -> tuple[slice, slice]:

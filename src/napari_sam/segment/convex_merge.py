@@ -15,31 +15,10 @@ is never one object).
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
+
+from ..masks import solidity  # the measure, shared with the prompted masks' outline
 
 __all__ = ["merge_convex_neighbours", "shared_borders", "solidity"]
-
-
-def solidity(ys: np.ndarray, xs: np.ndarray) -> float:
-    """Pixels of a 2-D region (its pixel coordinates) over the pixels of its convex hull.
-
-    The hull's pixels are the pixel centres in or on the convex hull of the region's pixel
-    centres, counted exactly with Pick's theorem, so a digitally convex region (a digital disc,
-    a rectangle) has solidity 1 whatever its size.
-    """
-    n = ys.size
-    if n < 3:
-        return 1.0
-    points = np.stack([xs, ys], 1).astype(np.float64)
-    try:
-        hull = ConvexHull(points)
-    except QhullError:  # all on one line: convex
-        return 1.0
-    corners = points[hull.vertices].astype(np.int64)
-    edges = np.abs(np.roll(corners, -1, axis=0) - corners)
-    on_boundary = int(np.gcd(edges[:, 0], edges[:, 1]).sum())
-    inside_or_on = hull.volume + on_boundary / 2 + 1  # Pick: A = I + B/2 - 1
-    return float(min(1.0, n / inside_or_on))
 
 
 def shared_borders(labels: np.ndarray) -> dict[tuple[int, int], int]:

@@ -118,6 +118,16 @@ class SlicePredictor(abc.ABC):
             box = np.asarray(box, np.float32).reshape(4) - np.array([x0, y0, x0, y0], np.float32)
         return redraw_masks(self.outline_image(index, window), masks, self.outline, box)
 
+    def best_candidate(self, masks: np.ndarray, scores: np.ndarray) -> int:
+        """Which of a click's candidate ``masks`` (K, h, w) the apps take: the highest
+        predicted IoU, or as :attr:`outline` prefers (its ``min_solidity``: see
+        :func:`~napari_sam.predict.outline.preferred_candidate`)."""
+        if self.outline is None:
+            return int(np.argmax(scores))
+        from ..predict.outline import preferred_candidate
+
+        return preferred_candidate(masks, scores, self.outline.min_solidity)
+
     def _check_window(self, t: int) -> None:
         if not 0 <= int(t) < self.windows:
             raise IndexError(f"window {t} of {self.windows}")

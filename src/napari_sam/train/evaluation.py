@@ -47,8 +47,9 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
     """
     rgb = normalised_rgb(image)
     predictor.set_image(rgb)
-    if outline is not None:
-        from ..predict.outline import redraw_masks
+    choose = lambda masks, scores: int(np.argmax(scores))  # noqa: E731
+    if outline is not None:  # as the stack predictors (SlicePredictor.redraw, best_candidate)
+        from ..predict.outline import preferred_candidate, redraw_masks
 
         grey, raw = rgb.mean(-1), predictor
 
@@ -56,6 +57,9 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
             masks, scores, logits = raw(boxes=boxes, **prompts)
             box = None if boxes is None else boxes[0]
             return redraw_masks(grey, masks, outline, box), scores, logits
+
+        def choose(masks, scores):
+            return preferred_candidate(masks, scores, outline.min_solidity)
     out = {"point": [], "box": [], "point_pair": [], "point_and_negative": []}
     for i in range(1, int(labels.max()) + 1):
         truth = labels == i
@@ -63,7 +67,7 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
             continue
         centre = np.array([object_centre(truth)])
         masks, scores, _ = predictor(points=centre, labels=np.array([1]))
-        point_iou = iou(masks[np.argmax(scores)], truth)
+        point_iou = iou(masks[choose(masks, scores)], truth)
         out["point"].append(point_iou)
         masks, _, _ = predictor(boxes=bounding_box(truth)[None], multimask_output=False)
         out["box"].append(iou(masks[0], truth))
