@@ -84,8 +84,10 @@ def predictor_at(model, model_name: str, view, diameter):
 
 def prompt_ious(sp, index, truth: np.ndarray):
     """For each label of ``truth`` (1..n) on slice ``index``: the IoU of a click at its
-    centre (the mask of highest predicted IoU), of the best of the click's three masks, and
-    of a box around it."""
+    centre (the mask the apps take: :meth:`SlicePredictor.best_candidate
+    <napari_sam.stacks.contract.SlicePredictor.best_candidate>`), of the best of the click's
+    three masks, and of a box around it; the masks as the apps draw them (the model's outline
+    settings)."""
     from napari_sam.masks import bounding_box, iou, object_centre
 
     clicks, best, boxes = [], [], []
@@ -93,7 +95,7 @@ def prompt_ious(sp, index, truth: np.ndarray):
         mask = truth == i
         masks, scores, _ = sp.predict(index, points=np.array([object_centre(mask)]),
                                       labels=np.array([1]))  # fmt: skip
-        clicks.append(iou(masks[np.argmax(scores)], mask))
+        clicks.append(iou(masks[sp.best_candidate(masks, scores)], mask))  # as the apps
         best.append(max(iou(m, mask) for m in masks))
         masks, _, _ = sp(boxes=bounding_box(mask)[None], multimask_output=False)
         boxes.append(iou(masks[0], mask))

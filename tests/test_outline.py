@@ -174,3 +174,26 @@ def test_records_say_how_masks_were_drawn(tiny, capsys):
     check_replay({}, sp, settings, "p.json")  # a record of SAM's masks (before 2026-12-07)
     err = capsys.readouterr().err
     assert "p.json: its masks were drawn as SAM decoded them" in err and "may differ" in err
+
+
+def test_segment_draws_as_the_model_records_unless_sam_masks(tmp_path):
+    import tifffile
+
+    from napari_sam.batch.api import segment
+    from napari_sam.io.provenance import read_made_by, sidecar_path
+    from napari_sam.masks import object_centre
+
+    image, labels = make_nuclei_2d((128, 128), seed=11, edge_level=0.5)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    rows = [f"{i},{y:.1f},{x:.1f}" for i in range(1, int(labels.max()) + 1)
+            for x, y in [object_centre(labels == i)]]  # fmt: skip
+    (tmp_path / "p.csv").write_text("object,axis-0,axis-1\n" + "\n".join(rows) + "\n")
+    got = {}
+    for name, extra in (("model", {}), ("sam", {"sam_masks": True})):
+        out = tmp_path / f"{name}_labels.tif"
+        segment(tmp_path / "img.tif", out, tmp_path / "p.csv", model="sam_tiny_nuclei", **extra)
+        got[name] = tifffile.imread(out)
+        drawn = read_made_by(sidecar_path(out))["outline"]
+        assert (drawn is None) == (name == "sam")
+    assert not np.array_equal(got["model"], got["sam"])
+    assert got["model"].max() == got["sam"].max() == labels.max()

@@ -190,8 +190,9 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
         tiling = tiling_for(s, view, opened.config)
         cache.model_for(resolved, opened)  # 3. the model, once per process
         # 4. normalisation fitted on the whole stack; embeddings from the store or computed
+        outline = None if s.sam_masks else "model"  # the model's outline settings
         sp = _stack_predictor(cache, opened, tiling, resolved.normalization,
-                              store_for(s, inp, many))  # fmt: skip
+                              store_for(s, inp, many), outline)  # fmt: skip
         if made_by is not None:
             check_replay(made_by, sp, s, prompt_file)
         partial, note, ids = None, "", {}
@@ -219,12 +220,12 @@ def label_file(settings: LabelSettings, auto: bool, inp: Path, out: Path, many: 
     return int(labels.max())
 
 
-def _stack_predictor(cache: ModelCache, opened, tiling, normalization, store):
+def _stack_predictor(cache: ModelCache, opened, tiling, normalization, store, outline):
     from ..stacks.store import StoreMismatchError
 
     try:
         sp = make_predictor(cache.model, opened.view, tiling, opened.channels, normalization,
-                            store, encoder=cache.encoder)  # fmt: skip
+                            store, encoder=cache.encoder, outline=outline)  # fmt: skip
     except StoreMismatchError as err:
         raise InputError(
             "--store", str(err).replace("pass overwrite=True", "run 'napari-sam embed --overwrite'")

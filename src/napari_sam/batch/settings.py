@@ -84,6 +84,7 @@ class LabelSettings(_FromNamespace):
     # segment
     prompts: str | None = None
     allow_other_model: bool = False  # replay a sidecar made with other weights
+    sam_masks: bool = False  # prompted masks as SAM decodes them (no outline redrawing)
     decoder: str | None = None
     # auto
     method: str | None = None  # "ais" or "amg"; default: ais when the model has a decoder

@@ -96,13 +96,16 @@ def resampled_diameter(view, model_name: str, model_diameter: float, input_size)
 
 
 def make_predictor(model, view, tiling, channels, normalization, store, encoder=None,
-                   memory_budget: int | None = None, overwrite: bool = False):  # fmt: skip
+                   memory_budget: int | None = None, overwrite: bool = False,
+                   outline="model"):  # fmt: skip
     """The predictor of a stack (:func:`napari_sam.stacks.factory.make_predictor`; its
-    memory budget unless given); the normalisation chosen is said on stderr (one line)."""
+    memory budget unless given; ``outline`` as there); the normalisation chosen is said on
+    stderr (one line)."""
     from ..stacks import factory
 
     budget = {} if memory_budget is None else {"memory_budget": memory_budget}
     sp = factory.make_predictor(model, view, tiling, channels, normalization, store=store,
-                                encoder=encoder, overwrite=overwrite, **budget)  # fmt: skip
+                                encoder=encoder, overwrite=overwrite, outline=outline,
+                                **budget)  # fmt: skip
     print(f"napari-sam: normalisation {sp.normalization.describe()}", file=sys.stderr)
     return sp

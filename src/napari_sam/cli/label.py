@@ -80,7 +80,8 @@ def add_label_commands(sub) -> None:
         "into a label TIFF (one id per object), for Fiji and napari.",
         epilog=SEGMENT_EPILOG, formatter_class=fmt,
     )  # fmt: skip
-    add_options(segment, LabelSettings, [*_COMMON, "prompts", "allow_other_model"], **_HELPS)
+    add_options(segment, LabelSettings, [*_COMMON, "prompts", "allow_other_model",
+                                         "sam_masks"], **_HELPS)
     add_options(auto, LabelSettings, [*_COMMON, "method", "points_per_side", "pred_iou_thresh",
                                       "stability_score_thresh", "min_overlap", "max_gap",
                                       "min_slices", "no_link_3d"], **_HELPS)  # fmt: skip
