@@ -129,3 +129,12 @@ def test_bench_real_nuclei_on_a_stand_in(tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     native = result["sides"]["native resolution"]
     assert native["objects"] >= 3 and native["click_median_iou"] > 0.6, native
+
+
+def test_bench_outline_smoke():
+    out = run(str(BENCH / "bench_outline.py"), "--images", "1", "--size", "128")
+    rows = markdown_rows(out)
+    for kind in ("click", "box"):
+        sam, drawn, ratio = rows[f"{kind} (median)"]
+        assert re.fullmatch(rf"{NUMBER} ms", sam) and re.fullmatch(rf"{NUMBER} ms", drawn)
+        assert re.fullmatch(rf"{NUMBER} x", ratio)

@@ -1,0 +1,92 @@
+"""What drawing ``sam_tiny_nuclei``'s outlines costs a click and a box.
+
+Each side runs in a process of its own: the widget's way of answering a prompt
+(``SlicePredictor.predict_window`` on a 512 x 512 image tiled as the apps tile it, all its
+tiles embedded first), with the model's outline settings (``outline``) and with SAM's masks
+(``sam``, ``make_predictor(..., outline=None)``). For every nucleus of held-out synthetic
+images (seeds 400 and up), a click at its centre (three candidates, the apps' choice) and
+a box; each prompt answered twice, the second timed (the first traces the graphs). Reported:
+the median time per click and per box, and their ratio.
+
+``python bench/bench_outline.py`` (``--images 2``, ``--size 512``, ``--json FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from bench_tiling import cpu_kind  # the same CPU description in every bench
+
+
+def _side(side: str, n: int, size: int) -> dict:
+    import numpy as np
+
+    from napari_sam import create_model
+    from napari_sam.masks import bounding_box, object_centre
+    from napari_sam.stacks.factory import make_predictor
+    from napari_sam.stacks.tiling import plan_tiling
+    from napari_sam.stacks.view import StackView
+    from napari_sam.train.synthetic import make_nuclei_2d
+
+    model = create_model("sam_tiny_nuclei", pretrained=True)
+    clicks, boxes = [], []
+    for k in range(n):
+        image, truth = make_nuclei_2d((size, size), seed=400 + k, edge_level=0.5)
+        view = StackView(image, "YX")
+        tiling = plan_tiling(view.slice_shape, model.cfg.input_size)
+        sp = make_predictor(model, view, tiling, outline="model" if side == "outline" else None)
+        sp.precompute()
+        for i in range(1, int(truth.max()) + 1):
+            mask = truth == i
+            for kind, prompt in (("click", dict(points=[object_centre(mask)], labels=[1])),
+                                 ("box", dict(boxes=bounding_box(mask)))):  # fmt: skip
+                for _attempt in range(2):
+                    t0 = time.perf_counter()
+                    masks, scores, _, _ = sp.predict_window((), **prompt,
+                                                            multimask_output=kind == "click")
+                    sp.best_candidate(masks, scores)
+                    took = time.perf_counter() - t0
+                (clicks if kind == "click" else boxes).append(took)
+    return {"side": side, "prompts": len(clicks), "click_ms": 1e3 * float(np.median(clicks)),
+            "box_ms": 1e3 * float(np.median(boxes))}  # fmt: skip
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument("--side", choices=("outline", "sam"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if args.side:
+        print("RESULT " + json.dumps(_side(args.side, args.images, args.size)))
+        return 0
+    results = {}
+    for side in ("sam", "outline"):
+        cmd = [sys.executable, __file__, "--side", side, "--images", str(args.images),
+               "--size", str(args.size)]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+        if run.returncode or not line:
+            print(run.stderr[-3000:], file=sys.stderr)
+            return 1
+        results[side] = json.loads(line[-1][7:])
+    sam, out = results["sam"], results["outline"]
+    print(f"sam_tiny_nuclei, {args.size} x {args.size} synthetic images, {sam['prompts']} "
+          f"nuclei; {cpu_kind()}")
+    print("| prompt | SAM's masks | outline drawn | ratio |\n|---|---|---|---|")
+    for kind in ("click", "box"):
+        a, b = sam[f"{kind}_ms"], out[f"{kind}_ms"]
+        print(f"| {kind} (median) | {a:.1f} ms | {b:.1f} ms | {b / a:.2f} x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu_kind(), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
