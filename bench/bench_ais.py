@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_tiling import cpu_kind  # the same CPU description in every bench
+from bench_tiling import cpu_kind, run_side  # shared by the benches
 
 SIZE = 1024
 
@@ -84,12 +83,9 @@ def main(argv=None) -> int:
     for side in ("ais", "amg", "amg-loose"):
         cmd = [sys.executable, __file__, "--side", side,
                "--points-per-side", str(args.points_per_side)]  # fmt: skip
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-        if run.returncode or not line:
-            print(run.stderr[-3000:], file=sys.stderr)
+        results[side] = run_side(cmd)
+        if results[side] is None:
             return 1
-        results[side] = json.loads(line[-1][7:])
         r = results[side]
         print(
             f"{side:10s} embedding {r['embed_s']:6.2f} s | segmentation first "

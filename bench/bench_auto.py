@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_tiling import cpu_kind  # the same CPU description in every bench
+from bench_tiling import cpu_kind, run_side  # shared by the benches
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
@@ -164,12 +163,9 @@ def main(argv=None) -> int:
                    "--out", str(Path(tmp) / f"{side}.npz"), "--model", args.model,
                    "--size", str(args.size), "--points-per-side", str(args.points_per_side),
                    *(["--loose"] if args.loose else [])]  # fmt: skip
-            run = subprocess.run(cmd, capture_output=True, text=True)
-            line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-            if run.returncode or not line:
-                print(run.stderr[-3000:], file=sys.stderr)
+            results[side] = r = run_side(cmd)
+            if r is None:
                 return 1
-            results[side] = r = json.loads(line[-1][7:])
             print(f"{side:5s} first {r['first_s']:7.2f} s, steady {r['steady_s']:7.2f} s "
                   f"(encoder included) | {r['masks']} masks")  # fmt: skip
         meta, ours = _load(Path(tmp) / "meta.npz"), _load(Path(tmp) / "ours.npz")

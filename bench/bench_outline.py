@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 
-from bench_tiling import cpu_kind  # the same CPU description in every bench
+from bench_tiling import cpu_kind, run_side  # shared by the benches
 
 
 def _side(side: str, n: int, size: int) -> dict:
@@ -69,12 +68,9 @@ def main(argv=None):
     for side in ("sam", "outline"):
         cmd = [sys.executable, __file__, "--side", side, "--images", str(args.images),
                "--size", str(args.size)]  # fmt: skip
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-        if run.returncode or not line:
-            print(run.stderr[-3000:], file=sys.stderr)
+        results[side] = run_side(cmd)
+        if results[side] is None:
             return 1
-        results[side] = json.loads(line[-1][7:])
     sam, out = results["sam"], results["outline"]
     print(f"sam_tiny_nuclei, {args.size} x {args.size} synthetic images, {sam['prompts']} "
           f"nuclei; {cpu_kind()}")

@@ -65,6 +65,17 @@ def cpu_kind() -> str:
     return f"{name}, {os.cpu_count()} core(s), avx512f: {'yes' if ' avx512f' in text else 'no'}"
 
 
+def run_side(cmd) -> dict | None:
+    """One side of a bench in a process of its own (``cmd``): the JSON of its last
+    ``RESULT {...}`` line on stdout, or None (its stderr's tail printed) when it failed."""
+    run = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+    if run.returncode or not line:
+        print(run.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(line[-1][len("RESULT "):])
+
+
 def make_image(path: Path, size: int, seed: int, radius_range, density: float):
     """Write a synthetic nuclei TIFF; returns the true labels."""
     import tifffile

@@ -106,9 +106,10 @@ class SlicePredictor(abc.ABC):
         region = self.view.get_region(index, slice(y0, y1), slice(x0, x1))
         return self.channels.apply(self.normalization.apply(region)).mean(-1)
 
-    def redraw(self, index, masks: np.ndarray, window, box=None) -> np.ndarray:
+    def redraw(self, index, masks: np.ndarray, window, box=None, image=None) -> np.ndarray:
         """``masks`` ``(K, y1 - y0, x1 - x0)`` bool of ``window`` redrawn as :attr:`outline`
-        says (unchanged where it is None); ``box`` (x0, y0, x1, y1) in slice pixels."""
+        says (unchanged where it is None); ``box`` (x0, y0, x1, y1) in slice pixels;
+        ``image``: :meth:`outline_image` of the window, when the caller has it already."""
         if self.outline is None or not masks.size:
             return masks
         from ..predict.outline import redraw_masks
@@ -116,7 +117,8 @@ class SlicePredictor(abc.ABC):
         y0, _, x0, _ = window
         if box is not None:
             box = np.asarray(box, np.float32).reshape(4) - np.array([x0, y0, x0, y0], np.float32)
-        return redraw_masks(self.outline_image(index, window), masks, self.outline, box)
+        image = self.outline_image(index, window) if image is None else image
+        return redraw_masks(image, masks, self.outline, box)
 
     def best_candidate(self, masks: np.ndarray, scores: np.ndarray) -> int:
         """Which of a click's candidate ``masks`` (K, h, w) the apps take: the highest

@@ -232,8 +232,9 @@ class StackPredictor(SlicePredictor):
         window = self.window(0)
         box = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
         objects = masks[None] if masks.ndim == 3 else masks  # one object, or a batch
-        redrawn = np.stack([self.redraw(self.index, m, window, box[n] if n < len(box) else None)
-                            for n, m in enumerate(objects)])  # fmt: skip
+        image = self.outline_image(self.index, window)  # read once for every object
+        redrawn = np.stack([self.redraw(self.index, m, window, box[n] if n < len(box) else None,
+                                        image) for n, m in enumerate(objects)])  # fmt: skip
         return (redrawn[0] if masks.ndim == 3 else redrawn), scores, logits
 
     def predict(self, index, **prompts):

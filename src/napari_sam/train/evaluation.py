@@ -37,29 +37,12 @@ def normalised_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
-def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
-                     outline=None) -> dict[str, list]:  # fmt: skip
+def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray) -> dict[str, list]:
     """IoU of every object of ``labels`` for a centre point, a box and point + negative.
 
     ``image`` is (H, W) raw data, normalised with the default stack normalisation.
-    ``outline``: :class:`~napari_sam.predict.outline.OutlineSettings` to redraw the masks
-    with, as the apps do for a model that records them (None: SAM's masks).
     """
-    rgb = normalised_rgb(image)
-    predictor.set_image(rgb)
-    choose = lambda masks, scores: int(np.argmax(scores))  # noqa: E731
-    if outline is not None:  # as the stack predictors (SlicePredictor.redraw, best_candidate)
-        from ..predict.outline import preferred_candidate, redraw_masks
-
-        grey, raw = rgb.mean(-1), predictor
-
-        def predictor(boxes=None, **prompts):
-            masks, scores, logits = raw(boxes=boxes, **prompts)
-            box = None if boxes is None else boxes[0]
-            return redraw_masks(grey, masks, outline, box), scores, logits
-
-        def choose(masks, scores):
-            return preferred_candidate(masks, scores, outline.min_solidity)
+    predictor.set_image(normalised_rgb(image))
     out = {"point": [], "box": [], "point_pair": [], "point_and_negative": []}
     for i in range(1, int(labels.max()) + 1):
         truth = labels == i
@@ -67,7 +50,7 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
             continue
         centre = np.array([object_centre(truth)])
         masks, scores, _ = predictor(points=centre, labels=np.array([1]))
-        point_iou = iou(masks[choose(masks, scores)], truth)
+        point_iou = iou(masks[np.argmax(scores)], truth)
         out["point"].append(point_iou)
         masks, _, _ = predictor(boxes=bounding_box(truth)[None], multimask_output=False)
         out["box"].append(iou(masks[0], truth))
@@ -81,17 +64,15 @@ def evaluate_prompts(predictor, image: np.ndarray, labels: np.ndarray,
     return out
 
 
-def evaluate_on_synthetic(predictor, seeds, shape=(256, 256), outline=None,
-                          **params) -> PromptScores:  # fmt: skip
+def evaluate_on_synthetic(predictor, seeds, shape=(256, 256), **params) -> PromptScores:
     """Mean IoUs over freshly generated 2-D synthetic nuclei images (one per seed);
-    ``outline`` as for :func:`evaluate_prompts`; ``params``: other generator fields (e.g. a
-    style of :mod:`napari_sam.train.styles`)."""
+    ``params``: other generator fields (e.g. a style of :mod:`napari_sam.train.styles`)."""
     from .synthetic import make_nuclei_2d
 
     acc: dict[str, list] = {"point": [], "box": [], "point_pair": [], "point_and_negative": []}
     for seed in seeds:
         image, labels = make_nuclei_2d(shape, seed=int(seed), **params)
-        for key, values in evaluate_prompts(predictor, image, labels, outline).items():
+        for key, values in evaluate_prompts(predictor, image, labels).items():
             acc[key] += values
     return PromptScores(
         **{k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()},
