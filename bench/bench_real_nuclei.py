@@ -73,13 +73,14 @@ def predictor_at(model, model_name: str, view, diameter):
     """The stack predictor the apps use: at native resolution (``diameter`` None: tiled
     when a side is over 1.5 inputs, as ``plan_tiling``'s default) or with windows that bring
     objects of ``diameter`` px to the model's preferred size."""
+    from napari_sam.segment.factory import make_guide
     from napari_sam.stacks.factory import make_predictor
     from napari_sam.stacks.tiling import plan_tiling
     from napari_sam.weights.registry import model_entry
 
     tiling = plan_tiling(view.slice_shape, model.cfg.input_size, diameter=diameter,
                          model_diameter=model_entry(model_name).object_diameter)  # fmt: skip
-    return make_predictor(model, view, tiling)
+    return make_predictor(model, view, tiling, guide=make_guide(model))
 
 
 def prompt_ious(sp, index, truth: np.ndarray):

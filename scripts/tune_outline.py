@@ -6,12 +6,14 @@ tuning seeds ``--seeds`` (500 to 519 by default: neither training, which draws s
 maximum (``--edge-level 0.5``): the mean IoU of a click at each nucleus's centre (best of 3
 by predicted IoU) and of a tight box, with SAM's masks and with each candidate of
 :class:`~napari_sam.predict.outline.OutlineSettings` (``--grid``: ``inner,outer`` or
-``inner,outer,min_solidity``; level 0.5, the half maximum where hand labels of fluorescence
-nuclei sit). SAM's masks are decoded once per prompt and redrawn for every candidate; a
-click's mask is then chosen among the redrawn candidates as the apps do
-(:func:`~napari_sam.predict.outline.preferred_candidate`).
+``inner,outer,min_solidity``, and ``,i`` after it: clicks confined to the instance the
+model's decoder finds under them; level 0.5, the half maximum where hand labels of
+fluorescence nuclei sit). SAM's masks are decoded once per prompt and redrawn for every
+candidate; a click's mask is then chosen among the redrawn candidates as the apps do
+(:func:`~napari_sam.predict.outline.preferred_candidate`). ``--confine-boxes`` confines
+boxes too (to the instance that most of the box's mask covers), which the apps do not.
 
-    python scripts/tune_outline.py [--seeds 500:520] [--grid 1,0:2,1:1,1,0.95] [--weights FILE]
+    python scripts/tune_outline.py [--seeds 500:520] [--grid 1,0:2,1:1,1,0.95,i] [--weights FILE]
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from napari_sam import SAMPredictor, create_model  # noqa: E402
 from napari_sam.masks import bounding_box  # noqa: E402
 from napari_sam.predict.outline import (  # noqa: E402
     OutlineSettings,
+    confine_masks,
     preferred_candidate,
     redraw_masks,
 )
+from napari_sam.segment.factory import make_guide  # noqa: E402
 from napari_sam.train.evaluation import iou, normalised_rgb, object_centre  # noqa: E402
 from napari_sam.train.styles import STYLES, style_params  # noqa: E402
 from napari_sam.train.synthetic import make_nuclei_2d  # noqa: E402
@@ -39,18 +43,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="500:520", help="tuning seeds START:STOP")
     parser.add_argument("--grid", default="1,0:1,1:2,0:2,1:2,2:3,1",
-                        help="inner,outer[,min_solidity] candidates, ':'-separated")  # fmt: skip
+                        help="inner,outer[,min_solidity[,i]] candidates, ':'-separated")  # fmt: skip
     parser.add_argument("--edge-level", type=float, default=0.5, help="the labels' edge")
     parser.add_argument("--weights", default=None, help="model file (default: the shipped)")
+    parser.add_argument("--confine-boxes", action="store_true",
+                        help="confine boxes too, where a candidate confines clicks")  # fmt: skip
     args = parser.parse_args(argv)
     seeds = range(*(int(v) for v in args.seeds.split(":")))
     grid = {"SAM's masks": None}
     for entry in args.grid.split(":"):
-        inner, outer, *solid = entry.split(",")
-        name = f"inner {inner}, outer {outer}" + (f", min_solidity {solid[0]}" if solid else "")
-        grid[name] = OutlineSettings(inner=int(inner), outer=int(outer),
+        inner, outer, *rest = entry.split(",")
+        instances = rest[-1:] == ["i"]
+        solid = rest[:-1] if instances else rest
+        name = (f"inner {inner}, outer {outer}" + (f", min_solidity {solid[0]}" if solid else "")
+                + (", clicks confined" if instances else ""))  # fmt: skip
+        grid[name] = OutlineSettings(inner=int(inner), outer=int(outer), instances=instances,
                                      min_solidity=float(solid[0]) if solid else None)  # fmt: skip
-    predictor = SAMPredictor(create_model("sam_tiny_nuclei", pretrained=args.weights or True))
+    model = create_model("sam_tiny_nuclei", pretrained=args.weights or True)
+    predictor, guide = SAMPredictor(model), make_guide(model)
     scores = {name: {s: ([], []) for s in STYLES} for name in grid}
     for style in STYLES:
         params = {**style_params(style), "edge_level": args.edge_level}
@@ -59,6 +69,7 @@ def main(argv=None):
             rgb = normalised_rgb(image)
             grey = rgb.mean(-1)
             predictor.set_image(rgb)
+            found = guide(predictor.embedding.numpy(), grey.shape) if guide else None
             for i in range(1, int(labels.max()) + 1):
                 truth = labels == i
                 if not truth.any():
@@ -71,8 +82,12 @@ def main(argv=None):
                     click, bm = masks[np.argmax(sc)][None], bmask
                     if settings is not None:
                         red = redraw_masks(grey, masks, settings)
-                        click = red[preferred_candidate(red, sc, settings.min_solidity)][None]
                         bm = redraw_masks(grey, bm, settings, box)
+                        if settings.instances and found is not None:
+                            red = confined(grey, red, found, object_centre(truth), settings)
+                            if args.confine_boxes:
+                                bm = confined(grey, bm, found, None, settings, box)
+                        click = red[preferred_candidate(red, sc, settings.min_solidity)][None]
                     scores[name][style][0].append(iou(click[0], truth))
                     scores[name][style][1].append(iou(bm[0], truth))
         print(f"{style} done", flush=True)
@@ -81,6 +96,22 @@ def main(argv=None):
         cells = [(np.mean(c), np.mean(b)) for c, b in scores[name].values()]
         mean = np.mean([c for c, _ in cells]), np.mean([b for _, b in cells])
         print(f"| {name} | " + " | ".join(f"{c:.3f} / {b:.3f}" for c, b in [*cells, mean]) + " |")
+
+
+def confined(grey, masks, found, click, settings, box=None):
+    """``masks`` confined to the instance of ``found`` under ``click`` (x, y), or (a box's,
+    ``click`` None) the one most of the first mask covers; unchanged where there is none."""
+    if click is not None:
+        x, y = (int(round(float(v))) for v in click)
+        under = found[min(y, found.shape[0] - 1), min(x, found.shape[1] - 1)]
+    else:
+        ids, counts = np.unique(found[masks[0]], return_counts=True)
+        counts, ids = counts[ids > 0], ids[ids > 0]
+        under = ids[np.argmax(counts)] if ids.size else 0
+    if not under:
+        return masks
+    out = confine_masks(grey, masks, found == under, settings)
+    return out if box is None else redraw_masks(grey, out, settings, box)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,103 @@ def test_segment_draws_as_the_model_records_unless_sam_masks(tmp_path):
         assert (drawn is None) == (name == "sam")
     assert not np.array_equal(got["model"], got["sam"])
     assert got["model"].max() == got["sam"].max() == labels.max()
+
+
+def test_a_click_is_confined_to_the_instance_under_it():
+    from napari_sam.predict.outline import confine_masks
+
+    image_a, disc = _nucleus(shape=(60, 100), centre=(30, 35), radius=10)
+    image_b, second = _nucleus(shape=(60, 100), centre=(30, 56), radius=10)
+    image = np.maximum(image_a, image_b)
+    settings = OutlineSettings(inner=1, outer=1, instances=True)
+    pair = disc | second
+    far = np.zeros_like(disc)
+    far[:5, 90:] = True  # does not touch the instance: left as it is
+    out = confine_masks(image, np.stack([pair, far]), disc, settings)
+    assert iou(out[0], disc) > 0.9
+    assert not (out[0] & ~ndimage.binary_dilation(disc, iterations=2)).any()  # cut, redrawn
+    np.testing.assert_array_equal(out[1], far)
+    with pytest.raises(ValueError, match="instance: expected shape"):
+        confine_masks(image, pair[None], disc[:10], settings)
+    with pytest.raises(ValueError, match="instances: expected true or false"):
+        OutlineSettings(instances="yes")
+
+
+def test_the_guide_is_asked_once_a_window_and_only_for_clicks_on_an_object(tiny):
+    from napari_sam.stacks import StackView
+
+    image, _ = make_nuclei_2d((96, 96), seed=5, edge_level=0.5)
+    calls = []
+    objects = np.zeros((96, 96), np.uint32)
+    objects[20:40, 20:40], objects[60:80, 60:80] = 1, 2
+
+    def guide(embedding, shape):
+        calls.append(tuple(shape))
+        return objects[: shape[0], : shape[1]]
+
+    sp = make_predictor(tiny, StackView(image, "YX"), guide=guide)
+    assert sp.guide is guide and sp.outline.instances
+    assert make_predictor(tiny, StackView(image, "YX"), outline=None, guide=guide).guide is None
+    decoded = (np.zeros((1,)), (96, 96))
+    window = sp.window(0)
+    keep = sp.clicked_instances((), window, decoded, np.array([[30.0, 30.0]]), (96, 96))
+    np.testing.assert_array_equal(keep, objects == 1)
+    both = sp.clicked_instances((), window, decoded, np.array([[30, 30], [70, 70.0]]), (96, 96))
+    np.testing.assert_array_equal(both, objects > 0)
+    assert sp.clicked_instances((), window, decoded, np.array([[30, 30], [5, 5.0]]),
+                                (96, 96)) is None  # a point on no object: not confined  # fmt: skip
+    assert calls == [(96, 96)]  # kept for the window
+    sp.invalidate()
+    sp.clicked_instances((), window, decoded, np.array([[30.0, 30.0]]), (96, 96))
+    assert calls == [(96, 96)] * 2
+    masks = np.zeros((3, 96, 96), bool)
+    masks[:, 15:45, 15:70] = True  # spills from object 1 to the right
+    got = sp.redraw((), masks, window, points=np.array([[30.0, 30.0]]), decoded=decoded)
+    assert not got[:, :, 45:].any()
+    box = sp.redraw((), masks, window, box=np.array([15, 15, 69, 44]),
+                    points=np.array([[30.0, 30.0]]), decoded=decoded)  # fmt: skip
+    assert box[:, :, 45:].any()  # a box is not confined
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_predictors_confine_clicks_with_the_models_decoder(tiny, tiled):
+    from napari_sam.predict.outline import confine_masks
+    from napari_sam.segment.factory import make_guide
+    from napari_sam.stacks import StackView
+
+    image, labels = make_nuclei_2d((300, 280), seed=4243, edge_level=0.5, density=6e-4)
+    view = StackView(image, "YX")
+    tiling = plan_tiling(image.shape, (256, 256), tile=128) if tiled else None
+    decoder, found = make_guide(tiny), []
+
+    def guide(embedding, shape):
+        found.append(decoder(embedding, shape))
+        return found[-1]
+
+    sp = make_predictor(tiny, view, tiling, guide=guide)
+    raw = make_predictor(tiny, view, tiling, outline=None)
+    confined = 0
+    for i in range(1, int(labels.max()) + 1, 3):
+        ys, xs = np.nonzero(labels == i)
+        if not len(ys):
+            continue
+        click = np.array([[xs.mean(), ys.mean()]], np.float32)
+        sp.forget_guides()  # found[-1]: this click's window
+        got, _, _, window = sp.predict_window((), points=click, labels=np.array([1]))
+        base, _, _, same = raw.predict_window((), points=click, labels=np.array([1]))
+        assert window == same
+        y0, y1, x0, x1 = window
+        want = redraw_masks(raw.outline_image((), window), base, sp.outline)
+        objects = found[-1][: y1 - y0, : x1 - x0]
+        under = objects[int(round(click[0, 1])) - y0, int(round(click[0, 0])) - x0]
+        if under:
+            want = confine_masks(raw.outline_image((), window), want, objects == under, sp.outline)
+            confined += not np.array_equal(want, redraw_masks(raw.outline_image((), window),
+                                                              base, sp.outline))  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+    assert found and confined  # the decoder was asked, and changed some click's masks
+    assert make_guide(SimpleModel()) is None
+
+
+class SimpleModel:
+    instance_decoder = None

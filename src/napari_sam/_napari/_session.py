@@ -235,13 +235,15 @@ class Session:
 
     def __init__(self, model, data, geometry: Geometry, channels=None, store=None,
                  diameter=None, model_diameter=None):  # fmt: skip
-        from ..stacks.factory import make_predictor  # TensorFlow: imported on first use
+        from ..segment.factory import make_guide  # TensorFlow: imported on first use
+        from ..stacks.factory import make_predictor
 
         self.geometry = geometry
         channels = channels or ChannelSpec.default_for(geometry.n_channels)
         view = StackView(data, geometry.axes)
         tiling = plan_for(view.slice_shape, model.cfg.input_size, diameter, model_diameter)
-        self.sp = make_predictor(model, view, tiling, channels, store=store)
+        self.sp = make_predictor(model, view, tiling, channels, store=store,
+                                 guide=make_guide(model))  # fmt: skip
         self.slice_shape = self.sp.view.slice_shape
 
     @property

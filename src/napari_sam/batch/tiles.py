@@ -99,13 +99,15 @@ def make_predictor(model, view, tiling, channels, normalization, store, encoder=
                    memory_budget: int | None = None, overwrite: bool = False,
                    outline="model"):  # fmt: skip
     """The predictor of a stack (:func:`napari_sam.stacks.factory.make_predictor`; its
-    memory budget unless given; ``outline`` as there); the normalisation chosen is said on
-    stderr (one line)."""
+    memory budget unless given; ``outline`` as there, clicks confined by the model's instance
+    decoder where its outline settings say so); the normalisation chosen is said on stderr
+    (one line)."""
+    from ..segment.factory import make_guide
     from ..stacks import factory
 
     budget = {} if memory_budget is None else {"memory_budget": memory_budget}
     sp = factory.make_predictor(model, view, tiling, channels, normalization, store=store,
                                 encoder=encoder, overwrite=overwrite, outline=outline,
-                                **budget)  # fmt: skip
+                                guide=make_guide(model), **budget)  # fmt: skip
     print(f"napari-sam: normalisation {sp.normalization.describe()}", file=sys.stderr)
     return sp

@@ -18,7 +18,12 @@ itself, in a narrow band around SAM's outline:
 - of a click's candidates, the one chosen is the highest by predicted IoU among those at
   least ``min_solidity`` solid (their area over their convex hull's; a nucleus is convex, a
   mask that took in a touching neighbour is not), the most solid when none is
-  (:func:`preferred_candidate`).
+  (:func:`preferred_candidate`);
+- where ``instances`` is set and the model has an instance decoder, a click's masks are
+  confined to the object the decoder finds under the click (its instance grown by 1 px) and
+  redrawn again (:func:`confine_masks`): a mask that spilled into a touching neighbour or the
+  haze around a bright nucleus keeps the clicked nucleus only. Boxes are not confined (on
+  tuning images it cost them more than it gave clicks).
 
 Meta's models and micro-sam's record no outline level: their masks are Meta's, unchanged.
 """
@@ -34,6 +39,7 @@ from ..masks import solidity
 
 __all__ = [
     "OutlineSettings",
+    "confine_masks",
     "describe_outline",
     "outline_settings",
     "preferred_candidate",
@@ -62,6 +68,9 @@ class OutlineSettings:
     min_solidity : float or None
         Of a click's candidate masks, prefer those at least this solid (None: the highest
         predicted IoU, as SAM).
+    instances : bool
+        Whether a click's masks are confined to the instance the model's decoder finds under
+        it (:func:`confine_masks`; nothing for a model without an instance decoder).
     """
 
     level: float = 0.5
@@ -70,6 +79,7 @@ class OutlineSettings:
     sigma: float = 1.0
     clip_to_box: bool = True
     min_solidity: float | None = None
+    instances: bool = False
 
     def __post_init__(self):
         if not 0.0 < float(self.level) < 1.0:
@@ -83,6 +93,8 @@ class OutlineSettings:
             raise ValueError(
                 f"min_solidity: expected a fraction in (0, 1], got {self.min_solidity}"
             )
+        if not isinstance(self.instances, bool):
+            raise ValueError(f"instances: expected true or false, got {self.instances!r}")
 
 
 def outline_settings(values) -> OutlineSettings | None:
@@ -189,4 +201,20 @@ def redraw_masks(image: np.ndarray, masks: np.ndarray, settings: OutlineSettings
         if box is not None and settings.clip_to_box:
             m = _clip(m, box)
         out[k] = m
+    return out
+
+
+def confine_masks(image: np.ndarray, masks: np.ndarray, instance: np.ndarray,
+                  settings: OutlineSettings) -> np.ndarray:  # fmt: skip
+    """Every mask of ``masks`` (K, H, W) bool cut to ``instance`` (H, W) bool grown by 1 px,
+    then redrawn (:func:`redraw_outline`); a mask that does not overlap it stays as it is."""
+    instance = np.asarray(instance, bool)
+    if instance.shape != masks.shape[-2:]:
+        raise ValueError(f"instance: expected shape {masks.shape[-2:]}, got {instance.shape}")
+    allowed = ndimage.binary_dilation(instance)
+    out = np.array(masks, dtype=bool, copy=True)
+    for k, m in enumerate(out):
+        cut = m & allowed
+        if cut.any():
+            out[k] = redraw_outline(image, cut, settings)
     return out

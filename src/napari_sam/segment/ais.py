@@ -31,7 +31,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 __all__ = [
-    "AisSettings", "InstanceSegmenter", "decoder_graph", "decoder_maps", "instances_from_maps",
+    "AisSettings", "DecoderGuide", "InstanceSegmenter", "decoder_graph", "decoder_maps",
+    "instances_from_maps",
 ]  # fmt: skip
 
 
@@ -260,3 +261,33 @@ class InstanceSegmenter:
         """The method and its settings (for work-folder keys and records)."""
         return {"method": self.method, **{f.name: getattr(self.settings, f.name)
                                           for f in fields(self.settings)}}  # fmt: skip
+
+
+class DecoderGuide:
+    """The objects an instance decoder finds in one window: the
+    :class:`~napari_sam.stacks.contract.InstanceGuide` that confines a click's masks to the
+    nucleus under it (:mod:`napari_sam.predict.outline`).
+
+    Parameters
+    ----------
+    decoder : InstanceDecoder
+        The model's instance decoder.
+    input_size : (int, int)
+        The model's input size.
+    settings : AisSettings, optional
+        The model's watershed settings (as automatic segmentation uses them).
+    """
+
+    def __init__(self, decoder, input_size, settings: AisSettings | None = None):
+        self.decoder = decoder
+        self.input_size = tuple(int(v) for v in input_size)
+        self.settings = (settings or AisSettings()).check()
+
+    def __call__(self, embedding: np.ndarray, shape) -> np.ndarray:
+        """uint32 labels ``shape`` of the window ``embedding`` was computed from."""
+        from ..predict.resizer import ImageResizer
+
+        shape = tuple(int(v) for v in shape)
+        rescaled = ImageResizer(shape, self.input_size).rescaled_size
+        m = decoder_maps(self.decoder, embedding, self.input_size, rescaled, shape)
+        return instances_from_maps(m[..., 0], m[..., 1], m[..., 2], self.settings)

@@ -8,7 +8,7 @@ with the model's thresholds, each replaced where given).
 
 from __future__ import annotations
 
-__all__ = ["SegmenterError", "make_segmenter", "method_for"]
+__all__ = ["SegmenterError", "make_guide", "make_segmenter", "method_for"]
 
 
 class SegmenterError(ValueError):
@@ -71,3 +71,26 @@ def make_segmenter(model, predictor, method: str | None = None, name: str | None
     if points_per_side is not None:
         options["points_per_side"] = points_per_side
     return AutomaticMaskGenerator(predictor, **options)
+
+
+def make_guide(model, name: str | None = None):
+    """The :class:`~napari_sam.segment.ais.DecoderGuide` of ``model`` (its instance decoder
+    with its registered watershed settings) that the stack predictors confine clicks with
+    (:func:`napari_sam.stacks.factory.make_predictor`'s ``guide``); None for a model without
+    an instance decoder.
+
+    Parameters
+    ----------
+    model : SegmentAnythingModel
+    name : str, optional
+        The registered model whose settings apply; default ``model.cfg.name``.
+    """
+    if model.instance_decoder is None:
+        return None
+    from ..weights import list_models, model_entry
+    from .ais import AisSettings, DecoderGuide
+
+    name = name or model.cfg.name
+    ais = model_entry(name).ais if name in list_models() else {}
+    return DecoderGuide(model.instance_decoder, model.cfg.input_size,
+                        AisSettings().with_options(ais))  # fmt: skip

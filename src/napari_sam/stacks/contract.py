@@ -13,10 +13,24 @@ picks the kind.
 from __future__ import annotations
 
 import abc
+from collections import OrderedDict
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["SlicePredictor", "units_of"]
+__all__ = ["InstanceGuide", "SlicePredictor", "units_of"]
+
+_GUIDES_KEPT = 8  # windows whose instance labels a predictor keeps (the last ones clicked)
+
+
+class InstanceGuide(Protocol):
+    """The objects a model's instance decoder finds in one window, which a click's masks are
+    confined to (:attr:`SlicePredictor.guide`; :class:`napari_sam.segment.ais.DecoderGuide`
+    is the one the apps use)."""
+
+    def __call__(self, embedding: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """``shape`` uint32 labels (0: background) of the window of ``shape`` (its pixels,
+        as decoded) that ``embedding`` is the embedding of."""
 
 
 def units_of(tiling) -> tuple[str, int]:
@@ -46,10 +60,15 @@ class SlicePredictor(abc.ABC):
         How prompted masks are redrawn from the image (the model's registered settings, set by
         :func:`~napari_sam.stacks.factory.make_predictor`; see
         :mod:`napari_sam.predict.outline`); None: SAM's masks, unchanged.
+    guide : InstanceGuide or None
+        The model's instance decoder, where :attr:`outline` confines clicks to its instances
+        (``outline.instances``; set by the factory); None: not confined.
     """
 
     tiling = None
     outline = None
+    guide = None
+    _guided = None  # OrderedDict (slice, window) -> labels, made on first use
     #: Whether :meth:`predict_window` takes low-resolution mask logits as a prompt (a tiled
     #: slice does not: the logits belong to one window).
     supports_mask_prompts = True
@@ -106,19 +125,72 @@ class SlicePredictor(abc.ABC):
         region = self.view.get_region(index, slice(y0, y1), slice(x0, x1))
         return self.channels.apply(self.normalization.apply(region)).mean(-1)
 
-    def redraw(self, index, masks: np.ndarray, window, box=None, image=None) -> np.ndarray:
+    def redraw(self, index, masks: np.ndarray, window, box=None, image=None, points=None,
+               decoded=None) -> np.ndarray:  # fmt: skip
         """``masks`` ``(K, y1 - y0, x1 - x0)`` bool of ``window`` redrawn as :attr:`outline`
         says (unchanged where it is None); ``box`` (x0, y0, x1, y1) in slice pixels;
-        ``image``: :meth:`outline_image` of the window, when the caller has it already."""
+        ``image``: :meth:`outline_image` of the window, when the caller has it already.
+
+        A click without a box (``points``: its positive points (M, 2), x, y in slice pixels)
+        is confined to the objects :attr:`guide` finds under it (:meth:`clicked_instances`;
+        ``decoded``: the embedding that decoded the masks and the ``(h, w)`` it decoded them
+        at), where :attr:`outline` says so (``instances``) and every positive point is on one.
+        """
         if self.outline is None or not masks.size:
             return masks
-        from ..predict.outline import redraw_masks
+        from ..predict.outline import confine_masks, redraw_masks
 
         y0, _, x0, _ = window
         if box is not None:
             box = np.asarray(box, np.float32).reshape(4) - np.array([x0, y0, x0, y0], np.float32)
         image = self.outline_image(index, window) if image is None else image
-        return redraw_masks(image, masks, self.outline, box)
+        out = redraw_masks(image, masks, self.outline, box)
+        if box is None and points is not None and decoded is not None:
+            keep = self.clicked_instances(index, window, decoded, points, masks.shape[-2:])
+            if keep is not None:
+                out = confine_masks(image, out, keep, self.outline)
+        return out
+
+    def clicked_instances(self, index, window, decoded, points, size) -> np.ndarray | None:
+        """``size`` bool: the objects :attr:`guide` finds under every point of ``points``
+        ((M, 2) x, y in slice pixels) in ``window`` (y0, y1, x0, x1), from ``decoded``: its
+        embedding and the ``(h, w)`` it is decoded at (labels kept for the last few
+        windows); None where clicks are not confined, or a point is on none."""
+        points = np.asarray(points, np.float32).reshape(-1, 2)
+        if self.guide is None or not self.outline.instances or not len(points):
+            return None
+        y0, _, x0, _ = window
+        embedding, decoded_size = decoded
+        key = (self.view.index_tuple(index), (y0, x0, *decoded_size))
+        if self._guided is None:
+            self._guided = OrderedDict()
+        cache = self._guided
+        if key not in cache:
+            labels = self.guide(embedding, tuple(decoded_size))
+            cache[key] = labels[: size[0], : size[1]]
+            while len(cache) > _GUIDES_KEPT:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        labels = cache[key]
+        h, w = labels.shape
+        rows = np.clip(np.round(points[:, 1] - y0).astype(int), 0, h - 1)
+        cols = np.clip(np.round(points[:, 0] - x0).astype(int), 0, w - 1)
+        ids = labels[rows, cols]
+        if not ids.all():
+            return None
+        return np.isin(labels, ids)
+
+    def forget_guides(self, index=None) -> None:
+        """Forget the instance labels kept for :meth:`clicked_instances` (all, or a slice's)."""
+        cache = self._guided
+        if not cache:
+            return
+        if index is None:
+            cache.clear()
+            return
+        index = self.view.index_tuple(index)
+        for key in [k for k in cache if k[0] == index]:
+            del cache[key]
 
     def best_candidate(self, masks: np.ndarray, scores: np.ndarray) -> int:
         """Which of a click's candidate ``masks`` (K, h, w) the apps take: the highest

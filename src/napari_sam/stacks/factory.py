@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..predict.outline import OutlineSettings, outline_settings
 from ..weights.registry import model_entry
-from .contract import SlicePredictor
+from .contract import InstanceGuide, SlicePredictor
 from .stack_predictor import StackPredictor
 from .store import MEMORY_BUDGET
 from .tiled_predictor import TiledPredictor
@@ -19,7 +19,8 @@ __all__ = ["make_predictor", "model_outline"]
 
 def make_predictor(model, view, tiling=None, channels=None, normalization=None, store=None,
                    encoder=None, memory_budget: int = MEMORY_BUDGET,
-                   overwrite: bool = False, outline="model") -> SlicePredictor:  # fmt: skip
+                   overwrite: bool = False, outline="model",
+                   guide: InstanceGuide | None = None) -> SlicePredictor:  # fmt: skip
     """The predictor of a stack: a :class:`~napari_sam.stacks.tiled_predictor.TiledPredictor`
     when ``tiling`` is given, else a :class:`~napari_sam.stacks.stack_predictor.StackPredictor`.
 
@@ -37,6 +38,10 @@ def make_predictor(model, view, tiling=None, channels=None, normalization=None, 
         How prompted masks are redrawn from the image (:mod:`napari_sam.predict.outline`):
         ``"model"`` (default) the settings the model's registry entry records (none for
         Meta's and micro-sam's models), None SAM's masks unchanged.
+    guide : InstanceGuide, optional
+        The model's instance decoder as a guide
+        (:func:`napari_sam.segment.factory.make_guide`): clicks are confined to its objects
+        where the outline settings say so (``instances``).
     """
     kwargs = dict(store=store, memory_budget=memory_budget, overwrite=overwrite, encoder=encoder)
     if tiling is None:
@@ -44,6 +49,7 @@ def make_predictor(model, view, tiling=None, channels=None, normalization=None, 
     else:
         sp = TiledPredictor(model, view, tiling, channels, normalization, **kwargs)
     sp.outline = model_outline(model) if isinstance(outline, str) else outline
+    sp.guide = guide if sp.outline is not None and sp.outline.instances else None
     return sp
 
 

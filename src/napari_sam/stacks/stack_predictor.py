@@ -21,6 +21,20 @@ from .view import StackView
 __all__ = ["StackPredictor", "check_channels"]
 
 
+def _positive_points(points, labels, n_objects: int, single: bool) -> list:
+    """Each object's foreground points ((M, 2) x, y, or None) of SAM-style prompts: ``points``
+    (M, 2) of one object (``single``) or (N, M, 2) of ``n_objects``, ``labels`` 1 where a point
+    is foreground."""
+    if points is None or labels is None:
+        return [None] * n_objects
+    pts = np.asarray(points, np.float32)
+    lbl = np.asarray(labels)
+    if single:
+        pts, lbl = pts.reshape(1, -1, 2), lbl.reshape(1, -1)
+    pts, lbl = pts.reshape(n_objects, -1, 2), lbl.reshape(n_objects, -1)
+    return [p[lb == 1] for p, lb in zip(pts, lbl, strict=True)]
+
+
 def check_channels(channels: ChannelSpec, n_channels: int, in_channels: int) -> ChannelSpec:
     """Resolve ``channels`` for a stack with ``n_channels`` and check it fits the model.
 
@@ -231,11 +245,17 @@ class StackPredictor(SlicePredictor):
         masks, scores, logits = out
         window = self.window(0)
         box = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
-        objects = masks[None] if masks.ndim == 3 else masks  # one object, or a batch
+        single = masks.ndim == 3
+        objects = masks[None] if single else masks  # one object, or a batch
+        clicks = _positive_points(points, labels, len(objects), single)
         image = self.outline_image(self.index, window)  # read once for every object
-        redrawn = np.stack([self.redraw(self.index, m, window, box[n] if n < len(box) else None,
-                                        image) for n, m in enumerate(objects)])  # fmt: skip
-        return (redrawn[0] if masks.ndim == 3 else redrawn), scores, logits
+        decoded = (self._embedding, tuple(self.view.slice_shape))
+        redrawn = np.stack([
+            self.redraw(self.index, m, window, box[n] if n < len(box) else None, image,
+                        clicks[n], decoded)
+            for n, m in enumerate(objects)
+        ])  # fmt: skip
+        return (redrawn[0] if single else redrawn), scores, logits
 
     def predict(self, index, **prompts):
         """``set_slice(index)`` then ``self(**prompts)``: masks, scores, logits of that slice."""
@@ -269,6 +289,7 @@ class StackPredictor(SlicePredictor):
         The next use re-reads the slice and checks its content against the stored record.
         """
         self.store.invalidate(index)
+        self.forget_guides(index)
         if index is None or (self.index is not None and self.view.index_tuple(index) == self.index):
             self.release_slice()
 

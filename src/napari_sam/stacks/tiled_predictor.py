@@ -164,6 +164,7 @@ class TiledPredictor(SlicePredictor):
             for t in range(len(self.tiling)):
                 self._tiles.invalidate(self.tiles.flat(index, t))
         self._windows.clear()
+        self.forget_guides(index)
 
     def release_slice(self) -> None:
         """Forget the current slice (see :meth:`StackPredictor.release_slice
@@ -275,10 +276,13 @@ class TiledPredictor(SlicePredictor):
             window, emb = grown, self.window_embedding(index, grown)
         h, w = self.view.slice_shape
         y0, y1, x0, x1 = window
+        decoded = (emb, (y1 - y0, x1 - x0))  # the size the window was decoded at
         y1, x1 = min(y1, h), min(x1, w)
         masks = masks[:, : y1 - y0, : x1 - x0]
         if not return_logits:
-            masks = self.redraw(index, masks, (y0, y1, x0, x1), None if box is None else box[0])
+            clicks = None if pts is None else pts[lbl == 1]
+            masks = self.redraw(index, masks, (y0, y1, x0, x1), None if box is None else box[0],
+                                points=clicks, decoded=decoded)  # fmt: skip
         return masks, scores, logits, (y0, y1, x0, x1)
 
     def __call__(

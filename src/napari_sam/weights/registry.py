@@ -226,9 +226,10 @@ register_model(
          "foreground_threshold": 0.6, "distance_smoothing": 0.0, "min_size": 25,
          "merge_solidity": 0.98, "merge_border": 1.0},  # fmt: skip
     # prompted masks redrawn at half maximum, where hand labels of nuclei sit, cut to their
-    # box, a click's most solid candidates preferred; the bands and the solidity chosen on
-    # tuning seeds 500 to 519 of the five styles (scripts/tune_outline.py): docs/tiny-model.md
-    outline={"level": 0.5, "inner": 1, "outer": 1, "min_solidity": 0.98},
+    # box, a click's most solid candidates preferred, a click confined to the nucleus its
+    # decoder finds under it; the bands, the solidity and the confining chosen on tuning
+    # seeds 500 to 519 of the five styles (scripts/tune_outline.py): docs/tiny-model.md
+    outline={"level": 0.5, "inner": 1, "outer": 1, "min_solidity": 0.98, "instances": True},
 )
 
 
