@@ -7,7 +7,8 @@ maximum (``--edge-level 0.5``): the mean IoU of a click at each nucleus's centre
 by predicted IoU) and of a tight box, with SAM's masks and with each candidate of
 :class:`~napari_sam.predict.outline.OutlineSettings` (``--grid``: ``inner,outer`` or
 ``inner,outer,min_solidity``, and ``,i`` after it: clicks confined to the instance the
-model's decoder finds under them; level 0.5, the half maximum where hand labels of
+model's decoder finds under them, as the apps do; ``--zoom``: nuclei larger or smaller than
+the generator's; level 0.5, the half maximum where hand labels of
 fluorescence nuclei sit). SAM's masks are decoded once per prompt and redrawn for every
 candidate; a click's mask is then chosen among the redrawn candidates as the apps do
 (:func:`~napari_sam.predict.outline.preferred_candidate`). ``--confine-boxes`` confines
@@ -43,9 +44,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="500:520", help="tuning seeds START:STOP")
     parser.add_argument("--grid", default="1,0:1,1:2,0:2,1:2,2:3,1",
-                        help="inner,outer[,min_solidity[,i]] candidates, ':'-separated")  # fmt: skip
+                        help="inner,outer[,min_solidity[,i]], :-separated")  # fmt: skip
     parser.add_argument("--edge-level", type=float, default=0.5, help="the labels' edge")
     parser.add_argument("--weights", default=None, help="model file (default: the shipped)")
+    parser.add_argument("--zoom", type=float, default=1.0,
+                        help="nuclei this many times the generator's size (10 to 18 px radius)")
     parser.add_argument("--confine-boxes", action="store_true",
                         help="confine boxes too, where a candidate confines clicks")  # fmt: skip
     args = parser.parse_args(argv)
@@ -64,6 +67,8 @@ def main(argv=None):
     scores = {name: {s: ([], []) for s in STYLES} for name in grid}
     for style in STYLES:
         params = {**style_params(style), "edge_level": args.edge_level}
+        low, high = params.get("radius_range", (10.0, 18.0))
+        params["radius_range"] = (low * args.zoom, high * args.zoom)
         for seed in seeds:
             image, labels = make_nuclei_2d((256, 256), seed=int(seed), **params)
             rgb = normalised_rgb(image)
@@ -99,8 +104,9 @@ def main(argv=None):
 
 
 def confined(grey, masks, found, click, settings, box=None):
-    """``masks`` confined to the instance of ``found`` under ``click`` (x, y), or (a box's,
-    ``click`` None) the one most of the first mask covers; unchanged where there is none."""
+    """``masks`` confined by the decoder's objects ``found`` to the one under ``click``
+    (x, y), or (a box's, ``click`` None) the one most of the first mask covers, as
+    :func:`~napari_sam.predict.outline.confine_masks` does; unchanged where there is none."""
     if click is not None:
         x, y = (int(round(float(v))) for v in click)
         under = found[min(y, found.shape[0] - 1), min(x, found.shape[1] - 1)]
@@ -110,7 +116,7 @@ def confined(grey, masks, found, click, settings, box=None):
         under = ids[np.argmax(counts)] if ids.size else 0
     if not under:
         return masks
-    out = confine_masks(grey, masks, found == under, settings)
+    out = confine_masks(grey, masks, found, [under], settings)
     return out if box is None else redraw_masks(grey, out, settings, box)
 
 

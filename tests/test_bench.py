@@ -135,6 +135,7 @@ def test_bench_outline_smoke():
     out = run(str(BENCH / "bench_outline.py"), "--images", "1", "--size", "128")
     rows = markdown_rows(out)
     for kind in ("click", "box"):
-        sam, drawn, ratio = rows[f"{kind} (median)"]
-        assert re.fullmatch(rf"{NUMBER} ms", sam) and re.fullmatch(rf"{NUMBER} ms", drawn)
-        assert re.fullmatch(rf"{NUMBER} x", ratio)
+        sam, drawn, ratio, apps, apps_ratio = rows[f"{kind} (median)"]
+        assert all(re.fullmatch(rf"{NUMBER} ms", v) for v in (sam, drawn, apps))
+        assert re.fullmatch(rf"{NUMBER} x", ratio) and re.fullmatch(rf"{NUMBER} x", apps_ratio)
+    assert re.search(rf"a window's instances .*: {NUMBER} ms", out)

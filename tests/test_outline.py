@@ -205,16 +205,23 @@ def test_a_click_is_confined_to_the_instance_under_it():
     image_a, disc = _nucleus(shape=(60, 100), centre=(30, 35), radius=10)
     image_b, second = _nucleus(shape=(60, 100), centre=(30, 56), radius=10)
     image = np.maximum(image_a, image_b)
-    settings = OutlineSettings(inner=1, outer=1, instances=True)
+    settings = OutlineSettings(inner=1, outer=1, min_solidity=0.98, instances=True)
+    objects = disc.astype(np.uint32) + 2 * (second & ~disc)
     pair = disc | second
     far = np.zeros_like(disc)
     far[:5, 90:] = True  # does not touch the instance: left as it is
-    out = confine_masks(image, np.stack([pair, far]), disc, settings)
+    out = confine_masks(image, np.stack([pair, far]), objects, [1], settings)
     assert iou(out[0], disc) > 0.9
     assert not (out[0] & ~ndimage.binary_dilation(disc, iterations=2)).any()  # cut, redrawn
     np.testing.assert_array_equal(out[1], far)
-    with pytest.raises(ValueError, match="instance: expected shape"):
-        confine_masks(image, pair[None], disc[:10], settings)
+    # a nucleus the decoder cut in two pieces (neither convex): only background is cut
+    halves = np.where(disc & (np.arange(100)[None] < 35), 1, np.where(disc, 3, 0))
+    halves[24:36, 30:36] = 3  # a notch: piece 1 is not convex
+    haze = ndimage.binary_dilation(disc, iterations=4)
+    out = confine_masks(image_a, haze[None], halves.astype(np.uint32), [1], settings)[0]
+    assert iou(out, disc) > 0.9 and out[:, 35:].any()  # kept piece 3, lost the haze
+    with pytest.raises(ValueError, match="objects: expected shape"):
+        confine_masks(image, pair[None], objects[:10], [1], settings)
     with pytest.raises(ValueError, match="instances: expected true or false"):
         OutlineSettings(instances="yes")
 
@@ -236,15 +243,15 @@ def test_the_guide_is_asked_once_a_window_and_only_for_clicks_on_an_object(tiny)
     assert make_predictor(tiny, StackView(image, "YX"), outline=None, guide=guide).guide is None
     decoded = (np.zeros((1,)), (96, 96))
     window = sp.window(0)
-    keep = sp.clicked_instances((), window, decoded, np.array([[30.0, 30.0]]), (96, 96))
-    np.testing.assert_array_equal(keep, objects == 1)
-    both = sp.clicked_instances((), window, decoded, np.array([[30, 30], [70, 70.0]]), (96, 96))
-    np.testing.assert_array_equal(both, objects > 0)
-    assert sp.clicked_instances((), window, decoded, np.array([[30, 30], [5, 5.0]]),
+    labels, ids = sp.clicked_objects((), window, decoded, np.array([[30.0, 30.0]]), (96, 96))
+    np.testing.assert_array_equal(labels, objects) and np.testing.assert_array_equal(ids, [1])
+    _, both = sp.clicked_objects((), window, decoded, np.array([[30, 30], [70, 70.0]]), (96, 96))
+    np.testing.assert_array_equal(both, [1, 2])
+    assert sp.clicked_objects((), window, decoded, np.array([[30, 30], [5, 5.0]]),
                                 (96, 96)) is None  # a point on no object: not confined  # fmt: skip
     assert calls == [(96, 96)]  # kept for the window
     sp.invalidate()
-    sp.clicked_instances((), window, decoded, np.array([[30.0, 30.0]]), (96, 96))
+    sp.clicked_objects((), window, decoded, np.array([[30.0, 30.0]]), (96, 96))
     assert calls == [(96, 96)] * 2
     masks = np.zeros((3, 96, 96), bool)
     masks[:, 15:45, 15:70] = True  # spills from object 1 to the right
@@ -287,7 +294,7 @@ def test_predictors_confine_clicks_with_the_models_decoder(tiny, tiled):
         objects = found[-1][: y1 - y0, : x1 - x0]
         under = objects[int(round(click[0, 1])) - y0, int(round(click[0, 0])) - x0]
         if under:
-            want = confine_masks(raw.outline_image((), window), want, objects == under, sp.outline)
+            want = confine_masks(raw.outline_image((), window), want, objects, [under], sp.outline)
             confined += not np.array_equal(want, redraw_masks(raw.outline_image((), window),
                                                               base, sp.outline))  # fmt: skip
         np.testing.assert_array_equal(got, want)

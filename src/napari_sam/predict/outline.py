@@ -20,10 +20,12 @@ itself, in a narrow band around SAM's outline:
   mask that took in a touching neighbour is not), the most solid when none is
   (:func:`preferred_candidate`);
 - where ``instances`` is set and the model has an instance decoder, a click's masks are
-  confined to the object the decoder finds under the click (its instance grown by 1 px) and
-  redrawn again (:func:`confine_masks`): a mask that spilled into a touching neighbour or the
-  haze around a bright nucleus keeps the clicked nucleus only. Boxes are not confined (on
-  tuning images it cost them more than it gave clicks).
+  confined by the objects the decoder finds and redrawn again (:func:`confine_masks`): to
+  the object under the click (grown by 1 px) where it is convex, a nucleus, so that a mask
+  that spilled into a touching neighbour or the haze around a bright nucleus keeps the
+  clicked nucleus only; else (a nucleus the decoder cut in pieces) to the decoder's objects,
+  which takes off background only. Boxes are not confined (on tuning images it cost them
+  more than it gave clicks).
 
 Meta's models and micro-sam's record no outline level: their masks are Meta's, unchanged.
 """
@@ -38,6 +40,7 @@ from scipy import ndimage
 from ..masks import solidity
 
 __all__ = [
+    "CONVEX",
     "OutlineSettings",
     "confine_masks",
     "describe_outline",
@@ -49,6 +52,9 @@ __all__ = [
 ]
 
 _MARGIN = 10  # px around a mask's bounding box: the ring, the band and the smoothing
+#: The solidity at which :func:`confine_masks` takes a decoder's object for one nucleus when
+#: the settings give no ``min_solidity``.
+CONVEX = 0.98
 
 
 @dataclass(frozen=True)
@@ -204,14 +210,25 @@ def redraw_masks(image: np.ndarray, masks: np.ndarray, settings: OutlineSettings
     return out
 
 
-def confine_masks(image: np.ndarray, masks: np.ndarray, instance: np.ndarray,
+def confine_masks(image: np.ndarray, masks: np.ndarray, objects: np.ndarray, clicked,
                   settings: OutlineSettings) -> np.ndarray:  # fmt: skip
-    """Every mask of ``masks`` (K, H, W) bool cut to ``instance`` (H, W) bool grown by 1 px,
-    then redrawn (:func:`redraw_outline`); a mask that does not overlap it stays as it is."""
-    instance = np.asarray(instance, bool)
-    if instance.shape != masks.shape[-2:]:
-        raise ValueError(f"instance: expected shape {masks.shape[-2:]}, got {instance.shape}")
-    allowed = ndimage.binary_dilation(instance)
+    """Every mask of ``masks`` (K, H, W) bool confined by an instance decoder's ``objects``
+    (H, W) labels, 0 background, then redrawn (:func:`redraw_outline`).
+
+    Where the objects ``clicked`` (the ids under a click) are convex together (solidity at
+    least ``settings.min_solidity``, else :data:`CONVEX`), a mask is cut to them grown by
+    1 px: a nucleus, and the mask loses a touching neighbour or the haze of a bright nucleus.
+    Where they are not (the decoder cut one nucleus into pieces, as it does nuclei well over
+    the model's size), a mask only loses what the decoder calls background (its objects
+    grown by 1 px are kept). A mask that would lose everything stays as it is.
+    """
+    objects = np.asarray(objects)
+    if objects.shape != masks.shape[-2:]:
+        raise ValueError(f"objects: expected shape {masks.shape[-2:]}, got {objects.shape}")
+    own = np.isin(objects, np.asarray(clicked).ravel())
+    convex = settings.min_solidity if settings.min_solidity is not None else CONVEX
+    kept = own if own.any() and mask_solidity(own) >= convex else objects > 0
+    allowed = ndimage.binary_dilation(kept)
     out = np.array(masks, dtype=bool, copy=True)
     for k, m in enumerate(out):
         cut = m & allowed

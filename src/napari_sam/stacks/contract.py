@@ -132,7 +132,8 @@ class SlicePredictor(abc.ABC):
         ``image``: :meth:`outline_image` of the window, when the caller has it already.
 
         A click without a box (``points``: its positive points (M, 2), x, y in slice pixels)
-        is confined to the objects :attr:`guide` finds under it (:meth:`clicked_instances`;
+        is confined by the objects :attr:`guide` finds (:meth:`clicked_objects`,
+        :func:`~napari_sam.predict.outline.confine_masks`;
         ``decoded``: the embedding that decoded the masks and the ``(h, w)`` it decoded them
         at), where :attr:`outline` says so (``instances``) and every positive point is on one.
         """
@@ -146,16 +147,17 @@ class SlicePredictor(abc.ABC):
         image = self.outline_image(index, window) if image is None else image
         out = redraw_masks(image, masks, self.outline, box)
         if box is None and points is not None and decoded is not None:
-            keep = self.clicked_instances(index, window, decoded, points, masks.shape[-2:])
-            if keep is not None:
-                out = confine_masks(image, out, keep, self.outline)
+            found = self.clicked_objects(index, window, decoded, points, masks.shape[-2:])
+            if found is not None:
+                out = confine_masks(image, out, *found, self.outline)
         return out
 
-    def clicked_instances(self, index, window, decoded, points, size) -> np.ndarray | None:
-        """``size`` bool: the objects :attr:`guide` finds under every point of ``points``
-        ((M, 2) x, y in slice pixels) in ``window`` (y0, y1, x0, x1), from ``decoded``: its
-        embedding and the ``(h, w)`` it is decoded at (labels kept for the last few
-        windows); None where clicks are not confined, or a point is on none."""
+    def clicked_objects(self, index, window, decoded, points, size):
+        """The objects :attr:`guide` finds in ``window`` (y0, y1, x0, x1) of slice
+        ``index``, from ``decoded`` (its embedding and the ``(h, w)`` it is decoded at):
+        ``(labels, ids)``, the window's labels cut to ``size`` (kept for the last few windows)
+        and the ids under ``points`` ((M, 2) x, y in slice pixels); None where clicks are not
+        confined, or a point is on none."""
         points = np.asarray(points, np.float32).reshape(-1, 2)
         if self.guide is None or not self.outline.instances or not len(points):
             return None
@@ -178,10 +180,10 @@ class SlicePredictor(abc.ABC):
         ids = labels[rows, cols]
         if not ids.all():
             return None
-        return np.isin(labels, ids)
+        return labels, np.unique(ids)
 
     def forget_guides(self, index=None) -> None:
-        """Forget the instance labels kept for :meth:`clicked_instances` (all, or a slice's)."""
+        """Forget the instance labels kept for :meth:`clicked_objects` (all, or a slice's)."""
         cache = self._guided
         if not cache:
             return
