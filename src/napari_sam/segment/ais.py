@@ -265,8 +265,8 @@ class InstanceSegmenter:
 
 class DecoderGuide:
     """The objects an instance decoder finds in one window: the
-    :class:`~napari_sam.stacks.contract.InstanceGuide` that confines a click's masks to the
-    nucleus under it (:mod:`napari_sam.predict.outline`).
+    :class:`~napari_sam.stacks.contract.InstanceGuide` by which the stack predictors confine a
+    click's masks (:func:`napari_sam.predict.outline.confine_masks`).
 
     Parameters
     ----------

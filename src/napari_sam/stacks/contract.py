@@ -24,9 +24,9 @@ _GUIDES_KEPT = 8  # windows whose instance labels a predictor keeps (the last on
 
 
 class InstanceGuide(Protocol):
-    """The objects a model's instance decoder finds in one window, which a click's masks are
-    confined to (:attr:`SlicePredictor.guide`; :class:`napari_sam.segment.ais.DecoderGuide`
-    is the one the apps use)."""
+    """The objects a model's instance decoder finds in one window, by which a click's masks
+    are confined (:attr:`SlicePredictor.guide`, :func:`~napari_sam.predict.outline.confine_masks`;
+    :class:`napari_sam.segment.ais.DecoderGuide` is the one the apps use)."""
 
     def __call__(self, embedding: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """``shape`` uint32 labels (0: background) of the window of ``shape`` (its pixels,
@@ -61,7 +61,7 @@ class SlicePredictor(abc.ABC):
         :func:`~napari_sam.stacks.factory.make_predictor`; see
         :mod:`napari_sam.predict.outline`); None: SAM's masks, unchanged.
     guide : InstanceGuide or None
-        The model's instance decoder, where :attr:`outline` confines clicks to its instances
+        The model's instance decoder, where :attr:`outline` confines clicks by its objects
         (``outline.instances``; set by the factory); None: not confined.
     """
 
@@ -133,9 +133,9 @@ class SlicePredictor(abc.ABC):
 
         A click without a box (``points``: its positive points (M, 2), x, y in slice pixels)
         is confined by the objects :attr:`guide` finds (:meth:`clicked_objects`,
-        :func:`~napari_sam.predict.outline.confine_masks`;
-        ``decoded``: the embedding that decoded the masks and the ``(h, w)`` it decoded them
-        at), where :attr:`outline` says so (``instances``) and every positive point is on one.
+        :func:`~napari_sam.predict.outline.confine_masks`), where :attr:`outline` says so
+        (``instances``) and every positive point is on one; ``decoded``: the embedding that
+        decoded the masks and the ``(h, w)`` it decoded them at.
         """
         if self.outline is None or not masks.size:
             return masks

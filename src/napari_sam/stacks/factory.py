@@ -40,7 +40,7 @@ def make_predictor(model, view, tiling=None, channels=None, normalization=None, 
         Meta's and micro-sam's models), None SAM's masks unchanged.
     guide : InstanceGuide, optional
         The model's instance decoder as a guide
-        (:func:`napari_sam.segment.factory.make_guide`): clicks are confined to its objects
+        (:func:`napari_sam.segment.factory.make_guide`): clicks are confined by its objects
         where the outline settings say so (``instances``).
     """
     kwargs = dict(store=store, memory_budget=memory_budget, overwrite=overwrite, encoder=encoder)
