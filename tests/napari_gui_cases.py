@@ -507,9 +507,14 @@ def test_object_diameter_is_estimated_and_rescales_the_slices(viewer, sam_widget
     points.add([y, x])
     nf.idle(qtbot, sam_widget, 300_000)
     assert sam_widget.commit() == [1] and iou(out.data == 1, mask) >= 0.8
+    assert sam_widget.sam_masks.isEnabled() and not sam_widget.settings().sam_masks
+    sam_widget.sam_masks.setChecked(True)  # SAM's masks: a session of their own
+    assert sam_widget.session_spec().sam_masks
     sam_widget.follow_model("sam_vit_b")
     assert not sam_widget.diameter.isEnabled() and not sam_widget.estimate.isEnabled()
+    assert not sam_widget.sam_masks.isEnabled()  # Meta's models draw SAM's masks anyway
     sam_widget.follow_model("sam_tiny_nuclei")
+    sam_widget.sam_masks.setChecked(False)
 
 
 def test_the_widget_warms_up_by_itself_and_the_first_click_is_quick(viewer, sam_widget, qtbot):

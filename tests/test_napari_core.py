@@ -363,3 +363,28 @@ def test_object_diameter_brings_large_nuclei_to_the_models_size():
     y0, y1, x0, x1 = pred.window or (0, 256, 0, 256)
     plane[y0:y1, x0:x1] = pred.mask
     assert iou(plane, mask) >= 0.8
+
+
+def test_the_widgets_sessions_draw_as_the_model_records_unless_sam_masks():
+    """``SessionSpec.sam_masks`` (the widget's "SAM's masks as decoded"): a session of its
+    own whose predictor keeps SAM's masks; by default the model's outline and its decoder's
+    guide."""
+    from napari_sam._napari._tf import ensure_tensorflow
+
+    ensure_tensorflow()
+    from napari_sam._napari._jobs import model_outline_of
+    from napari_sam._napari.annotator import Annotator, SessionSpec
+    from napari_sam.stacks.channels import ChannelSpec
+    from napari_sam.train.synthetic import make_nuclei_2d
+
+    image = make_nuclei_2d((128, 128), seed=5)[0]
+    geo, channels = Geometry(image.shape), ChannelSpec("single", (0,)).resolve(1)
+    annot = Annotator()
+    drawn = annot.open_session(SessionSpec(image, geo, channels, model_name="sam_tiny_nuclei"))
+    assert drawn.sp.outline is not None and drawn.sp.outline.instances
+    assert drawn.sp.guide is not None
+    spec = SessionSpec(image, geo, channels, model_name="sam_tiny_nuclei", sam_masks=True)
+    raw = annot.open_session(spec)
+    assert raw is not drawn and raw.sp.outline is None and raw.sp.guide is None
+    assert model_outline_of("sam_tiny_nuclei") and not model_outline_of("sam_vit_b")
+    assert not model_outline_of("no such model")

@@ -22,7 +22,7 @@ from superqt import QCollapsible
 
 from ..weights.choice import default_model
 from . import _layers as L
-from ._jobs import model_diameter
+from ._jobs import model_diameter, model_outline_of
 from ._qt_parts import LayerBox, channels_first, pair, prompt_status, row
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
@@ -70,6 +70,7 @@ class ControlsPanel(QWidget):
         self.multimask = QCheckBox("several candidate masks")
         self.multimask.setChecked(True)
         self.overwrite = QCheckBox("overwrite existing labels")
+        self.sam_masks = QCheckBox("SAM's masks as decoded")
         self.one_per_click = QCheckBox("one click = one object")
         self.one_per_click.setToolTip(
             "Each positive point is an object of its own (count many nuclei quickly). Off: "
@@ -107,7 +108,7 @@ class ControlsPanel(QWidget):
         for title, rows in (
             ("Prompts", [("points", self.points_box), ("boxes", self.boxes_box),
                          ("", self.one_per_click), ("", self.multimask),
-                         ("", self.overwrite)]),
+                         ("", self.sam_masks), ("", self.overwrite)]),
             ("Channels", [("channel axis", self.channel_axis), ("channels", self.channel_mode),
                           ("channel indices", self.channel_idx)]),
             ("Object size", [("diameter", pair(self.diameter, self.estimate))]),
@@ -172,7 +173,16 @@ class ControlsPanel(QWidget):
 
     def follow_model(self, name: str) -> None:
         """The object diameter is offered for models that record a preferred object size
-        (and fitted to the chosen image, as :meth:`fit_object_size`)."""
+        (and fitted to the chosen image, as :meth:`fit_object_size`), SAM's masks as decoded
+        for models that record an outline of their own."""
+        drawn = bool(name) and model_outline_of(name)
+        self.sam_masks.setEnabled(drawn)
+        self.sam_masks.setToolTip(
+            f"{name}'s masks are redrawn at each object's half maximum, a box's cut to the "
+            "box and a click's confined by its instance decoder (docs/tiny-model.md). On: "
+            "SAM's masks as the model decodes them (napari-sam segment --sam-masks)" if drawn
+            else f"{name} draws SAM's masks as decoded"
+        )  # fmt: skip
         size = model_diameter(name) if name else None
         for w in (self.diameter, self.estimate):
             w.setEnabled(size is not None)
@@ -329,6 +339,7 @@ class ControlsPanel(QWidget):
             self.cache.text().strip(), self.multimask.isChecked(), self.overwrite.isChecked(),
             self.stop_iou.value(), (self.z_from.value(), self.z_to.value()),
             self.prop_axis.value(), self.diameter.value() or None,
+            self.sam_masks.isChecked() and self.sam_masks.isEnabled(),
         )  # fmt: skip
 
     def geometry(self):
@@ -364,7 +375,7 @@ class ControlsPanel(QWidget):
         channels = self.channels(geo).resolve(geo.n_channels)
         store = str(Path(s.cache) / image.name) if s.cache else None
         return SessionSpec(level_0(image), geo, channels, store, s.model_name, s.checkpoint,
-                           self.object_size()[0])  # fmt: skip
+                           self.object_size()[0], s.sam_masks)  # fmt: skip
 
     def current_index(self, geo=None):
         """Index of the displayed slice over the slice axes of the image."""

@@ -22,7 +22,7 @@ from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
            "build_session", "embed_one", "embed_slices", "made_by", "model_diameter",
-           "preview_job", "record_entry", "refine_prompt", "with_session",
+           "model_outline_of", "preview_job", "record_entry", "refine_prompt", "with_session",
            "write_objects"]  # fmt: skip
 
 
@@ -50,6 +50,9 @@ class Settings:
         Slice axis propagation follows (clipped to the image's slice axes).
     diameter : float, optional
         The typical object diameter in image pixels (None: native resolution).
+    sam_masks : bool
+        Keep SAM's masks as decoded, where the model records an outline of its own (as
+        ``napari-sam segment --sam-masks``).
     """
 
     model_name: str = WIDGET_MODEL
@@ -61,6 +64,7 @@ class Settings:
     limits: tuple[int, int] = (0, 99999)
     prop_axis: int = 0
     diameter: float | None = None
+    sam_masks: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class SessionSpec:
     diameter : float, optional
         The typical object diameter in image pixels (None: native resolution; see
         :class:`Session`).
+    sam_masks : bool
+        SAM's masks as decoded, not redrawn as the model's outline settings say.
     """
 
     data: Any = field(compare=False, repr=False)
@@ -91,6 +97,7 @@ class SessionSpec:
     model_name: str = WIDGET_MODEL
     checkpoint: str = ""
     diameter: float | None = None
+    sam_masks: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -114,6 +121,14 @@ def model_diameter(model_name: str) -> float | None:
     from ..weights.registry import model_entry
 
     return model_entry(model_name).object_diameter
+
+
+def model_outline_of(model_name: str) -> bool:
+    """Whether registered model ``model_name`` records an outline of its own (its prompted
+    masks redrawn: :mod:`napari_sam.predict.outline`)."""
+    from ..weights.registry import list_models, model_entry
+
+    return model_name in list_models() and bool(model_entry(model_name).outline)
 
 
 def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Built:
@@ -149,7 +164,8 @@ def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Bu
     # holds the GIL, stalling the Qt thread: move them out of the collector's reach.
     gc.freeze()
     session = Session(model, spec.data, spec.geometry, spec.channels, spec.store,
-                      spec.diameter, model_diameter(spec.model_name))  # fmt: skip
+                      spec.diameter, model_diameter(spec.model_name),
+                      outline=None if spec.sam_masks else "model")  # fmt: skip
     session.warm_up()  # a tiled image: the first click then costs one tile only
     gc.freeze()
     return Built(model, model_key, session, key)

@@ -231,10 +231,14 @@ class Session:
     model_diameter : float, optional
         The model's preferred object size (:attr:`ModelEntry.object_diameter
         <napari_sam.weights.registry.ModelEntry.object_diameter>`); needed with ``diameter``.
+    outline : "model" or None
+        ``"model"``: masks drawn as the model's registry entry says (its outline settings,
+        clicks confined by its instance decoder; :mod:`napari_sam.predict.outline`), None:
+        SAM's masks as decoded.
     """
 
     def __init__(self, model, data, geometry: Geometry, channels=None, store=None,
-                 diameter=None, model_diameter=None):  # fmt: skip
+                 diameter=None, model_diameter=None, outline="model"):  # fmt: skip
         from ..segment.factory import make_guide  # TensorFlow: imported on first use
         from ..stacks.factory import make_predictor
 
@@ -242,7 +246,7 @@ class Session:
         channels = channels or ChannelSpec.default_for(geometry.n_channels)
         view = StackView(data, geometry.axes)
         tiling = plan_for(view.slice_shape, model.cfg.input_size, diameter, model_diameter)
-        self.sp = make_predictor(model, view, tiling, channels, store=store,
+        self.sp = make_predictor(model, view, tiling, channels, store=store, outline=outline,
                                  guide=make_guide(model))  # fmt: skip
         self.slice_shape = self.sp.view.slice_shape
 

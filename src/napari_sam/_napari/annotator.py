@@ -92,7 +92,7 @@ class Annotator:
         else:
             model_key = (spec.model_name, spec.checkpoint, spec.channels)
         return model_key, (id(spec.data), spec.geometry, spec.channels, spec.store, model_key,
-                           spec.diameter)  # fmt: skip
+                           spec.diameter, spec.sam_masks)  # fmt: skip
 
     def session_for(self, spec: SessionSpec) -> Session | None:
         """The current session if it was made for ``spec``, else ``None``."""
