@@ -22,7 +22,7 @@ from superqt import QCollapsible
 
 from ..weights.choice import default_model
 from . import _layers as L
-from ._jobs import model_diameter, model_outline_of
+from ._jobs import model_diameter, model_outline_of, model_tips
 from ._qt_parts import LayerBox, channels_first, pair, prompt_status, row
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
@@ -175,24 +175,12 @@ class ControlsPanel(QWidget):
         """The object diameter is offered for models that record a preferred object size
         (and fitted to the chosen image, as :meth:`fit_object_size`), SAM's masks as decoded
         for models that record an outline of their own."""
-        drawn = bool(name) and model_outline_of(name)
+        drawn, size = bool(name) and model_outline_of(name), model_diameter(name) if name else None
         self.sam_masks.setEnabled(drawn)
-        self.sam_masks.setToolTip(
-            f"{name}'s masks are redrawn at each object's half maximum, a box's cut to the "
-            "box and a click's confined by its instance decoder (docs/tiny-model.md). On: "
-            "SAM's masks as the model decodes them (napari-sam segment --sam-masks)" if drawn
-            else f"{name} draws SAM's masks as decoded"
-        )  # fmt: skip
-        size = model_diameter(name) if name else None
-        for w in (self.diameter, self.estimate):
-            w.setEnabled(size is not None)
-        self.diameter.setToolTip(
-            f"Typical object diameter in image pixels: slices are tiled so that objects reach "
-            f"the model at {size:g} px, the size it works best at; masks come back at full "
-            f"resolution. 'native' (0): no rescaling. Until you set it, the widget sets it "
-            f"for each new image whose objects look far from {size:g} px" if size is not None
-            else f"{name} records no preferred object size: it sees images at native resolution"
-        )  # fmt: skip
+        self.diameter.setEnabled(size is not None)
+        self.estimate.setEnabled(size is not None)
+        self.sam_masks.setToolTip(model_tips(name)["sam_masks"])
+        self.diameter.setToolTip(model_tips(name)["diameter"])
         if size is not None and self.image_box.layer() is not None:
             self.fit_object_size(*self.geometry())
 
