@@ -22,8 +22,8 @@ from superqt import QCollapsible
 
 from ..weights.choice import default_model
 from . import _layers as L
-from ._jobs import model_diameter, model_outline_of, model_tips
-from ._qt_parts import LayerBox, channels_first, pair, prompt_status, row
+from ._jobs import model_diameter
+from ._qt_parts import LayerBox, channels_first, model_tips, pair, prompt_status, row
 from ._session import Geometry, split_prompts
 from ._tf import ensure_tensorflow
 from .annotator import SessionSpec, Settings
@@ -175,13 +175,13 @@ class ControlsPanel(QWidget):
         """The object diameter is offered for models that record a preferred object size
         (and fitted to the chosen image, as :meth:`fit_object_size`), SAM's masks as decoded
         for models that record an outline of their own."""
-        drawn, size = bool(name) and model_outline_of(name), model_diameter(name) if name else None
-        self.sam_masks.setEnabled(drawn)
-        self.diameter.setEnabled(size is not None)
-        self.estimate.setEnabled(size is not None)
-        self.sam_masks.setToolTip(model_tips(name)["sam_masks"])
-        self.diameter.setToolTip(model_tips(name)["diameter"])
-        if size is not None and self.image_box.layer() is not None:
+        tips = model_tips(name)
+        for key, widgets in (("sam_masks", [self.sam_masks]),
+                             ("diameter", [self.diameter, self.estimate])):  # fmt: skip
+            for w in widgets:
+                w.setEnabled(tips[key][0])
+            widgets[0].setToolTip(tips[key][1])
+        if tips["diameter"][0] and self.image_box.layer() is not None:
             self.fit_object_size(*self.geometry())
 
     def object_size(self) -> tuple[float | None, float | None]:

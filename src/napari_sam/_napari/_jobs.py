@@ -22,7 +22,7 @@ from ._tiles import full_window, tile_states, tiles_around
 
 __all__ = ["Built", "Committed", "Previewed", "PropagationJob", "SessionSpec", "Settings",
            "build_session", "embed_one", "embed_slices", "made_by", "model_diameter",
-           "model_outline_of", "model_tips", "preview_job", "record_entry", "refine_prompt",
+           "model_outline_of", "preview_job", "record_entry", "refine_prompt",
            "with_session", "write_objects"]  # fmt: skip
 
 
@@ -129,23 +129,6 @@ def model_outline_of(model_name: str) -> bool:
     from ..weights.registry import list_models, model_entry
 
     return model_name in list_models() and bool(model_entry(model_name).outline)
-
-
-def model_tips(name: str) -> dict:
-    """The widget's tooltips that depend on registered model ``name``: ``"sam_masks"`` and
-    ``"diameter"``."""
-    size = model_diameter(name) if name else None
-    return {
-        "sam_masks": f"{name}'s masks are redrawn at each object's half maximum, a box's cut "
-        "to the box and a click's confined by its instance decoder (docs/tiny-model.md). On: "
-        "SAM's masks as the model decodes them (napari-sam segment --sam-masks)"
-        if name and model_outline_of(name) else f"{name} draws SAM's masks as decoded",
-        "diameter": f"Typical object diameter in image pixels: slices are tiled so that objects "
-        f"reach the model at {size:g} px, the size it works best at; masks come back at full "
-        f"resolution. 'native' (0): no rescaling. Until you set it, the widget sets it for "
-        f"each new image whose objects look far from {size:g} px" if size is not None
-        else f"{name} records no preferred object size: it sees images at native resolution",
-    }  # fmt: skip
 
 
 def build_session(spec: SessionSpec, model=None, model_key=None, key=None) -> Built:

@@ -1,4 +1,5 @@
-"""Small Qt parts of the widget: layer combo boxes, key bindings, the prompts' status line."""
+"""Small Qt parts of the widget: layer combo boxes, key bindings, the prompts' status line,
+the tooltips that follow the model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import numpy as np
 from napari.utils.key_bindings import coerce_keybinding
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QWidget
 
-__all__ = ["KeyBindings", "LayerBox", "channels_first", "pair", "prompt_status", "row"]
+from ._jobs import model_diameter, model_outline_of
+
+__all__ = ["KeyBindings", "LayerBox", "channels_first", "model_tips", "pair", "prompt_status",
+           "row"]  # fmt: skip
 
 
 def row(widgets) -> QHBoxLayout:
@@ -123,3 +127,24 @@ class KeyBindings:
                     owner.bind_key(kb, previous, overwrite=True)
             except RuntimeError:  # a layer whose Qt side is gone
                 continue
+
+
+def model_tips(name: str) -> dict:
+    """The controls that follow registered model ``name``: ``{control: (enabled, tooltip)}``
+    for ``"sam_masks"`` (a model that draws outlines of its own) and ``"diameter"`` (one that
+    records a preferred object size)."""
+    drawn, size = bool(name) and model_outline_of(name), model_diameter(name) if name else None
+    sam_masks = (
+        f"{name}'s masks are redrawn at each object's half maximum, a box's cut to the box and "
+        "a click's confined by its instance decoder (docs/tiny-model.md). On: SAM's masks as "
+        "the model decodes them (napari-sam segment --sam-masks)" if drawn
+        else f"{name} draws SAM's masks as decoded"
+    )  # fmt: skip
+    diameter = (
+        f"Typical object diameter in image pixels: slices are tiled so that objects reach the "
+        f"model at {size:g} px, the size it works best at; masks come back at full resolution. "
+        f"'native' (0): no rescaling. Until you set it, the widget sets it for each new image "
+        f"whose objects look far from {size:g} px" if size is not None
+        else f"{name} records no preferred object size: it sees images at native resolution"
+    )  # fmt: skip
+    return {"sam_masks": (drawn, sam_masks), "diameter": (size is not None, diameter)}

@@ -103,8 +103,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "sam_masks": (("--sam-masks",), dict(action="store_true", help="masks as SAM decodes them. "
                                         "Default: as the model records (sam_tiny_nuclei: "
                                         "redrawn at each object's half maximum, a box's cut to "
-                                        "the box, a click's most convex candidate; Meta's and "
-                                        "micro-sam's models: SAM's masks)")),
+                                        "the box, a click's most convex candidate confined by "
+                                        "its instance decoder; Meta's and micro-sam's models: "
+                                        "SAM's masks)")),
     "points_per_side": (("--points-per-side",), dict(type=int, metavar="N", help="grid of N x N "
                                                      "point prompts per slice (default "
                                                      "%(default)s; fewer is faster)")),
