@@ -6,11 +6,12 @@ tuning seeds ``--seeds`` (500 to 519 by default: neither training, which draws s
 maximum (``--edge-level 0.5``): the mean IoU of a click at each nucleus's centre (best of 3
 by predicted IoU) and of a tight box, with SAM's masks and with each candidate of
 :class:`~napari_sam.predict.outline.OutlineSettings` (``--grid``: ``inner,outer`` or
-``inner,outer,min_solidity``, and ``,i`` after it: clicks confined to the instance the
-model's decoder finds under them, as the apps do; ``--zoom``: nuclei larger or smaller than
-the generator's; level 0.5, the half maximum where hand labels of
-fluorescence nuclei sit). SAM's masks are decoded once per prompt and redrawn for every
-candidate; a click's mask is then chosen among the redrawn candidates as the apps do
+``inner,outer,min_solidity``, then ``,i``: clicks confined to the instance the model's
+decoder finds under them, as the apps do, ``,rR``: each object's level chosen within +- R by
+its edge (``level_range``); ``--zoom``: nuclei larger or smaller than the generator's;
+level 0.5, the half maximum where hand labels of fluorescence nuclei sit).
+SAM's masks are decoded once per prompt and redrawn for every candidate; a click's mask is
+then chosen among the redrawn candidates as the apps do
 (:func:`~napari_sam.predict.outline.preferred_candidate`). ``--confine-boxes`` confines
 boxes too (to the instance that most of the box's mask covers), which the apps do not.
 
@@ -44,7 +45,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="500:520", help="tuning seeds START:STOP")
     parser.add_argument("--grid", default="1,0:1,1:2,0:2,1:2,2:3,1",
-                        help="inner,outer[,min_solidity[,i]], :-separated")  # fmt: skip
+                        help="inner,outer[,min_solidity][,i][,rR], :-separated")  # fmt: skip
     parser.add_argument("--edge-level", type=float, default=0.5, help="the labels' edge")
     parser.add_argument("--weights", default=None, help="model file (default: the shipped)")
     parser.add_argument("--zoom", type=float, default=1.0,
@@ -56,12 +57,15 @@ def main(argv=None):
     grid = {"SAM's masks": None}
     for entry in args.grid.split(":"):
         inner, outer, *rest = entry.split(",")
-        instances = rest[-1:] == ["i"]
-        solid = rest[:-1] if instances else rest
+        instances = "i" in rest
+        spread = [float(v[1:]) for v in rest if v.startswith("r")]
+        solid = [float(v) for v in rest if v != "i" and not v.startswith("r")]
         name = (f"inner {inner}, outer {outer}" + (f", min_solidity {solid[0]}" if solid else "")
+                + (f", level +- {spread[0]}" if spread else "")
                 + (", clicks confined" if instances else ""))  # fmt: skip
         grid[name] = OutlineSettings(inner=int(inner), outer=int(outer), instances=instances,
-                                     min_solidity=float(solid[0]) if solid else None)  # fmt: skip
+                                     min_solidity=solid[0] if solid else None,
+                                     level_range=spread[0] if spread else 0.0)  # fmt: skip
     model = create_model("sam_tiny_nuclei", pretrained=args.weights or True)
     predictor, guide = SAMPredictor(model), make_guide(model)
     scores = {name: {s: ([], []) for s in STYLES} for name in grid}

@@ -304,3 +304,32 @@ def test_predictors_confine_clicks_with_the_models_decoder(tiny, tiled):
 
 class SimpleModel:
     instance_decoder = None
+
+
+def test_a_level_range_puts_the_outline_on_the_strongest_edge_nearby():
+    # a nucleus with a bright core: the interior's median is the core's, so the fixed half
+    # maximum lies inside the nucleus's own edge; the strongest edge within +- 0.2 is its edge
+    yy, xx = np.mgrid[:80, :80]
+    r = np.hypot(yy - 40, xx - 40)
+    disc = r <= 12
+    image = (20 + 80 * ndimage.gaussian_filter(disc.astype(np.float32), 1.5)
+             + 24 * ndimage.gaussian_filter((r <= 8).astype(np.float32), 1.5))  # fmt: skip
+    fixed = redraw_outline(image, disc, OutlineSettings(inner=2, outer=2))
+    edge = redraw_outline(image, disc, OutlineSettings(inner=2, outer=2, level_range=0.2))
+    assert iou(fixed, disc) < 0.92 and iou(edge, disc) > 0.95
+    # the chosen outline is one of the fixed levels' redraws
+    assert any(np.array_equal(edge, redraw_outline(image, disc, OutlineSettings(
+        level=lv, inner=2, outer=2))) for lv in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7))
+    # a box's masks stay at the fixed level
+    box = np.array([20, 20, 60, 60], np.float32)
+    ranged = OutlineSettings(inner=2, outer=2, level_range=0.2)
+    np.testing.assert_array_equal(redraw_masks(image, disc[None], ranged, box)[0], fixed)
+    np.testing.assert_array_equal(redraw_masks(image, disc[None], ranged)[0], edge)
+    # on a plain blurred disc the half maximum is the strongest edge: nothing changes
+    plain, disc = _nucleus()
+    np.testing.assert_array_equal(
+        redraw_outline(plain, disc, OutlineSettings(inner=2, outer=2, level_range=0.2)),
+        redraw_outline(plain, disc, OutlineSettings(inner=2, outer=2)))
+    with pytest.raises(ValueError, match="level_range: expected"):
+        OutlineSettings(level=0.5, level_range=0.5)
+

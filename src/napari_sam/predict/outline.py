@@ -13,6 +13,10 @@ itself, in a narrow band around SAM's outline:
 - pixels of the mask within ``inner`` px of its outline stay only if they reach the
   threshold, pixels outside within ``outer`` px join if they do; nothing farther changes,
   so SAM decides which object it is and the image decides where its edge lies;
+- with ``level_range``, a click's mask takes, of the levels within that range of ``level``,
+  the one whose outline lies on the strongest edge (the highest mean gradient along it): a
+  textured, unevenly lit nucleus, whose interior's median is not its plateau, gets its edge
+  where a person sees it; a box's masks stay at ``level``;
 - the piece that overlaps SAM's mask most is kept, its holes filled;
 - a box's mask is cut to the box (the box says where the object is);
 - of a click's candidates, the one chosen is the highest by predicted IoU among those at
@@ -32,7 +36,7 @@ Meta's models and micro-sam's record no outline level: their masks are Meta's, u
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -71,6 +75,11 @@ class OutlineSettings:
         The Gaussian smoothing of the image first (pixels; 0: none).
     clip_to_box : bool
         Whether a box's mask is cut to the box.
+    level_range : float
+        Where above 0, each mask's level is chosen per object among ``level`` +- multiples
+        of 0.05 up to this far: the one whose outline lies on the strongest edge (the
+        highest mean gradient of the smoothed image along it), where a person sees the
+        edge of a textured or unevenly lit nucleus; 0: ``level`` for every object.
     min_solidity : float or None
         Of a click's candidate masks, prefer those at least this solid (None: the highest
         predicted IoU, as SAM).
@@ -84,6 +93,7 @@ class OutlineSettings:
     outer: int = 1
     sigma: float = 1.0
     clip_to_box: bool = True
+    level_range: float = 0.0
     min_solidity: float | None = None
     instances: bool = False
 
@@ -95,6 +105,9 @@ class OutlineSettings:
                 raise ValueError(f"{name}: expected pixels >= 0, got {getattr(self, name)}")
         if not float(self.sigma) >= 0.0:
             raise ValueError(f"sigma: expected >= 0, got {self.sigma}")
+        if not 0.0 <= float(self.level_range) < min(self.level, 1.0 - self.level):
+            raise ValueError(f"level_range: expected >= 0 and below level's distance to 0 "
+                             f"and 1, got {self.level_range}")  # fmt: skip
         if self.min_solidity is not None and not 0.0 < float(self.min_solidity) <= 1.0:
             raise ValueError(
                 f"min_solidity: expected a fraction in (0, 1], got {self.min_solidity}"
@@ -147,9 +160,23 @@ def _crop(mask: np.ndarray) -> tuple[slice, slice]:
             slice(max(0, cols[0] - _MARGIN), min(w, cols[-1] + 1 + _MARGIN)))  # fmt: skip
 
 
+def _levels(settings: OutlineSettings) -> np.ndarray:
+    """The levels :func:`redraw_outline` tries: ``level`` alone, or +- steps of 0.05 within
+    ``level_range``."""
+    steps = int(np.floor(float(settings.level_range) / 0.05 + 1e-9))
+    return float(settings.level) + 0.05 * np.arange(-steps, steps + 1)
+
+
+def _edge_strength(gradient: np.ndarray, mask: np.ndarray) -> float:
+    """The mean of ``gradient`` over the pixels on either side of ``mask``'s outline."""
+    rim = (mask & ~ndimage.binary_erosion(mask)) | (ndimage.binary_dilation(mask) & ~mask)
+    return float(gradient[rim].mean()) if rim.any() else -1.0
+
+
 def redraw_outline(image: np.ndarray, mask: np.ndarray, settings: OutlineSettings) -> np.ndarray:
     """``mask`` (H, W) bool with its outline redrawn at ``settings.level`` of the object's
-    intensity over the background in ``image`` (H, W); an empty mask stays empty."""
+    intensity over the background in ``image`` (H, W) (or, with ``level_range``, at the level
+    nearby whose outline lies on the strongest edge); an empty mask stays empty."""
     mask = np.asarray(mask, bool)
     if not mask.any():
         return mask
@@ -165,20 +192,30 @@ def redraw_outline(image: np.ndarray, mask: np.ndarray, settings: OutlineSetting
     bg = float(np.percentile(smooth[ring], 20)) if ring.any() else float(smooth.min())
     if not fg > bg:  # no brighter object here: nothing to snap to
         return mask
-    bright = smooth >= bg + settings.level * (fg - bg)
     depth = ndimage.distance_transform_edt(m)
     gap = ndimage.distance_transform_edt(~m)
     band = (m & (depth <= settings.inner)) | (~m & (gap <= settings.outer))
-    new = (m & (depth > settings.inner)) | (band & bright)
-    pieces, n = ndimage.label(new)
-    if n > 1:
-        overlap = np.bincount(pieces[m], minlength=n + 1)
-        overlap[0] = 0
-        new = pieces == int(np.argmax(overlap))
-    if not new.any():
+    levels = _levels(settings)
+    gradient = (ndimage.gaussian_gradient_magnitude(region, max(float(settings.sigma), 1.0))
+                if len(levels) > 1 else None)  # fmt: skip
+    best, strength = None, -np.inf
+    for level in levels:
+        new = (m & (depth > settings.inner)) | (band & (smooth >= bg + level * (fg - bg)))
+        pieces, n = ndimage.label(new)
+        if n > 1:
+            overlap = np.bincount(pieces[m], minlength=n + 1)
+            overlap[0] = 0
+            new = pieces == int(np.argmax(overlap))
+        if not new.any():
+            continue
+        new = ndimage.binary_fill_holes(new)
+        score = _edge_strength(gradient, new) if gradient is not None else 0.0
+        if score > strength:
+            best, strength = new, score
+    if best is None:
         return mask
     out = np.zeros_like(mask)
-    out[sl] = ndimage.binary_fill_holes(new)
+    out[sl] = best
     return out
 
 
@@ -195,11 +232,14 @@ def redraw_masks(image: np.ndarray, masks: np.ndarray, settings: OutlineSettings
                  box=None) -> np.ndarray:  # fmt: skip
     """Every mask of ``masks`` (K, H, W) bool redrawn (:func:`redraw_outline`), then cut to
     ``box`` (x0, y0, x1, y1 in the masks' pixels, inclusive, as SAM's boxes) when given and
-    ``settings.clip_to_box``."""
+    ``settings.clip_to_box``; a box's masks at ``settings.level`` (its ``level_range`` is
+    for clicks)."""
     image = np.asarray(image)
     if image.shape != masks.shape[-2:]:
         raise ValueError(f"image: expected shape {masks.shape[-2:]}, got {image.shape}")
     out = np.empty_like(masks, dtype=bool)
+    if box is not None and settings.level_range:
+        settings = replace(settings, level_range=0.0)  # a box's at the fixed level
     for k, m in enumerate(masks):
         if box is not None and settings.clip_to_box:
             m = _clip(np.asarray(m, bool), box)
@@ -235,3 +275,4 @@ def confine_masks(image: np.ndarray, masks: np.ndarray, objects: np.ndarray, cli
         if cut.any():
             out[k] = redraw_outline(image, cut, settings)
     return out
+
