@@ -333,3 +333,17 @@ def test_a_level_range_puts_the_outline_on_the_strongest_edge_nearby():
     with pytest.raises(ValueError, match="level_range: expected"):
         OutlineSettings(level=0.5, level_range=0.5)
 
+
+
+@pytest.mark.parametrize("level_range", [0.0, 0.1])
+def test_a_nucleus_with_a_dark_centre_keeps_no_hole(level_range):
+    image, disc = _nucleus(radius=14)
+    yy, xx = np.mgrid[:80, :80]
+    image[(yy - 40) ** 2 + (xx - 40) ** 2 <= 9] = 20.0  # a dark nucleolus, background-dark
+    settings = OutlineSettings(inner=20, outer=1, level_range=level_range)  # the band reaches it
+    out = redraw_outline(image, disc, settings)
+    assert out[40, 40] and iou(out, disc) > 0.9
+    np.testing.assert_array_equal(out, ndimage.binary_fill_holes(out))
+    # a mask at the edge of the image: the background outside it is no hole
+    edge = redraw_outline(image[:, 30:], disc[:, 30:], settings)
+    assert not edge[:, 0].all() and edge[40, 10]

@@ -167,9 +167,23 @@ def _levels(settings: OutlineSettings) -> np.ndarray:
     return float(settings.level) + 0.05 * np.arange(-steps, steps + 1)
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes(mask)`` in one labelling of the background: its pieces
+    that do not reach the array's edge are holes."""
+    background, n = ndimage.label(~mask)
+    if n < 2:
+        return mask
+    outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0],
+                                        background[:, -1]]))  # fmt: skip
+    return mask | ((background > 0) & ~np.isin(background, outside))
+
+
 def _edge_strength(gradient: np.ndarray, mask: np.ndarray) -> float:
-    """The mean of ``gradient`` over the pixels on either side of ``mask``'s outline."""
-    rim = (mask & ~ndimage.binary_erosion(mask)) | (ndimage.binary_dilation(mask) & ~mask)
+    """The mean of ``gradient`` over the pixels on either side of ``mask``'s outline (those
+    with a 4-neighbour on the other side; outside the array is outside)."""
+    p = np.pad(mask, 1)
+    rim = ((p[:-2, 1:-1] != mask) | (p[2:, 1:-1] != mask)
+           | (p[1:-1, :-2] != mask) | (p[1:-1, 2:] != mask))  # fmt: skip
     return float(gradient[rim].mean()) if rim.any() else -1.0
 
 
@@ -198,9 +212,13 @@ def redraw_outline(image: np.ndarray, mask: np.ndarray, settings: OutlineSetting
     levels = _levels(settings)
     gradient = (ndimage.gaussian_gradient_magnitude(region, max(float(settings.sigma), 1.0))
                 if len(levels) > 1 else None)  # fmt: skip
-    best, strength = None, -np.inf
+    best, strength, previous = None, -np.inf, None
     for level in levels:
-        new = (m & (depth > settings.inner)) | (band & (smooth >= bg + level * (fg - bg)))
+        edge = band & (smooth >= bg + level * (fg - bg))
+        if previous is not None and np.array_equal(edge, previous):
+            continue  # the same outline as the last level's
+        previous = edge
+        new = (m & (depth > settings.inner)) | edge
         pieces, n = ndimage.label(new)
         if n > 1:
             overlap = np.bincount(pieces[m], minlength=n + 1)
@@ -208,7 +226,7 @@ def redraw_outline(image: np.ndarray, mask: np.ndarray, settings: OutlineSetting
             new = pieces == int(np.argmax(overlap))
         if not new.any():
             continue
-        new = ndimage.binary_fill_holes(new)
+        new = _fill_holes(new)
         score = _edge_strength(gradient, new) if gradient is not None else 0.0
         if score > strength:
             best, strength = new, score
