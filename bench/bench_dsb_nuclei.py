@@ -32,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from bench_real_nuclei import auto_options, classical_labels, predictor_at, prompt_ious
+from bench_real_nuclei import (
+    auto_options,
+    classical_labels,
+    model_decoder,
+    predictor_at,
+    prompt_ious,
+)
 from bench_tiling import cpu_kind  # the same CPU description in every bench
 
 
@@ -69,7 +75,8 @@ def main(argv=None):
     parser.add_argument("--model", default="sam_tiny_nuclei")
     parser.add_argument("--data", default=None, help="folder with img2d.tif and mask2d.tif")
     parser.add_argument("--weights", default=None, help="other weights of --model")
-    parser.add_argument("--decoder", default=None, help="another instance decoder for auto")
+    parser.add_argument("--decoder", default=None, help="another instance decoder, for "
+                        "auto and the clicks' confining (other --weights have none unless given)")
     parser.add_argument("--diameters", default="none,auto", help="comma-separated object "
                         "diameters in px, 'none' (native resolution) or 'auto' (estimated)")
     parser.add_argument("--scale", type=float, default=1.0, help="measure on the image "
@@ -96,7 +103,7 @@ def main(argv=None):
     from napari_sam.train.evaluation import instance_f1
 
     truth = relabel_sequential(labels)[0]
-    model = create_model(args.model, pretrained=args.weights or True)
+    model = create_model(args.model, pretrained=args.weights or True, **model_decoder(args))
     view = StackView(image, "YX")
     diameter = estimate_diameter(view)
     sides = {}

@@ -69,6 +69,12 @@ def auto_options(args) -> dict:
     return extra
 
 
+def model_decoder(args) -> dict:
+    """``create_model``'s keyword for ``--decoder``: the decoder that confines clicks (and that
+    ``auto`` uses); none given, the model's own, which a file of ``--weights`` lacks."""
+    return {"decoder": args.decoder} if args.decoder else {}
+
+
 def predictor_at(model, model_name: str, view, diameter):
     """The stack predictor the apps use: at native resolution (``diameter`` None: tiled
     when a side is over 1.5 inputs, as ``plan_tiling``'s default) or with windows that bring
@@ -110,7 +116,8 @@ def main(argv=None):
     parser.add_argument("--slices", default="25:50:5", help="start:stop:step")
     parser.add_argument("--weights", default=None, help="other weights of --model (a .npz or "
                         ".pth file, e.g. a retrained candidate)")
-    parser.add_argument("--decoder", default=None, help="another instance decoder for auto")
+    parser.add_argument("--decoder", default=None, help="another instance decoder, for "
+                        "auto and the clicks' confining (other --weights have none unless given)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     folder = _data_dir(args.data)
@@ -126,7 +133,7 @@ def main(argv=None):
     from napari_sam.stacks.view import StackView
     from napari_sam.train.evaluation import instance_f1
 
-    model = create_model(args.model, pretrained=args.weights or True)
+    model = create_model(args.model, pretrained=args.weights or True, **model_decoder(args))
     view = StackView(image, "ZYX")
     diameter = estimate_diameter(view, index=slices[len(slices) // 2])
     sides = {"native resolution": None, f"diameter {diameter:.0f} px (auto)": diameter}
