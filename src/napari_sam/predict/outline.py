@@ -171,7 +171,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndimage.binary_fill_holes(mask)`` in one labelling of the background: its pieces
     that do not reach the array's edge are holes."""
     background, n = ndimage.label(~mask)
-    if n < 2:
+    if not n:  # (one piece may be a hole too: a mask reaching all four edges)
         return mask
     outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0],
                                         background[:, -1]]))  # fmt: skip
